@@ -1,0 +1,112 @@
+"""The sharing policy as plain, immutable data.
+
+These dataclasses are the contract between the policy engine, the outbox and the
+egress gate: parsing and signature checks produce them, `decide()` reads them, and
+nothing else interprets a policy. Times are unix seconds (float) so the engine can
+stay a pure function of (read, destination, policy, now).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Closed vocabularies. A bundle naming anything else is refused at load.
+DESTINATION_CLASSES = frozenset({
+    "local_police", "state_police", "state_fusion_center", "federal",
+    "federal_immigration", "private", "other",
+})
+PURPOSES = frozenset({
+    "stolen_vehicle", "amber_alert", "silver_alert", "felony_warrant",
+    "homicide_investigation", "missing_person", "violent_crime_investigation",
+    "terrorism_investigation", "traffic_enforcement", "parking_enforcement",
+    "immigration_enforcement", "reproductive_health_care", "first_amendment_activity",
+    "records_retention",
+})
+FIELDS = frozenset({
+    "plate", "plate_crop", "vehicle_image", "confidence", "timestamp", "camera_id", "location",
+})
+RULE_MODES = frozenset({"all", "hotlist_hits", "none"})
+PLATE_FORMS = frozenset({"clear", "hmac_sha256"})
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where a destination's reads go and how its broker proves who it is."""
+
+    broker_url: str                    # mqtts://host:port or mqtt://host:port
+    topic: str                         # from the policy only; never built from plate text
+    server_key_sha256: str | None      # hex SHA-256 of the server's SubjectPublicKeyInfo (DER)
+    ca_pem: str | None                 # PEM of the CA that must have signed the server cert
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The data-sharing agreement on file for a destination; no sharing past `expires_at`."""
+
+    id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    id: str
+    mode: str                          # one of RULE_MODES
+    fields: frozenset[str]             # subset of FIELDS
+    plate_form: str = "clear"          # one of PLATE_FORMS
+    location_precision_m: float = 0.0  # 0 = as measured; larger = coarser grid
+    max_age_s: float | None = None     # a read older than this at send time is not sent
+
+
+@dataclass(frozen=True)
+class Destination:
+    id: str
+    agency: str
+    dest_class: str                    # one of DESTINATION_CLASSES
+    jurisdiction: str                  # ISO 3166-2, e.g. "US-CT"
+    transport: Transport
+    purposes: frozenset[str]
+    declaration: Declaration | None
+    rule: AllowRule
+
+
+@dataclass(frozen=True)
+class Prohibitions:
+    """Overrides every allow rule (deny overrides allow)."""
+
+    classes: frozenset[str]
+    purposes: frozenset[str]
+    # If non-empty, a destination whose jurisdiction is not listed gets nothing.
+    allowed_jurisdictions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Retention:
+    nonhit_max_age_s: float
+    hit_max_age_s: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    agency: str
+    version: int
+    issued_at: float
+    not_before: float
+    expires_at: float
+    signer_key_id: str
+    digest: str                        # hex SHA-256 of the signed payload bytes; the gate compares it
+    destinations: tuple[Destination, ...]
+    prohibitions: Prohibitions
+    retention: Retention
+
+    def destination(self, destination_id: str) -> Destination | None:
+        for dest in self.destinations:
+            if dest.id == destination_id:
+                return dest
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    fields: frozenset[str]
+    rule_id: str                       # the rule or prohibition that made the decision
+    reason: str
