@@ -76,6 +76,12 @@ class Prohibitions:
     purposes: frozenset[str]
     # If non-empty, a destination whose jurisdiction is not listed gets nothing.
     allowed_jurisdictions: frozenset[str]
+    # Declarations required (added by the policy issue; optional, default: none required).
+    # If non-empty, a destination whose jurisdiction is NOT listed must have an unexpired
+    # declaration on file (e.g. Illinois: out-of-state sharing needs a written declaration).
+    declaration_required_outside: frozenset[str] = frozenset()
+    # Destinations of these classes must have an unexpired declaration on file.
+    declaration_required_classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -110,3 +116,7 @@ class Decision:
     fields: frozenset[str]
     rule_id: str                       # the rule or prohibition that made the decision
     reason: str
+    # Hit purposes this share is for (allowed decisions only): the read's hotlist purposes
+    # that the destination may receive and no prohibition forbids. Hits outside this set
+    # are stripped from the payload. Empty for a non-hit read shared under mode "all".
+    purposes: frozenset[str] = frozenset()

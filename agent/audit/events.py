@@ -1,0 +1,29 @@
+"""The audit event vocabulary. Other stages record with these names (see docs/audit.md)."""
+from __future__ import annotations
+
+DECISION = "decision"                    # read_id, destination, allowed, rule_id, reason, purposes, hit, dest_class
+READ_ACCEPTED = "read.accepted"          # read_id, camera_id, hit, purposes (hit purposes)
+POLICY_INSTALLED = "policy.installed"    # version, digest, signer, agency, source, expires_at
+POLICY_REFUSED = "policy.refused"        # reason, detail, source
+POLICY_EXPIRED = "policy.expired"        # version, digest
+HOTLIST_INSTALLED = "hotlist.installed"  # list_id, version, purpose, source, plates, digest, signer
+HOTLIST_REFUSED = "hotlist.refused"      # reason, detail, source
+HOTLIST_STALE = "hotlist.stale"          # list_id, version, issued_at, max_staleness_s
+RETENTION_DELETED = "retention.deleted"  # count, hits, oldest_age_s, where
+DELIVERY_PURGED = "delivery.purged"      # read_id, destination, rule_id, reason
+DELIVERY_REFUSED = "delivery.refused"    # read_id, destination, reason
+DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes
+OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
+CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
+# Written by the audit log itself.
+CHECKPOINT = "checkpoint"                # count, head, key_id, signature
+AUDIT_OPENED = "audit.opened"            # resumed_at_seq
+AUDIT_RECOVERED = "audit.recovered"      # dropped_bytes (a partial line cut after a crash)
+AUDIT_TRUNCATION_DETECTED = "audit.truncation_detected"  # head_seq, log_seq
+
+EVENTS = frozenset({
+    DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, HOTLIST_INSTALLED,
+    HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
+    DELIVERY_SENT, OUTBOX_EVICTED, CONFIG_CHANGED, CHECKPOINT, AUDIT_OPENED, AUDIT_RECOVERED,
+    AUDIT_TRUNCATION_DETECTED,
+})

@@ -1,0 +1,157 @@
+"""The device config schema: every key a unit's TOML may hold, its type, range and default.
+
+Unknown keys are errors (a typo must never silently fall back to a default). Paths
+are resolved against the directory of the config file, so a config and the files it
+names can move together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config.fields import setting
+
+PORT = dict(min=1, max=65535, reason="is not a port")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SOURCE_KINDS = ("video_file", "image_folder")
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    id: str = setting("unit-0001", help="Unit identifier used in status topics and audit records.",
+                      pattern=ID_PATTERN, reason="is not a valid id (letters, digits, . _ -, at most 64)")
+    camera_id: str = setting("cam-1", help="Camera identifier stamped on every read.",
+                             pattern=ID_PATTERN, reason="is not a valid id (letters, digits, . _ -, at most 64)")
+    latitude: float | None = setting(None, help="Camera latitude in degrees (WGS84); omit if unknown.",
+                                     min=-90, max=90, reason="is not a latitude")
+    longitude: float | None = setting(None, help="Camera longitude in degrees (WGS84); omit if unknown.",
+                                      min=-180, max=180, reason="is not a longitude")
+    state_dir: Path = setting(Path("/var/lib/plategate"),
+                              help="Where the outbox, audit log, policy and keys live.")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = setting("INFO", help="Log level.", choices=LOG_LEVELS)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = setting("video_file", help="Frame source kind.", choices=SOURCE_KINDS)
+    path: Path | None = setting(None, help="Video file or image folder to replay.")
+    fps: float = setting(10.0, help="Frames per second to deliver (replay pacing).",
+                         min=0.1, max=120, reason="is not a usable frame rate")
+    loop: bool = setting(False, help="Replay the file or folder again when it ends.")
+    frame_queue: int = setting(4, help="Frames buffered before the oldest is dropped.", min=1, max=256)
+    exit_at_end: bool = setting(False, help="Stop the agent once the source ends and every read is "
+                                            "delivered or held (demo and batch use).")
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
+    threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
+    min_confidence: float = setting(0.5, help="Plate reads below this confidence are ignored.", min=0, max=1)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    merge_window_s: float = setting(3.0, help="Sightings of the same plate closer than this are one read.",
+                                    min=0.1, max=600)
+    min_frames: int = setting(1, help="Frames a plate must be seen in before it becomes a read.",
+                              min=1, max=100)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    bundle: Path | None = setting(None, help="Signed policy bundle installed at start-up and on SIGHUP "
+                                             "(omit to use the last installed one in state_dir).")
+    trusted_keys: tuple[Path, ...] = setting(default_factory=tuple,
+                                             help="Department public keys (PEM) allowed to sign policies.")
+    hotlists: tuple[Path, ...] = setting(default_factory=tuple, help="Signed hotlist bundles to install.")
+    hmac_keys: Path | None = setting(None, help="TOML file mapping destination id to its hex HMAC key.",
+                                     secret=True)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    unit_key: Path | None = setting(None, help="Unit Ed25519 private key (PEM) that signs audit checkpoints.")
+    checkpoint_every: int = setting(1000, help="Records between signed checkpoints.", min=1, max=1_000_000)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_mb: float = setting(512.0, help="Largest size of the outbox database on disk.", min=1, max=1_000_000)
+    retention_check_s: float = setting(30.0, help="Seconds between retention sweeps.", min=1, max=3600)
+
+
+@dataclass(frozen=True)
+class DestinationCredentialsConfig:
+    id: str = setting(help="Destination id, as named in the policy.", pattern=ID_PATTERN,
+                      reason="is not a valid id (letters, digits, . _ -, at most 64)")
+    username: str | None = setting(None, help="MQTT user name.")
+    password: str | None = setting(None, help="MQTT password.", secret=True)
+    client_cert: Path | None = setting(None, help="Client certificate (PEM) for mutual TLS.")
+    client_key: Path | None = setting(None, help="Client private key (PEM) for mutual TLS.", secret=True)
+    protocol: str = setting("5", help="MQTT protocol version.", choices=("5", "3.1.1"))
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    host: str | None = setting(None, help="Broker for the unit's status and heartbeat (omit to disable).")
+    port: int = setting(1883, help="Status broker port.", **PORT)
+    topic_prefix: str = setting("plategate", help="Status topic is <prefix>/<unit id>/status.",
+                                pattern=r"[^#+$][^#+]*", reason="is not a valid topic prefix")
+    heartbeat_s: float = setting(30.0, help="Seconds between heartbeats.", min=1, max=3600)
+    username: str | None = setting(None, help="MQTT user name for the status broker.")
+    password: str | None = setting(None, help="MQTT password for the status broker.", secret=True)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    keepalive_s: int = setting(30, help="MQTT keep-alive in seconds.", min=5, max=3600)
+    reconnect_max_s: float = setting(60.0, help="Longest wait between reconnect attempts.", min=1, max=3600)
+    destinations: tuple[DestinationCredentialsConfig, ...] = setting(
+        default_factory=tuple, help="Credentials per policy destination; a destination with none connects "
+                                    "anonymously.")
+    status: StatusConfig = setting(default_factory=StatusConfig, help="Unit status publishing.")
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    max_restarts: int = setting(5, help="Restarts of one stage allowed within window_s before the agent "
+                                        "exits for systemd to restart it.", min=0, max=1000)
+    window_s: float = setting(60.0, help="Window for counting stage restarts.", min=1, max=86400)
+    backoff_initial_s: float = setting(0.2, help="First wait before restarting a crashed stage.",
+                                       min=0, max=60)
+    backoff_max_s: float = setting(10.0, help="Longest wait before restarting a crashed stage.",
+                                   min=0, max=600)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    unit: UnitConfig = field(default_factory=UnitConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+
+
+SECTION_HELP = {
+    "unit": "Identity and storage of this camera unit.",
+    "logging": "Logging.",
+    "source": "Where frames come from.",
+    "recognizer": "Plate detection and OCR.",
+    "tracker": "Grouping sightings of one vehicle into one read.",
+    "policy": "The department's signed sharing policy and hotlists.",
+    "audit": "The hash-chained audit log.",
+    "outbox": "The durable store-and-forward queue.",
+    "mqtt": "MQTT connections (destinations themselves come from the signed policy).",
+    "supervisor": "Restarting crashed stages.",
+}

@@ -1,0 +1,1 @@
+"""Running the agent: stages, supervision, signals and the assembly of the pipeline."""

@@ -1,0 +1,268 @@
+"""The four in-process stages of DESIGN.md's data flow, each a small `Stage`.
+
+    CaptureStage ─frames (drop oldest)─▶ RecognizeStage ─sightings─▶ TrackStage ─reads─▶ AcceptStage ─▶ Outbox
+
+Frames may be dropped (counted); sightings and reads travel on unbounded-in-practice
+blocking queues and are never dropped. A read is *accepted* once `Outbox.accept`
+returns (committed to disk); AcceptStage keeps a batch pending until then, so a crash
+retries the batch instead of losing it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from agent.capture.frames import Frame, FrameSource, SourceEnded
+from agent.reads import Candidate, HotlistHit, ReadEvent
+from agent.runtime.queues import DropOldestQueue
+from agent.runtime.stage import Stage
+from agent.tracking.tracker import Sighting, Tracker
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+
+
+class PlateRecognizer(Protocol):
+    def recognize(self, image: np.ndarray) -> Sequence[Any]:
+        """Plate hits with .text, .confidence, .box (x, y, w, h) and .candidates."""
+
+
+class ReadSink(Protocol):
+    def accept(self, reads: Sequence[ReadEvent], now: float) -> None: ...
+
+
+class HotlistMatcher(Protocol):
+    def match(self, plate: str, now: float) -> tuple[HotlistHit, ...]: ...
+
+
+class CaptureStage(Stage):
+    """Reads frames from the source at the configured rate; never waits for downstream."""
+
+    name = "capture"
+
+    def __init__(self, stop: threading.Event, open_source: Callable[[], FrameSource], fps: float,
+                 frames: DropOldestQueue[Frame]):
+        super().__init__(stop)
+        self._open_source = open_source
+        self._interval = 1.0 / fps
+        self.frames = frames
+        self.source_ended = threading.Event()
+        self.frames_read = 0
+        self._source: FrameSource | None = None
+        self._next_at = 0.0
+
+    def should_finish(self) -> bool:
+        return self.stop_requested.is_set() or self.source_ended.is_set()
+
+    def step(self) -> None:
+        if self._source is None:
+            self._source = self._open_source()  # SourceError here → restart with backoff
+        wait = self._next_at - time.monotonic()
+        if wait > 0 and self.stop_requested.wait(wait):
+            return
+        self._next_at = max(self._next_at + self._interval, time.monotonic())
+        try:
+            frame = self._source.read()
+        except SourceEnded:
+            log.info("source ended frames=%d", self.frames_read)
+            self.source_ended.set()
+            return
+        except Exception:
+            self._close_source()  # reopen after the restart
+            raise
+        self.frames_read += 1
+        self.frames.put(frame)
+
+    @property
+    def corrupt_frames(self) -> int:
+        return self._source.corrupt_frames if self._source is not None else 0
+
+    def finish(self) -> None:
+        self._close_source()
+
+    def _close_source(self) -> None:
+        if self._source is not None:
+            try:
+                self._source.close()
+            finally:
+                self._source = None
+
+
+class RecognizeStage(Stage):
+    """Finds and reads plates in each frame; turns each into a Sighting for the tracker."""
+
+    name = "recognize"
+
+    def __init__(self, stop: threading.Event, upstream: CaptureStage, frames: DropOldestQueue[Frame],
+                 recognizer: PlateRecognizer, min_confidence: float, sightings: "queue.Queue[Sighting]"):
+        super().__init__(stop, upstream)
+        self.frames = frames
+        self.recognizer = recognizer
+        self.min_confidence = min_confidence
+        self.sightings = sightings
+        self.frames_done = 0
+        self.failed_frames = 0
+        self._pending: Frame | None = None
+        self._attempts = 0
+
+    def idle(self) -> bool:
+        return self._pending is None and self.frames.empty()
+
+    def should_finish(self) -> bool:
+        if self.upstream.finished.is_set() and self.stop_requested.is_set() and self._pending is None:
+            discarded = self.frames.discard_all()  # frames are not reads: shutdown does not wait for them
+            if discarded:
+                log.info("frames discarded at shutdown count=%d", discarded)
+        return super().should_finish()
+
+    def step(self) -> None:
+        if self._pending is None:
+            try:
+                self._pending = self.frames.get(timeout=POLL_S)
+            except queue.Empty:
+                return
+            self._attempts = 0
+        frame = self._pending
+        self._attempts += 1
+        if self._attempts > 2:  # the same frame crashed the recognizer twice: skip it, keep going
+            log.error("frame skipped after repeated failures origin=%s index=%d", frame.origin, frame.index)
+            self.failed_frames += 1
+            self._pending = None
+            return
+        for hit in self.recognizer.recognize(frame.image):
+            if hit.confidence < self.min_confidence or not hit.text:
+                continue
+            self.sightings.put(_sighting(frame, hit))
+        self.frames_done += 1
+        self._pending = None
+
+
+class TrackStage(Stage):
+    """Feeds sightings to the tracker and passes on the read events it completes."""
+
+    name = "track"
+
+    def __init__(self, stop: threading.Event, upstream: RecognizeStage, sightings: "queue.Queue[Sighting]",
+                 tracker: Tracker, reads: "queue.Queue[ReadEvent]", clock: Callable[[], float] = time.time):
+        super().__init__(stop, upstream)
+        self.sightings = sightings
+        self.tracker = tracker
+        self.reads = reads
+        self.clock = clock
+        self.reads_emitted = 0
+        self._pending: Sighting | None = None
+
+    def idle(self) -> bool:
+        return self._pending is None and self.sightings.empty()
+
+    def step(self) -> None:
+        if self._pending is None:
+            try:
+                self._pending = self.sightings.get(timeout=POLL_S)
+            except queue.Empty:
+                self._emit(self.tracker.flush(self.clock()))
+                return
+        done = self.tracker.observe(self._pending)
+        self._pending = None
+        self._emit(done)
+
+    def finish(self) -> None:
+        self._emit(self.tracker.flush(self.clock(), force=True))
+
+    def _emit(self, reads: list[ReadEvent]) -> None:
+        for read in reads:
+            self.reads.put(read)
+            self.reads_emitted += 1
+
+
+class AcceptStage(Stage):
+    """Annotates reads with hotlist hits and hands them to the outbox in durable batches."""
+
+    name = "accept"
+    BATCH = 256
+
+    def __init__(self, stop: threading.Event, upstream: TrackStage, reads: "queue.Queue[ReadEvent]",
+                 outbox: ReadSink, hotlists: HotlistMatcher | None, full_error: type[Exception],
+                 clock: Callable[[], float] = time.time):
+        super().__init__(stop, upstream)
+        self.reads = reads
+        self.outbox = outbox
+        self.hotlists = hotlists
+        self.full_error = full_error
+        self.clock = clock
+        self.accepted = 0
+        self.refused_full = 0
+        self._pending: list[ReadEvent] = []
+
+    def idle(self) -> bool:
+        return not self._pending and self.reads.empty()
+
+    def step(self) -> None:
+        if not self._pending:
+            try:
+                first = self.reads.get(timeout=POLL_S)
+            except queue.Empty:
+                return
+            batch = [first]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self.reads.get_nowait())
+                except queue.Empty:
+                    break
+            self._pending = batch
+        now = self.clock()
+        batch = [self._with_hits(read, now) for read in self._pending]
+        try:
+            self.outbox.accept(batch, now)
+        except self.full_error:
+            self._accept_one_by_one(batch, now)
+        self.accepted += len(batch)
+        self._pending = []
+
+    def _with_hits(self, read: ReadEvent, now: float) -> ReadEvent:
+        if self.hotlists is None or read.hits:
+            return read
+        hits = self.hotlists.match(read.plate, now)
+        return dataclasses.replace(read, hits=hits) if hits else read
+
+    def _accept_one_by_one(self, batch: list[ReadEvent], now: float) -> None:
+        """The outbox is full: hits still go in; a refused non-hit read is counted and alarmed."""
+        for read in batch:
+            try:
+                self.outbox.accept([read], now)
+            except self.full_error as exc:
+                self.refused_full += 1
+                self.accepted -= 1
+                log.error("read refused outbox full read_id=%s hit=%s reason=%s", read.read_id, read.is_hit, exc)
+
+
+def _sighting(frame: Frame, hit: Any) -> Sighting:
+    x, y, w, h = (int(v) for v in hit.box)
+    candidates = tuple(Candidate(text=c[0], confidence=float(c[1])) if isinstance(c, tuple)
+                       else Candidate(text=c.text, confidence=float(c.confidence))
+                       for c in (hit.candidates or ()))
+    return Sighting(
+        text=hit.text, confidence=float(hit.confidence), seen_at=frame.captured_at, box=(x, y, w, h),
+        candidates=candidates, plate_crop_jpeg=_jpeg(frame.image, (x, y, w, h), 1.0),
+        vehicle_jpeg=_jpeg(frame.image, (x, y, w, h), 3.0),
+    )
+
+
+def _jpeg(image: np.ndarray, box: tuple[int, int, int, int], grow: float) -> bytes | None:
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    gw, gh = w * grow, h * grow * (2.0 if grow > 1 else 1.0)
+    x0, y0 = max(0, int(cx - gw / 2)), max(0, int(cy - gh / 2))
+    x1, y1 = min(image.shape[1], int(cx + gw / 2)), min(image.shape[0], int(cy + gh / 2))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    ok, data = cv2.imencode(".jpg", image[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return data.tobytes() if ok else None

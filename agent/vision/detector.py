@@ -1,0 +1,248 @@
+"""Plate detector: finds licence plates in a camera frame with our own ONNX heatmap model.
+
+Why this shape: the unit has two CPU cores and must keep up with traffic, so the detector is a
+small fully-convolutional centre-heatmap network (CenterNet-style, stride 4) rather than a
+vehicle-then-plate cascade. One pass over the resized frame gives, per output cell, a plate-centre
+score, the sub-cell offset of the centre and the plate's log width/height. Peaks of the heatmap
+(3x3 local maxima) become boxes; a final IoU NMS merges duplicates from overlapping tiles.
+
+Large frames (up to 4K) are handled by scale: the frame is shrunk so that its longest side fits
+``max_side``; if that would make the smallest plate we promise to find (``min_plate_px`` wide in
+frame pixels) smaller than the model sees reliably (``entry["min_plate_input_px"]``), the frame is
+processed at a larger scale in overlapping ``max_side`` tiles plus one whole-frame pass for the
+big plates. Everything the preprocessing needs (normalisation, stride, size multiple) is read from
+the model's manifest entry, so a retrained model cannot silently disagree with this code.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "plate_detector"
+
+DEFAULT_SCORE_THRESHOLD = 0.35
+DEFAULT_MIN_PLATE_PX = 40
+DEFAULT_NMS_IOU = 0.4
+MAX_DETECTIONS = 50
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One plate found in a frame.
+
+    ``box`` is (x, y, w, h) in frame pixels, clipped to the frame. ``corners`` is a 4x2 array
+    (top-left, top-right, bottom-right, bottom-left) when the model gives the plate's
+    quadrilateral for rectification; this model predicts axis-aligned boxes only, so it is None.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    corners: np.ndarray | None = None
+
+
+def decode_heatmap(heat: np.ndarray, reg: np.ndarray, stride: int, score_threshold: float,
+                   max_detections: int = MAX_DETECTIONS) -> list[tuple[float, float, float, float, float]]:
+    """Turn one image's model output into boxes in model-input pixels.
+
+    ``heat`` is (H, W) sigmoid scores; ``reg`` is (4, H, W): centre offset x, y (cells) and log
+    width, log height (in cells). Returns ``(x0, y0, x1, y1, score)`` tuples, best first.
+    Shared by the agent and the training script so validation measures the code that ships.
+    """
+    if heat.size == 0:
+        return []
+    padded = np.pad(heat, 1, mode="constant", constant_values=0.0)
+    h, w = heat.shape
+    local_max = np.max(np.stack([padded[dy:dy + h, dx:dx + w]
+                                 for dy in range(3) for dx in range(3)]), axis=0)
+    peaks = (heat >= local_max) & (heat >= score_threshold)
+    ys, xs = np.nonzero(peaks)
+    if ys.size == 0:
+        return []
+    scores = heat[ys, xs]
+    order = np.argsort(-scores)[:max_detections]
+    ys, xs, scores = ys[order], xs[order], scores[order]
+    cx = (xs + reg[0, ys, xs]) * stride
+    cy = (ys + reg[1, ys, xs]) * stride
+    bw = np.exp(np.clip(reg[2, ys, xs], -4.0, 8.0)) * stride
+    bh = np.exp(np.clip(reg[3, ys, xs], -4.0, 8.0)) * stride
+    return [(float(x - ww / 2), float(y - hh / 2), float(x + ww / 2), float(y + hh / 2), float(s))
+            for x, y, ww, hh, s in zip(cx, cy, bw, bh, scores)]
+
+
+def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between (N, 4) and (M, 4) boxes given as x0, y0, x1, y1."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+def nms(boxes: list[tuple[float, float, float, float, float]],
+        iou_threshold: float = DEFAULT_NMS_IOU) -> list[tuple[float, float, float, float, float]]:
+    """Greedy non-maximum suppression over ``(x0, y0, x1, y1, score)`` boxes, best first."""
+    if not boxes:
+        return []
+    ordered = sorted(boxes, key=lambda b: -b[4])
+    arr = np.array([b[:4] for b in ordered], dtype=np.float32)
+    keep: list[int] = []
+    suppressed = np.zeros(len(ordered), dtype=bool)
+    ious = iou_xyxy(arr, arr)
+    for i in range(len(ordered)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= ious[i] > iou_threshold
+    return [ordered[i] for i in keep]
+
+
+def prepare_input(image_rgb: np.ndarray, entry: dict) -> np.ndarray:
+    """Pad an RGB uint8 image (already at model scale) to the size multiple, normalise, NCHW.
+
+    Padding goes right/bottom with the normalised zero value so box coordinates need no shift.
+    """
+    inp = entry["input"]
+    multiple = int(inp.get("multiple", 32))
+    h, w = image_rgb.shape[:2]
+    ph = max(multiple, -(-h // multiple) * multiple)
+    pw = max(multiple, -(-w // multiple) * multiple)
+    mean = np.asarray(inp.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+    std = np.asarray(inp.get("std", [0.25, 0.25, 0.25]), dtype=np.float32)
+    canvas = np.empty((ph, pw, 3), dtype=np.float32)
+    canvas[...] = 0.0
+    canvas[:h, :w] = (image_rgb.astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
+
+
+class PlateDetector:
+    """Runs the plate-detector ONNX model on BGR frames (what OpenCV and cameras hand us)."""
+
+    def __init__(self, session: Any, entry: dict, score_threshold: float | None = None,
+                 min_plate_px: int = DEFAULT_MIN_PLATE_PX, nms_iou: float = DEFAULT_NMS_IOU) -> None:
+        self.session = session
+        self.entry = entry
+        inp = entry.get("input")
+        if not isinstance(inp, dict) or "max_side" not in inp:
+            raise ValueError("plate_detector manifest entry has no 'input' object with "
+                             "'max_side'; re-export the model with tools/train_detector.py")
+        self.max_side = int(inp["max_side"])
+        self.stride = int(entry.get("output", {}).get("stride", 4))
+        self.min_plate_input_px = float(entry.get("min_plate_input_px", 14))
+        if score_threshold is None:
+            score_threshold = float(entry.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
+        self.score_threshold = float(score_threshold)
+        self.min_plate_px = int(min_plate_px)
+        self.nms_iou = float(nms_iou)
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_models(cls, models_dir: Path, threads: int = 1, **kwargs: Any) -> "PlateDetector":
+        """Load ``plate_detector`` from ``models_dir`` (sha256-checked, warmed up)."""
+        from agent.vision.models import open_session
+
+        session, entry = open_session(Path(models_dir), MODEL_NAME, threads=threads)
+        return cls(session, entry, **kwargs)
+
+    def _run(self, image_rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """Model boxes for one image at model scale, in that image's pixels."""
+        tensor = prepare_input(image_rgb, self.entry)
+        heat, reg = self.session.run(None, {self.input_name: tensor})
+        return decode_heatmap(heat[0, 0], reg[0], self.stride, self.score_threshold)
+
+    def plan_scales(self, height: int, width: int) -> tuple[float, float | None]:
+        """(whole-frame scale, tile scale or None) for a frame of this size.
+
+        The whole frame is shrunk to fit ``max_side``; when that would shrink a
+        ``min_plate_px`` plate below ``min_plate_input_px``, tiles at a larger scale are added.
+        """
+        longest = max(height, width)
+        global_scale = min(1.0, self.max_side / longest)
+        needed = min(1.0, self.min_plate_input_px / max(1, self.min_plate_px))
+        if needed <= global_scale * 1.05:
+            return global_scale, None
+        return global_scale, needed
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
+        """Every plate found in ``frame_bgr`` (H x W x 3 uint8, BGR), best score first."""
+        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+            shape = getattr(frame_bgr, "shape", None)
+            raise ValueError(f"detect() needs an H x W x 3 BGR image, got shape {shape}")
+        if frame_bgr.dtype != np.uint8:
+            raise ValueError(f"detect() needs a uint8 image, got dtype {frame_bgr.dtype}")
+        height, width = frame_bgr.shape[:2]
+        if height < 2 or width < 2:
+            return []
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        global_scale, tile_scale = self.plan_scales(height, width)
+        boxes = self._pass_whole(rgb, global_scale)
+        if tile_scale is not None:
+            boxes += self._pass_tiles(rgb, tile_scale)
+            boxes = nms(boxes, self.nms_iou)
+        else:
+            boxes = nms(boxes, self.nms_iou)
+        return [self._to_detection(b, width, height) for b in boxes[:MAX_DETECTIONS]]
+
+    def _resize(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+        if abs(scale - 1.0) < 1e-6:
+            return rgb
+        h, w = rgb.shape[:2]
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+    def _pass_whole(self, rgb: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
+        small = self._resize(rgb, scale)
+        return [(x0 / scale, y0 / scale, x1 / scale, y1 / scale, s)
+                for x0, y0, x1, y1, s in self._run(small)]
+
+    def _pass_tiles(self, rgb: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
+        """Overlapping ``max_side`` tiles of the frame at ``scale``; boxes in frame pixels."""
+        scaled = self._resize(rgb, scale)
+        sh, sw = scaled.shape[:2]
+        tile = self.max_side
+        overlap = tile // 4
+        out: list[tuple[float, float, float, float, float]] = []
+        for ty in _tile_starts(sh, tile, overlap):
+            for tx in _tile_starts(sw, tile, overlap):
+                crop = scaled[ty:ty + tile, tx:tx + tile]
+                for x0, y0, x1, y1, s in self._run(crop):
+                    # a box cut by an inner tile edge is left to the neighbouring tile
+                    if (x0 < 1 and tx > 0) or (y0 < 1 and ty > 0):
+                        continue
+                    if (x1 > crop.shape[1] - 1 and tx + tile < sw) or \
+                            (y1 > crop.shape[0] - 1 and ty + tile < sh):
+                        continue
+                    out.append(((x0 + tx) / scale, (y0 + ty) / scale,
+                                (x1 + tx) / scale, (y1 + ty) / scale, s))
+        return out
+
+    @staticmethod
+    def _to_detection(box: tuple[float, float, float, float, float], width: int,
+                      height: int) -> Detection:
+        x0, y0, x1, y1, score = box
+        x0 = int(round(min(max(x0, 0.0), width - 1)))
+        y0 = int(round(min(max(y0, 0.0), height - 1)))
+        x1 = int(round(min(max(x1, x0 + 1.0), width)))
+        y1 = int(round(min(max(y1, y0 + 1.0), height)))
+        return Detection(box=(x0, y0, x1 - x0, y1 - y0), score=score)
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``length`` with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts

@@ -1,0 +1,95 @@
+"""Shared pytest fixtures.
+
+Keep this file to fixtures that more than one area uses; area-specific helpers live in
+their own modules under tests/ and are imported from here. Sections: MQTT brokers.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mqtt_broker import Collector, MosquittoBroker, TlsFiles, find_mosquitto, make_tls_files
+
+# --- MQTT brokers (tests/mqtt_broker.py) ---------------------------------------------------
+
+requires_mosquitto = pytest.mark.skipif(
+    find_mosquitto() is None,
+    reason="mosquitto is not installed (apt-get install mosquitto); broker tests need a real broker")
+
+
+def _skip_without_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); "
+                    "broker tests need a real broker")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A plain (no TLS, anonymous) mosquitto on a free 127.0.0.1 port."""
+    _skip_without_mosquitto()
+    broker = MosquittoBroker(tmp_path / "mosquitto").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A throw-away CA with a server cert for 127.0.0.1 and a client cert."""
+    return make_tls_files(tmp_path / "pki")
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Start any number of brokers: factory(tls=..., acl=..., passwords=..., ...).
+
+    Every broker started through the factory is stopped at teardown.
+    """
+    _skip_without_mosquitto()
+    started: list[MosquittoBroker] = []
+    counter = itertools.count()
+
+    def make(**kwargs) -> MosquittoBroker:
+        broker = MosquittoBroker(tmp_path / f"broker{next(counter)}", **kwargs).start()
+        started.append(broker)
+        return broker
+
+    try:
+        yield make
+    finally:
+        for broker in started:
+            broker.stop()
+
+
+@pytest.fixture
+def tls_broker_factory(broker_factory, tmp_path: Path) -> Callable[..., MosquittoBroker]:
+    """factory(**kwargs): a TLS broker with its own fresh PKI unless `tls=` is given."""
+    counter = itertools.count()
+
+    def make(**kwargs) -> MosquittoBroker:
+        if "tls" not in kwargs:
+            kwargs["tls"] = make_tls_files(tmp_path / f"pki{next(counter)}")
+        return broker_factory(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def collector_factory() -> Iterator[Callable[..., Collector]]:
+    """factory(broker, **kwargs): a started subscriber on `#` that keeps every message."""
+    started: list[Collector] = []
+
+    def make(broker: MosquittoBroker, **kwargs) -> Collector:
+        collector = Collector(broker, **kwargs).start()
+        started.append(collector)
+        return collector
+
+    try:
+        yield make
+    finally:
+        for collector in started:
+            collector.stop()

@@ -1,0 +1,120 @@
+"""Device config: every problem reported with its key path; unknown keys refused; atomic writes."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config.loader import (ConfigError, backoff_bounds_ordered, client_cert_has_key,
+                                 load_config, parse_config, write_config_atomically)
+from agent.config.reference import REDACTED, redacted, reference_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FIVE_MISTAKES = """
+[unit]
+id = "unit 7"                 # 1: space not allowed
+[source]
+kind = "video_file"
+path = "clip.mp4"
+fsp = 12                      # 2: typo for fps
+[outbox]
+max_mb = "lots"               # 3: wrong type
+[[mqtt.destinations]]
+id = "county"
+[[mqtt.destinations]]
+id = "state"
+protocol = "4"                # 4: not a protocol
+[mqtt.status]
+port = 70000                  # 5: not a port
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, base_dir=Path("/tmp"))
+    return [str(p) for p in info.value.problems]
+
+
+def test_five_mistakes_all_reported_with_key_paths():
+    problems = problems_of(FIVE_MISTAKES)
+    assert len(problems) == 5, problems
+    assert any(p.startswith("unit.id: ") for p in problems)
+    assert "source.fsp: unknown key (did you mean 'fps'?)" in problems
+    assert any(p.startswith("outbox.max_mb: expected a number") for p in problems)
+    assert any(p.startswith("mqtt.destinations[1].protocol: '4' is not one of") for p in problems)
+    assert "mqtt.status.port: 70000 is not a port (1-65535)" in problems
+
+
+def test_check_command_exit_code_2_and_lists_every_problem(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(FIVE_MISTAKES)
+    result = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(config)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "5 problem(s)" in result.stderr
+    assert "mqtt.status.port: 70000 is not a port (1-65535)" in result.stderr
+
+
+def test_check_command_accepts_shipped_defaults():
+    result = subprocess.run([sys.executable, "-m", "agent", "config", "check",
+                             str(ROOT / "firmware_config" / "plategate.toml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_section_is_an_error_not_a_default():
+    assert problems_of('[sorce]\nkind = "video_file"\n') == ["sorce: unknown key (did you mean 'source'?)"]
+
+
+def test_invalid_toml_names_the_line():
+    problems = problems_of("[unit\nid = 1\n")
+    assert len(problems) == 1 and "not valid TOML" in problems[0] and "line 1" in problems[0]
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    config = tmp_path / "unit.toml"
+    config.write_text('[source]\npath = "clips/a.mp4"\n')
+    assert load_config(config).source.path == tmp_path / "clips" / "a.mp4"
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cross_field_rules_are_named_and_testable_alone():
+    config = parse_config('[source]\npath = "a.mp4"\n', base_dir=Path("/tmp"))
+    assert backoff_bounds_ordered(config) == []
+    assert client_cert_has_key(config) == []
+    problems = problems_of('[source]\npath = "a.mp4"\n[supervisor]\nbackoff_initial_s = 5\nbackoff_max_s = 1\n')
+    assert problems == ["supervisor.backoff_initial_s: 5.0 is larger than supervisor.backoff_max_s (1.0)"]
+
+
+def test_secrets_are_redacted():
+    config = parse_config('[source]\npath = "a.mp4"\n[[mqtt.destinations]]\nid = "x"\npassword = "hunter2"\n',
+                          base_dir=Path("/tmp"))
+    shown = redacted(config)
+    assert shown["mqtt"]["destinations"][0]["password"] == REDACTED
+    assert "hunter2" not in repr(shown)
+
+
+def test_atomic_write_refuses_invalid_config_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "unit.toml"
+    path.write_text('[source]\npath = "a.mp4"\n')
+    with pytest.raises(ConfigError):
+        write_config_atomically(path, '[source]\npath = "a.mp4"\nfps = 0\n')
+    assert path.read_text() == '[source]\npath = "a.mp4"\n'
+    write_config_atomically(path, '[source]\npath = "b.mp4"\n')
+    assert load_config(path).source.path == tmp_path / "b.mp4"
+    assert [p.name for p in tmp_path.iterdir()] == ["unit.toml"]  # no temp file left behind
+
+
+def test_readme_config_reference_is_in_step_with_the_schema():
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", readme, re.S)
+    assert match, "README lacks the generated config reference block"
+    assert match.group(1) == reference_markdown(), \
+        "README config reference is stale: run `python tools/sync_config_reference.py`"

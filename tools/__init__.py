@@ -1,0 +1,1 @@
+"""Developer tools (training, benchmarks, data generation); not installed with the agent."""

@@ -1,0 +1,327 @@
+"""Draw one clean licence plate (no camera effects yet) for a region and a text.
+
+Plates are drawn at a base height of 120 px; the caller places them in a scene and degrades
+them (tools/synth/degrade.py). Fonts are the free ones Debian ships: Roadgeek (FHWA highway
+gothic look-alike, close to US lettering), OSP-DIN (DIN 1451, EU plates), DejaVu and Liberation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts"))
+
+
+def _find(name: str) -> str | None:
+    for base in FONT_DIRS:
+        hits = sorted(base.rglob(name)) if base.is_dir() else []
+        if hits:
+            return str(hits[0])
+    return None
+
+
+def _fonts(names: tuple[str, ...]) -> tuple[str, ...]:
+    found = tuple(p for p in (_find(n) for n in names) if p)
+    return found
+
+
+@lru_cache(maxsize=None)
+def font_sets() -> dict[str, tuple[str, ...]]:
+    """Font files per use, found on this machine (raises if none at all)."""
+    sets = {
+        "us": _fonts(("RG2014C.ttf", "RG2014D.ttf", "RG2014B.ttf", "RG2014E.ttf",
+                      "DejaVuSansCondensed-Bold.ttf", "LiberationSans-Bold.ttf",
+                      "DejaVuSans-Bold.ttf", "LiberationMono-Bold.ttf")),
+        "din": _fonts(("OSP-DIN.ttf", "RG2014C.ttf", "RG2014D.ttf",
+                       "DejaVuSansCondensed-Bold.ttf")),
+        "br_old": _fonts(("DejaVuSansCondensed-Bold.ttf", "LiberationSans-Bold.ttf",
+                          "RG2014D.ttf", "OSP-DIN.ttf")),
+        "decor": _fonts(("DejaVuSerif-BoldItalic.ttf", "LiberationSerif-BoldItalic.ttf",
+                         "LiberationSerif-Italic.ttf", "DejaVuSans-Bold.ttf",
+                         "LiberationSans-Regular.ttf", "DejaVuSerif-Bold.ttf",
+                         "DejaVuSansCondensed-Oblique.ttf", "RG2014E.ttf")),
+        "small": _fonts(("DejaVuSans.ttf", "LiberationSans-Regular.ttf",
+                         "DejaVuSansCondensed.ttf")),
+    }
+    if not any(sets.values()):
+        raise RuntimeError("no fonts found under /usr/share/fonts: install fonts-roadgeek, "
+                           "fonts-opendin, fonts-dejavu-core, fonts-liberation2")
+    for key, value in sets.items():
+        if not value:
+            sets[key] = next(v for v in sets.values() if v)
+    return sets
+
+
+@lru_cache(maxsize=64)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+def text_mask(text: str, font_path: str, size: int = 72) -> np.ndarray:
+    """Coverage mask (float32 0..1) of ``text``, cropped to its ink."""
+    font = _font(font_path, size)
+    left, top, right, bottom = font.getbbox(text)
+    w, h = max(1, right - left), max(1, bottom - top)
+    img = Image.new("L", (w + 4, h + 4), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), text, font=font, fill=255)
+    mask = np.asarray(img, dtype=np.float32) / 255.0
+    ys, xs = np.nonzero(mask > 0.05)
+    if len(xs) == 0:
+        return np.zeros((1, 1), np.float32)
+    return mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, w: int, h: int,
+          colour) -> None:
+    """Blend ``colour`` into ``canvas`` (float32 BGR 0..1) through ``mask`` resized to w x h."""
+    H, W = canvas.shape[:2]
+    if w < 1 or h < 1:
+        return
+    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA if w < mask.shape[1]
+                   else cv2.INTER_LINEAR)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = m[y0 - y:y1 - y, x0 - x:x1 - x, None]
+    region = canvas[y0:y1, x0:x1]
+    region[:] = region * (1 - m) + np.asarray(colour, np.float32) * m
+
+
+@dataclass
+class Plate:
+    """A drawn plate and where its serial characters are (for the video demo and checks)."""
+
+    image: np.ndarray  # float32 BGR 0..1
+    text: str
+    text_box: tuple[int, int, int, int]
+
+
+US_STATES = ("ALABAMA", "ALASKA", "ARIZONA", "ARKANSAS", "California", "COLORADO",
+             "Connecticut", "DELAWARE", "Florida", "GEORGIA", "Hawaii", "IDAHO", "ILLINOIS",
+             "INDIANA", "IOWA", "KANSAS", "KENTUCKY", "Louisiana", "MAINE", "MARYLAND",
+             "Massachusetts", "MICHIGAN", "MINNESOTA", "MISSISSIPPI", "MISSOURI", "MONTANA",
+             "NEBRASKA", "NEVADA", "New Hampshire", "NEW JERSEY", "NEW MEXICO", "NEW YORK",
+             "North Carolina", "NORTH DAKOTA", "OHIO", "OKLAHOMA", "OREGON", "Pennsylvania",
+             "RHODE ISLAND", "South Carolina", "SOUTH DAKOTA", "TENNESSEE", "TEXAS", "UTAH",
+             "VERMONT", "Virginia", "WASHINGTON", "West Virginia", "WISCONSIN", "WYOMING")
+US_SLOGANS = ("Sunshine State", "Land of Lincoln", "Empire State", "The Lone Star State",
+              "Great Lakes", "Live Free or Die", "Famous Potatoes", "Grand Canyon State",
+              "Garden State", "First in Flight", "Evergreen State", "Green Mountains",
+              "America's Dairyland", "Ocean State", "Show Me State", "Big Sky Country",
+              "dmv.ca.gov", "Explore", "Wild Wonderful", "The Natural State", "Heart of Dixie",
+              "Sportsman's Paradise", "Virginia is for Lovers", "Keystone State", "Centennial",
+              "Discover", "In God We Trust", "Pure Michigan", "Greatest Snow on Earth")
+EU_CODES = ("D", "F", "I", "E", "NL", "RO", "PL", "CZ", "SK", "A", "B", "P", "H", "BG", "LT")
+
+
+def _rand_colour(rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    return rng.uniform(lo, hi, size=3).astype(np.float32)
+
+
+def _background(rng: np.random.Generator, h: int, w: int, base: np.ndarray,
+                art: float) -> np.ndarray:
+    """Plate ground: base colour, gradient and (for US plates) soft coloured artwork."""
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = base
+    if rng.random() < 0.6:
+        g = np.linspace(0, 1, h if rng.random() < 0.6 else w, dtype=np.float32)
+        tint = _rand_colour(rng, -0.25, 0.15)
+        if len(g) == h:
+            img += g[:, None, None] * tint
+        else:
+            img += g[None, :, None] * tint
+    if art > 0:
+        # Low-frequency blobs: mountains, skies and sunsets of US state art, very roughly.
+        small = rng.uniform(0, 1, size=(rng.integers(2, 5), rng.integers(3, 8), 3))
+        blob = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        img = img * (1 - art) + blob * art
+        if rng.random() < 0.4:  # a silhouette band (hills, skyline) along the bottom
+            pts = [(0, h)]
+            for x in np.linspace(0, w, int(rng.integers(4, 12))):
+                pts.append((int(x), int(h * rng.uniform(0.6, 0.95))))
+            pts.append((w, h))
+            band = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(band, [np.array(pts, np.int32)], 255)
+            col = _rand_colour(rng, 0.2, 0.9)
+            a = rng.uniform(0.2, 0.6)
+            m = (band > 0)[..., None] * a
+            img = img * (1 - m) + col * m
+    return np.clip(img, 0, 1)
+
+
+def _draw_serial(rng, canvas, display, font, x, y, w, h, colour, emboss: bool) -> None:
+    """Draw the serial (with its separators) into the box, each group stretched to fit."""
+    mask = text_mask(display.replace("-", "-"), font)
+    if emboss:
+        dx, dy = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        paint(canvas, mask, x + dx, y + dy, w, h, np.clip(colour + 0.35, 0, 1) * 0.6)
+        paint(canvas, mask, x - 1, y - 1, w, h, np.clip(canvas[min(y, canvas.shape[0] - 1),
+                                                               min(x, canvas.shape[1] - 1)] + 0.2,
+                                                        0, 1))
+    paint(canvas, mask, x, y, w, h, colour)
+
+
+def _small_text(rng, canvas, text, x, y, w, h, colour) -> None:
+    fonts = font_sets()["decor"] + font_sets()["small"]
+    paint(canvas, text_mask(text, fonts[rng.integers(len(fonts))], 40), x, y, w, h, colour)
+
+
+def _bolts(rng, canvas, h, w) -> None:
+    if rng.random() < 0.5:
+        return
+    r = max(2, int(h * rng.uniform(0.03, 0.05)))
+    col = tuple(float(c) for c in _rand_colour(rng, 0.1, 0.7))
+    yb = int(h * rng.uniform(0.08, 0.2))
+    for xb in (int(w * 0.22), int(w * 0.78)):
+        cv2.circle(canvas, (xb, yb), r, col, -1, cv2.LINE_AA)
+        if rng.random() < 0.5:
+            cv2.circle(canvas, (xb, h - yb), r, col, -1, cv2.LINE_AA)
+
+
+def _border(rng, canvas, colour) -> None:
+    h, w = canvas.shape[:2]
+    t = int(rng.integers(1, max(2, h // 25)))
+    cv2.rectangle(canvas, (t, t), (w - 1 - t, h - 1 - t), tuple(float(c) for c in colour),
+                  t, cv2.LINE_AA)
+
+
+def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
+    h, w = 120, int(120 * rng.uniform(1.85, 2.1))
+    light = rng.random() < 0.88
+    base = _rand_colour(rng, 0.8, 1.0) if light else _rand_colour(rng, 0.0, 0.35)
+    canvas = _background(rng, h, w, base, art=rng.uniform(0, 0.45) if light else 0.0)
+    if light:
+        colour = _rand_colour(rng, 0.0, 0.35)
+        colour[rng.integers(3)] = rng.uniform(0.0, 0.6)
+    else:
+        colour = _rand_colour(rng, 0.75, 1.0)
+    fonts = font_sets()["us"]
+    font = fonts[rng.integers(len(fonts))]
+    th = int(h * rng.uniform(0.42, 0.58))
+    ty = int(h * rng.uniform(0.24, 0.34))
+    n = max(len(display), 2)
+    tw = int(min(w * rng.uniform(0.72, 0.92), th * n * rng.uniform(0.5, 0.72)))
+    tx = (w - tw) // 2 + int(rng.integers(-w // 30, w // 30 + 1))
+    _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.35)
+    # State name on top, slogan below: the clutter the reader has to ignore.
+    state_col = _rand_colour(rng, 0.0, 0.7)
+    if rng.random() < 0.92:
+        name = US_STATES[rng.integers(len(US_STATES))]
+        sw = int(w * rng.uniform(0.35, 0.7))
+        _small_text(rng, canvas, name, (w - sw) // 2, int(h * rng.uniform(0.03, 0.07)), sw,
+                    int(h * rng.uniform(0.13, 0.2)), state_col)
+    if rng.random() < 0.7:
+        slogan = US_SLOGANS[rng.integers(len(US_SLOGANS))]
+        sw = int(w * rng.uniform(0.3, 0.6))
+        _small_text(rng, canvas, slogan, (w - sw) // 2, int(h * rng.uniform(0.82, 0.87)), sw,
+                    int(h * rng.uniform(0.08, 0.12)), state_col)
+    # Registration stickers in the top corners.
+    for corner in (0, 1):
+        if rng.random() < 0.45:
+            sw, sh = int(w * rng.uniform(0.08, 0.14)), int(h * rng.uniform(0.12, 0.2))
+            sx = int(w * 0.04) if corner == 0 else w - sw - int(w * 0.04)
+            sy = int(h * rng.uniform(0.04, 0.1))
+            cv2.rectangle(canvas, (sx, sy), (sx + sw, sy + sh),
+                          tuple(float(c) for c in _rand_colour(rng, 0, 1)), -1)
+            if rng.random() < 0.6:
+                _small_text(rng, canvas, ("JUL", "SEP", "MAR", "24", "25", "DEC", "5")[
+                    rng.integers(7)], sx + 2, sy + 2, sw - 4, sh - 4, (0.05, 0.05, 0.05))
+    _bolts(rng, canvas, h, w)
+    if rng.random() < 0.5:
+        _border(rng, canvas, colour)
+    return Plate(canvas, text, (tx, ty, tw, th))
+
+
+def render_eu(rng: np.random.Generator, text: str, display: str, region: str) -> Plate:
+    h = 110
+    w = int(h * rng.uniform(3.9, 4.7))
+    yellow = region == "GB" and rng.random() < 0.5 or region == "EU" and rng.random() < 0.1
+    base = np.array([0.05, 0.8, 0.95], np.float32) if yellow else _rand_colour(rng, 0.85, 1.0)
+    base = np.clip(base + rng.uniform(-0.08, 0.05, 3).astype(np.float32), 0, 1)
+    canvas = _background(rng, h, w, base, art=0.0)
+    band_w = 0
+    if rng.random() < (0.85 if region == "EU" else 0.4):
+        band_w = int(w * rng.uniform(0.07, 0.09))
+        canvas[:, :band_w] = np.array([0.6, 0.2, 0.0], np.float32) + rng.uniform(-0.1, 0.1)
+        cv2.circle(canvas, (band_w // 2, int(h * 0.3)), max(2, band_w // 3), (0.1, 0.8, 0.95), 1)
+        code = EU_CODES[rng.integers(len(EU_CODES))] if region == "EU" else "GB"
+        _small_text(rng, canvas, code, int(band_w * 0.15), int(h * 0.6), int(band_w * 0.7),
+                    int(h * 0.28), (1.0, 1.0, 1.0))
+    colour = _rand_colour(rng, 0.0, 0.15)
+    fonts = font_sets()["din"]
+    font = fonts[rng.integers(len(fonts))]
+    th = int(h * rng.uniform(0.62, 0.78))
+    ty = (h - th) // 2 + int(rng.integers(-4, 5))
+    avail = w - band_w
+    tw = int(min(avail * rng.uniform(0.8, 0.94), th * len(display) * rng.uniform(0.55, 0.7)))
+    tx = band_w + (avail - tw) // 2
+    _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.3)
+    _border(rng, canvas, colour)
+    return Plate(canvas, text, (tx, ty, tw, th))
+
+
+def render_br(rng: np.random.Generator, text: str, display: str, mercosur: bool,
+              country: str) -> Plate:
+    h = 120
+    if mercosur:
+        w = int(h * rng.uniform(2.9, 3.2))
+        canvas = _background(rng, h, w, _rand_colour(rng, 0.88, 1.0), art=0.0)
+        band_h = int(h * rng.uniform(0.18, 0.24))
+        canvas[:band_h] = np.array([0.55, 0.2, 0.0], np.float32) + rng.uniform(-0.1, 0.1)
+        _small_text(rng, canvas, "BRASIL" if country == "BR" else "REPUBLICA ARGENTINA",
+                    int(w * 0.3), int(band_h * 0.15), int(w * 0.4), int(band_h * 0.7),
+                    (1.0, 1.0, 1.0))
+        colour = _rand_colour(rng, 0.0, 0.12)
+        fonts = font_sets()["din"]
+        th = int(h * rng.uniform(0.5, 0.62))
+        ty = band_h + (h - band_h - th) // 2
+    else:
+        w = int(h * (rng.uniform(3.0, 3.2) if country == "BR" else rng.uniform(2.2, 2.5)))
+        if country == "BR":
+            grey = rng.random() < 0.8
+            base = _rand_colour(rng, 0.65, 0.85) if grey else np.array([0.1, 0.1, 0.7],
+                                                                       np.float32)
+            colour = _rand_colour(rng, 0.0, 0.15) if grey else _rand_colour(rng, 0.9, 1.0)
+        else:
+            base = _rand_colour(rng, 0.0, 0.12)  # Argentina old: black with white letters
+            colour = _rand_colour(rng, 0.85, 1.0)
+        canvas = _background(rng, h, w, base, art=0.0)
+        top = int(h * rng.uniform(0.18, 0.25))
+        if rng.random() < 0.7:
+            town = ("SP SAO PAULO", "RJ RIO DE JANEIRO", "MG BELO HORIZONTE", "PR CURITIBA",
+                    "RS PORTO ALEGRE", "ARGENTINA")[rng.integers(6)]
+            _small_text(rng, canvas, town, int(w * 0.2), int(top * 0.15), int(w * 0.6),
+                        int(top * 0.7), colour)
+        fonts = font_sets()["br_old"]
+        th = int(h * rng.uniform(0.5, 0.62))
+        ty = top + (h - top - th) // 2
+    font = fonts[rng.integers(len(fonts))]
+    tw = int(min(w * rng.uniform(0.82, 0.94), th * len(display) * rng.uniform(0.55, 0.72)))
+    tx = (w - tw) // 2
+    _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.5)
+    _border(rng, canvas, colour * 0.5)
+    _bolts(rng, canvas, h, w)
+    return Plate(canvas, text, (tx, ty, tw, th))
+
+
+def render_plate(rng: np.random.Generator, text: str, display: str, region: str,
+                 fmt_name: str = "") -> Plate:
+    """Draw the plate for ``region`` (US, GB, EU, BR, AR, or anything else: a generic plate)."""
+    if region == "US":
+        return render_us(rng, text, display)
+    if region in ("BR", "AR"):
+        return render_br(rng, text, display, "mercosur" in fmt_name, region)
+    if region in ("GB", "EU"):
+        return render_eu(rng, text, display, region)
+    # Generic: other countries, dealer and odd plates; pick any style.
+    pick = rng.random()
+    if pick < 0.4:
+        return render_us(rng, text, display)
+    if pick < 0.8:
+        return render_eu(rng, text, display, "EU")
+    return render_br(rng, text, display, rng.random() < 0.5, "BR")

@@ -1,0 +1,546 @@
+"""Train the plate detector (a small CenterNet-style heatmap model) and export it to ONNX.
+
+Why this design (see docs/detection.md for the measurements):
+- The unit has two CPU cores, so the model is a small fully-convolutional network whose output at
+  stride 4 is a plate-centre heatmap plus centre offset and log box size: one pass, no anchors,
+  no vehicle stage, cheap decoding (3x3 peak picking) and any input size (tiles for 4K).
+- Training uses only the TRAINING sets of ../shared/datasets (open-images-plates, ro-dashcam,
+  us-roboflow, kaggle-plates; their `split` field), optionally plus our own synthetic
+  composites (tools/synth_composite.py). The eval-* sets are never read here.
+- Training is on random 256x256 crops at random scales (plates 10-240 px wide), which is both
+  the scale augmentation and what keeps a 1-thread CPU run to about an hour.
+- Seeded and resumable: the sample stream depends only on (seed, step), and a checkpoint with
+  the model, optimiser and step is written every ``--ckpt-every`` steps; ``--resume`` continues
+  from it and gives the same result as an uninterrupted run.
+
+Usage:
+    nohup nice -n 10 .venv/bin/python tools/train_detector.py --out runs/det --steps 6000 \
+        > runs/det/train.log 2>&1 &
+    .venv/bin/python tools/train_detector.py --out runs/det --export-only   # export best.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.vision.detector import decode_heatmap, iou_xyxy, nms  # noqa: E402
+
+log = logging.getLogger("train_detector")
+
+DATASETS_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+TRAINING_SETS = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-plates")
+STRIDE = 4
+CROP = 256
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+ATTRIBUTION = (
+    "Licence-plate boxes and images from the Roboflow Universe datasets Google Licence Plates "
+    "(aaaaaaaaaa-67qhw, via github.com/unknowncz/LP_recognition) and License Plates US EU "
+    "(university-hksok, via github.com/conztantinee/thesis), both CC BY 4.0, derived from the "
+    "Open Images Dataset (Google, annotations CC BY 4.0, images CC BY 2.0). Changed: merged and "
+    "de-duplicated, re-encoded, resized, boxes converted. Also ro-dashcam (MIT, Copyright (c) "
+    "2020 Robert Lucian Chiriac), us-roboflow (experiment-plates, Roboflow Universe "
+    "platerecognition-7gchs, MIT), kaggle-plates (andrewmvd, Car License Plate Detection, "
+    "Kaggle, CC0 1.0)."
+)
+
+
+@dataclass
+class Sample:
+    """One training or validation image: JPEG bytes in memory and its plate boxes (x, y, w, h)."""
+
+    dataset: str
+    path: str
+    jpeg: np.ndarray
+    boxes: np.ndarray  # (N, 4) float32 x, y, w, h
+    extra: dict = field(default_factory=dict)
+
+    def image(self) -> np.ndarray:
+        img = cv2.imdecode(self.jpeg, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot decode {self.path}")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load_split(datasets_dir: Path, names: tuple[str, ...], split: str) -> list[Sample]:
+    """All images of ``split`` from the named training sets (refuses eval-* sets)."""
+    samples: list[Sample] = []
+    for name in names:
+        if name.startswith("eval-"):
+            raise ValueError(f"{name} is an evaluation set: never train or select on it")
+        folder = datasets_dir / name
+        with open(folder / "labels.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                if row["split"] != split:
+                    continue
+                path = folder / row["image"]
+                boxes = np.array([p["box"] for p in row["plates"]], dtype=np.float32).reshape(-1, 4)
+                samples.append(Sample(name, str(path), np.fromfile(path, dtype=np.uint8), boxes))
+    return samples
+
+
+def load_composites(folder: Path) -> list[Sample]:
+    """Synthetic composites written by tools/synth_composite.py (labels.jsonl, same layout)."""
+    samples: list[Sample] = []
+    labels = folder / "labels.jsonl"
+    if not labels.exists():
+        return samples
+    with open(labels, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            path = folder / row["image"]
+            boxes = np.array([p["box"] for p in row["plates"]], dtype=np.float32).reshape(-1, 4)
+            samples.append(Sample("synthetic", str(path), np.fromfile(path, dtype=np.uint8), boxes))
+    return samples
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def _affine_for(sample_boxes: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A 2x3 affine mapping the source image into a CROP x CROP training window."""
+    widths = sample_boxes[:, 2] if len(sample_boxes) else np.zeros(0)
+    usable = np.nonzero(widths >= 6)[0]
+    if len(usable) and rng.random() < 0.65:
+        i = int(rng.choice(usable))
+        x, y, bw, bh = sample_boxes[i]
+        target = math.exp(rng.uniform(math.log(12), math.log(240)))
+        scale = float(np.clip(target / bw, 0.2, 3.0))
+        cx, cy = x + bw / 2, y + bh / 2
+        # put the plate centre anywhere inside the window, away from the very edge
+        px = rng.uniform(0.15, 0.85) * CROP
+        py = rng.uniform(0.15, 0.85) * CROP
+    else:
+        longest = max(h, w)
+        scale = rng.uniform(200, 700) / longest
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        px, py = CROP / 2, CROP / 2
+    angle = rng.normal(0, 4) if rng.random() < 0.5 else 0.0
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), float(scale))
+    if rng.random() < 0.3:  # mild shear, a plate seen from the side
+        shear = rng.uniform(-0.15, 0.15)
+        m[0, 1] += shear * scale
+    m[0, 2] += px - cx
+    m[1, 2] += py - cy
+    if rng.random() < 0.5:  # horizontal flip
+        m[0] = -m[0]
+        m[0, 2] += CROP
+    return m
+
+
+def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = img.astype(np.float32)
+    if rng.random() < 0.25:  # infrared night cameras give grey images
+        grey = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        out = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        out *= rng.uniform(0.8, 1.2, size=3).astype(np.float32)
+    contrast = rng.uniform(0.6, 1.4)
+    bright = rng.uniform(-40, 40)
+    out = (out - 128.0) * contrast + 128.0 + bright
+    if rng.random() < 0.2:
+        k = int(rng.choice([3, 5]))
+        out = cv2.GaussianBlur(out, (k, k), 0)
+    if rng.random() < 0.2:
+        out += rng.normal(0, rng.uniform(2, 10), size=out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def make_training_pair(sample: Sample, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented CROP x CROP image and its targets.
+
+    Returns (image float32 3xHxW normalised, heat target 1xhxw, heat weight 1xhxw,
+    reg target 4xhxw, reg mask 1xhxw). Plates too small or mostly cut off are masked out of
+    the heatmap loss (neither positive nor negative) instead of being taught as background.
+    """
+    img = sample.image()
+    h, w = img.shape[:2]
+    m = _affine_for(sample.boxes, h, w, rng)
+    border = tuple(int(v) for v in rng.integers(0, 255, size=3))
+    warped = cv2.warpAffine(img, m, (CROP, CROP), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    warped = _photometric(warped, rng)
+    oh = ow = CROP // STRIDE
+    heat = np.zeros((oh, ow), dtype=np.float32)
+    weight = np.ones((oh, ow), dtype=np.float32)
+    reg = np.zeros((4, oh, ow), dtype=np.float32)
+    mask = np.zeros((oh, ow), dtype=np.float32)
+    gy, gx = np.mgrid[0:oh, 0:ow].astype(np.float32)
+    for x, y, bw, bh in sample.boxes:
+        corners = np.array([[x, y, 1], [x + bw, y, 1], [x + bw, y + bh, 1], [x, y + bh, 1]],
+                           dtype=np.float32) @ m.T
+        x0, y0 = corners.min(axis=0)
+        x1, y1 = corners.max(axis=0)
+        full_area = max((x1 - x0) * (y1 - y0), 1e-6)
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, CROP), min(y1, CROP)
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        visible = (cx1 - cx0) * (cy1 - cy0) / full_area
+        iw, ih = cx1 - cx0, cy1 - cy0
+        s0x, s0y = int(cx0 // STRIDE), int(cy0 // STRIDE)
+        s1x, s1y = int(math.ceil(cx1 / STRIDE)), int(math.ceil(cy1 / STRIDE))
+        if visible < 0.6 or iw < 6 or ih < 3:
+            weight[s0y:s1y, s0x:s1x] = 0.0
+            continue
+        ccx, ccy = (cx0 + cx1) / 2 / STRIDE, (cy0 + cy1) / 2 / STRIDE
+        ix, iy = min(int(ccx), ow - 1), min(int(ccy), oh - 1)
+        sx, sy = max(0.35, iw / STRIDE / 5), max(0.35, ih / STRIDE / 5)
+        g = np.exp(-((gx - ix) ** 2 / (2 * sx * sx) + (gy - iy) ** 2 / (2 * sy * sy)))
+        np.maximum(heat, g, out=heat)
+        heat[iy, ix] = 1.0
+        reg[:, iy, ix] = (ccx - ix, ccy - iy, math.log(iw / STRIDE), math.log(ih / STRIDE))
+        mask[iy, ix] = 1.0
+    weight = np.maximum(weight, (heat >= 1.0).astype(np.float32))
+    tensor = ((warped.astype(np.float32) / 255.0 - np.array(MEAN, np.float32))
+              / np.array(STD, np.float32)).transpose(2, 0, 1)
+    return tensor, heat[None], weight[None], reg, mask[None]
+
+
+# --------------------------------------------------------------------------- model
+
+def build_model(width: float = 1.0):
+    """The detector network: a light FPN-like encoder/decoder ending at stride 4."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def cbr(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class DWBlock(nn.Module):
+        """Depthwise 3x3 + pointwise 1x1 with a residual: cheap capacity at low resolution."""
+
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.dw = cbr(c, c, 3, 1, groups=c)
+            self.pw = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return F.relu(x + self.pw(self.dw(x)))
+
+    def rnd(v: float) -> int:
+        return max(8, int(round(v * width / 8)) * 8)
+
+    c = [rnd(16), rnd(32), rnd(48), rnd(96), rnd(160)]
+    head_c = rnd(32)
+
+    class PlateNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.s2 = cbr(3, c[0], 3, 2)
+            self.s4 = nn.Sequential(cbr(c[0], c[1], 3, 2), DWBlock(c[1]))
+            self.s8 = nn.Sequential(cbr(c[1], c[2], 3, 2), DWBlock(c[2]), DWBlock(c[2]))
+            self.s16 = nn.Sequential(cbr(c[2], c[3], 3, 2), DWBlock(c[3]), DWBlock(c[3]),
+                                     DWBlock(c[3]))
+            self.s32 = nn.Sequential(cbr(c[3], c[4], 3, 2), DWBlock(c[4]), DWBlock(c[4]))
+            self.l32 = cbr(c[4], head_c, 1)
+            self.l16 = cbr(c[3], head_c, 1)
+            self.l8 = cbr(c[2], head_c, 1)
+            self.l4 = cbr(c[1], head_c, 1)
+            self.m16 = DWBlock(head_c)
+            self.m8 = DWBlock(head_c)
+            self.m4 = nn.Sequential(DWBlock(head_c), cbr(head_c, head_c, 3))
+            self.heat = nn.Conv2d(head_c, 1, 1)
+            self.reg = nn.Conv2d(head_c, 4, 1)
+            nn.init.constant_(self.heat.bias, -4.6)  # start near "no plate" (focal-loss prior)
+
+        def forward(self, x):
+            f4 = self.s4(self.s2(x))
+            f8 = self.s8(f4)
+            f16 = self.s16(f8)
+            f32 = self.s32(f16)
+            p = self.l32(f32)
+            p = self.m16(self.l16(f16) + F.interpolate(p, size=f16.shape[-2:], mode="nearest"))
+            p = self.m8(self.l8(f8) + F.interpolate(p, size=f8.shape[-2:], mode="nearest"))
+            p = self.m4(self.l4(f4) + F.interpolate(p, size=f4.shape[-2:], mode="nearest"))
+            return torch.sigmoid(self.heat(p)), self.reg(p)
+
+    return PlateNet()
+
+
+def detection_loss(heat_pred, reg_pred, heat_t, weight_t, reg_t, mask_t):
+    """CenterNet focal loss on the heatmap (ignoring masked cells) + L1 on centre regressions."""
+    import torch
+
+    p = heat_pred.clamp(1e-4, 1 - 1e-4)
+    pos = (heat_t >= 1.0).float()
+    neg = (1 - pos) * weight_t
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p ** 2 * (1 - heat_t) ** 4 * neg
+    n_pos = pos.sum().clamp(min=1.0)
+    focal = -(pos_loss.sum() + neg_loss.sum()) / n_pos
+    l1 = (torch.abs(reg_pred - reg_t) * mask_t).sum() / mask_t.sum().clamp(min=1.0)
+    return focal + l1, focal.detach(), l1.detach()
+
+
+# --------------------------------------------------------------------------- validation
+
+def predict_boxes(model, rgb: np.ndarray, max_side: int, threshold: float):
+    """Torch-side twin of PlateDetector's whole-frame pass (same preprocessing and decoding)."""
+    import torch
+
+    from agent.vision.detector import prepare_input
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
+                                                 interpolation=cv2.INTER_AREA)
+    entry = {"input": {"multiple": 32, "mean": list(MEAN), "std": list(STD)}}
+    with torch.no_grad():
+        heat, reg = model(torch.from_numpy(prepare_input(small, entry)))
+    boxes = decode_heatmap(heat[0, 0].numpy(), reg[0].numpy(), STRIDE, threshold)
+    return [(x0 / scale, y0 / scale, x1 / scale, y1 / scale, s) for x0, y0, x1, y1, s in nms(boxes)]
+
+
+def match_stats(preds, gt_xywh: np.ndarray, iou_thr: float = 0.5, min_gt_w: float = 16.0):
+    """(matched, counted GT, true-positive preds, preds) for one image.
+
+    GT narrower than ``min_gt_w`` is not counted for recall (the product promises 40 px and up
+    in frame; Open Images leaves many tiny plates unboxed anyway) but a prediction on one is
+    not a false positive either.
+    """
+    gt = np.array([[x, y, x + w, y + h] for x, y, w, h in gt_xywh], dtype=np.float32).reshape(-1, 4)
+    counted = gt_xywh[:, 2] >= min_gt_w if len(gt_xywh) else np.zeros(0, bool)
+    pb = np.array([p[:4] for p in preds], dtype=np.float32).reshape(-1, 4)
+    ious = iou_xyxy(gt, pb)
+    matched = 0
+    used = set()
+    for gi in np.argsort(-gt_xywh[:, 2]) if len(gt_xywh) else []:
+        if not counted[gi]:
+            continue
+        cands = [j for j in np.argsort(-ious[gi]) if ious[gi, j] >= iou_thr and j not in used]
+        if cands:
+            used.add(cands[0])
+            matched += 1
+    tp = int((ious.max(axis=0) >= 0.3).sum()) if ious.size else 0
+    return matched, int(counted.sum()), tp, len(preds)
+
+
+def validate(model, samples: list[Sample], max_side: int, thresholds=(0.2, 0.3, 0.4, 0.5)):
+    """Recall (IoU >= 0.5, plates >= 16 px) and precision per threshold, overall and per set."""
+    model.eval()
+    results: dict = {}
+    per_image = []
+    lowest = min(thresholds)
+    for s in samples:
+        per_image.append((s.dataset, s.boxes, predict_boxes(model, s.image(), max_side, lowest)))
+    for thr in thresholds:
+        agg: dict[str, list[int]] = {}
+        for ds, boxes, preds in per_image:
+            kept = [p for p in preds if p[4] >= thr]
+            m, n, tp, np_ = match_stats(kept, boxes)
+            for key in (ds, "all"):
+                a = agg.setdefault(key, [0, 0, 0, 0])
+                a[0] += m; a[1] += n; a[2] += tp; a[3] += np_
+        results[str(thr)] = {k: {"recall": round(v[0] / max(v[1], 1), 4),
+                                 "precision": round(v[2] / max(v[3], 1), 4),
+                                 "plates": v[1], "detections": v[3]} for k, v in agg.items()}
+    model.train()
+    return results
+
+
+# --------------------------------------------------------------------------- export
+
+def export_onnx(model, out_path: Path, max_side: int, score_threshold: float, meta: dict,
+                models_dir: Path | None) -> dict:
+    """Write the ONNX file (opset 17, dynamic height/width) and its manifest entry."""
+    import torch
+
+    model.eval()
+    dummy = torch.zeros(1, 3, 256, 320)
+    torch.onnx.export(model, dummy, str(out_path), input_names=["image"],
+                      output_names=["heat", "reg"], opset_version=17, dynamo=False,
+                      dynamic_axes={"image": {2: "height", 3: "width"},
+                                    "heat": {2: "out_height", 3: "out_width"},
+                                    "reg": {2: "out_height", 3: "out_width"}})
+    from agent.vision.models import file_sha256, update_manifest_entry
+
+    entry = {
+        "file": out_path.name,
+        "sha256": file_sha256(out_path),
+        "task": "plate detection (centre heatmap, stride 4)",
+        "version": meta.get("version", "1"),
+        "input": {"name": "image", "layout": "NCHW", "channels": "RGB", "dtype": "float32",
+                  "max_side": max_side, "multiple": 32, "mean": list(MEAN), "std": list(STD),
+                  "scale": "1/255 then (x - mean) / std; pad right/bottom with 0 after normalising"},
+        "output": {"heat": "1x1xH/4xW/4 sigmoid plate-centre score",
+                   "reg": "1x4xH/4xW/4: centre offset x, y (cells), log width, log height (cells)",
+                   "stride": STRIDE},
+        "score_threshold": score_threshold,
+        "min_plate_input_px": 14,
+        "trained_on": "open-images-plates, ro-dashcam, us-roboflow, kaggle-plates (train splits)"
+                      + (" + synthetic composites" if meta.get("synthetic") else ""),
+        "attribution": ATTRIBUTION,
+        "training": meta,
+    }
+    if models_dir is not None:
+        update_manifest_entry(models_dir, "plate_detector", entry)
+    return entry
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/det"), help="run folder")
+    parser.add_argument("--datasets", type=Path, default=DATASETS_DIR, help="datasets folder")
+    parser.add_argument("--synthetic", type=Path, default=None,
+                        help="folder of synthetic composites (labels.jsonl) to mix in")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.25,
+                        help="share of training samples drawn from the synthetic composites")
+    parser.add_argument("--steps", type=int, default=6000, help="training steps")
+    parser.add_argument("--batch", type=int, default=16, help="batch size")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    parser.add_argument("--seed", type=int, default=6, help="random seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--ckpt-every", type=int, default=250, help="checkpoint interval (steps)")
+    parser.add_argument("--val-every", type=int, default=1000, help="validation interval (steps)")
+    parser.add_argument("--max-side", type=int, default=512,
+                        help="longest side the frame is resized to at inference")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only export OUT/best.pt to ONNX and the manifest")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"),
+                        help="where the ONNX file and manifest entry go")
+    parser.add_argument("--time-limit", type=float, default=0,
+                        help="stop (after a checkpoint) once this many minutes have passed; 0 = off")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = build_model(args.width)
+
+    if args.export_only:
+        ckpt = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        meta = ckpt.get("meta", {})
+        thr = float(ckpt.get("threshold", 0.3))
+        entry = export_onnx(model, args.models_dir / "plate_detector.onnx", args.max_side, thr,
+                            meta, args.models_dir)
+        log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
+        return 0
+
+    train = load_split(args.datasets, TRAINING_SETS, "train")
+    val = load_split(args.datasets, TRAINING_SETS, "val")
+    synth = load_composites(args.synthetic) if args.synthetic else []
+    log.info("train=%d val=%d synthetic=%d", len(train), len(val), len(synth))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    warmup = min(300, args.steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, args.steps - warmup)
+        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    start = 0
+    best = {"score": -1.0}
+    history: list = []
+    if args.resume and (args.out / "last.pt").exists():
+        ckpt = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        start = ckpt["step"]
+        best = ckpt.get("best", best)
+        history = ckpt.get("history", [])
+        log.info("resumed at step %d", start)
+
+    meta = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "width": args.width,
+            "seed": args.seed, "crop": CROP, "synthetic": bool(synth),
+            "train_images": len(train), "synthetic_images": len(synth)}
+
+    def save(step: int) -> None:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "best": best, "history": history, "meta": meta}
+        tmp = args.out / "last.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, args.out / "last.pt")
+
+    def run_validation(step: int) -> None:
+        t0 = time.time()
+        res = validate(model, val, args.max_side)
+        # model selection: best F1 over thresholds on the training sets' val splits
+        scored = []
+        for thr, r in res.items():
+            a = r["all"]
+            f1 = 2 * a["recall"] * a["precision"] / max(a["recall"] + a["precision"], 1e-9)
+            scored.append((f1, float(thr)))
+        f1, thr = max(scored)
+        history.append({"step": step, "f1": round(f1, 4), "threshold": thr, "val": res})
+        log.info("val step=%d f1=%.4f thr=%.2f all=%s (%.0fs)", step, f1, thr,
+                 res[str(thr)]["all"], time.time() - t0)
+        with open(args.out / "val.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(history[-1]) + "\n")
+        if f1 > best["score"]:
+            best.update(score=f1, step=step, threshold=thr)
+            torch.save({"model": model.state_dict(), "meta": meta, "threshold": thr,
+                        "val": res, "step": step}, args.out / "best.pt")
+
+    model.train()
+    t_start = time.time()
+    t_log = time.time()
+    for step in range(start, args.steps):
+        rng = np.random.default_rng([args.seed, step])
+        batch = []
+        for _ in range(args.batch):
+            if synth and rng.random() < args.synthetic_fraction:
+                s = synth[int(rng.integers(len(synth)))]
+            else:
+                s = train[int(rng.integers(len(train)))]
+            batch.append(make_training_pair(s, rng))
+        x, heat_t, weight_t, reg_t, mask_t = (torch.from_numpy(np.stack(parts))
+                                              for parts in zip(*batch))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        heat_p, reg_p = model(x)
+        loss, focal, l1 = detection_loss(heat_p, reg_p, heat_t, weight_t, reg_t, mask_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        done = step + 1
+        if done % 25 == 0:
+            rate = (time.time() - t_log) / 25
+            t_log = time.time()
+            log.info("step=%d loss=%.4f focal=%.4f l1=%.4f lr=%.5f s/step=%.2f", done,
+                     loss.item(), focal.item(), l1.item(), lr_at(step), rate)
+        if done % args.val_every == 0 or done == args.steps:
+            run_validation(done)
+        if done % args.ckpt_every == 0 or done == args.steps:
+            save(done)
+        if args.time_limit and (time.time() - t_start) / 60 > args.time_limit:
+            save(done)
+            log.info("time limit reached at step %d; resume with --resume", done)
+            return 0
+    log.info("best step=%s f1=%.4f threshold=%s", best.get("step"), best["score"],
+             best.get("threshold"))
+    ckpt = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    entry = export_onnx(model, args.models_dir / "plate_detector.onnx", args.max_side,
+                        float(ckpt["threshold"]), meta, args.models_dir)
+    log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
