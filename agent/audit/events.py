@@ -17,13 +17,12 @@ OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
 CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
 # Written by the audit log itself.
 CHECKPOINT = "checkpoint"                # count, head, key_id, signature
-AUDIT_OPENED = "audit.opened"            # resumed_at_seq
 AUDIT_RECOVERED = "audit.recovered"      # dropped_bytes (a partial line cut after a crash)
 AUDIT_TRUNCATION_DETECTED = "audit.truncation_detected"  # head_seq, log_seq
 
 EVENTS = frozenset({
     DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, HOTLIST_INSTALLED,
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
-    DELIVERY_SENT, OUTBOX_EVICTED, CONFIG_CHANGED, CHECKPOINT, AUDIT_OPENED, AUDIT_RECOVERED,
+    DELIVERY_SENT, OUTBOX_EVICTED, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,
 })

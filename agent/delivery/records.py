@@ -41,16 +41,16 @@ def transport_digest(transport: Transport) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def purpose_for(read: ReadEvent, destination: Destination) -> str:
-    """The purpose code a message carries: the matching hotlist's, else the destination's.
+def purpose_for(read: ReadEvent, destination: Destination,
+                shared: frozenset[str] = frozenset()) -> str:
+    """The purpose code a message carries: the shared hit purposes, else the destination's.
 
-    A hit on a list whose purpose the destination serves is sent under that purpose;
-    otherwise the destination's declared purposes (sorted, comma-joined) describe why
-    it receives reads at all.
+    `shared` is Decision.purposes (the hit purposes this share is for); a non-hit read
+    shared under mode "all" carries the destination's declared purposes (sorted,
+    comma-joined), which is why it receives reads at all.
     """
-    for hit in read.hits:
-        if hit.purpose in destination.purposes:
-            return hit.purpose
+    if shared:
+        return ",".join(sorted(shared))
     if destination.purposes:
         return ",".join(sorted(destination.purposes))
     return read.hits[0].purpose if read.hits else "unspecified"

@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= test
+
+.PHONY: demo test system-deps venv clean
+
+demo: system-deps venv
+	$(PY) tools/demo.py
+
+test: system-deps venv
+	$(PY) -m pytest
+
+system-deps:
+	@bash tools/install_system_deps.sh
+
+venv: $(VENV)/.installed-$(EXTRAS)
+
+$(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+clean:
+	rm -rf var/demo .pytest_cache

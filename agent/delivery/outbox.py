@@ -1,0 +1,587 @@
+"""The durable outbox: one ordered queue per destination, in SQLite, that survives power cuts.
+
+A read is "accepted" only when `accept()` returns: its decisions are in the audit log
+(flushed) and its deliveries are committed in a WAL database with synchronous=FULL, so
+a power cut after that point loses nothing and a cut before it loses only reads that
+nobody was told were accepted.
+
+What is stored, and for how long:
+- `reads`: the full read (needed to decide again at send time), kept while the read has
+  a queued delivery or is *held* (accepted while no valid policy existed, waiting for
+  one). Past retention it is deleted with its deliveries, and the deletion is audited.
+- `deliveries`: the minimised payload per allowed destination, deleted after the
+  broker's PUBACK, or purged (audited) when the policy no longer allows it.
+
+The size on disk is bounded: when full, new non-hit reads are refused (OutboxFull, an
+alarm) and hits make room by evicting the oldest non-hit reads (audited); a hit is
+never dropped silently.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.delivery.records import (Delivery, decode_read, encode_payload, encode_read,
+                                    purpose_for, transport_digest)
+from agent.policy.model import Decision, Destination, Policy, Retention
+from agent.reads import ReadEvent
+
+log = logging.getLogger(__name__)
+
+# Bytes counted per row on top of its blobs (keys, indexes, page slack), so that the
+# cap is in the right order of magnitude for small reads too.
+ROW_OVERHEAD = 160
+# Leave the "full" state only once below this share of max_bytes (no alarm flapping).
+FULL_CLEAR_RATIO = 0.9
+# When no policy was ever seen, held reads are kept this long (seconds).
+DEFAULT_FALLBACK_RETENTION = Retention(nonhit_max_age_s=24 * 3600.0, hit_max_age_s=7 * 24 * 3600.0)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reads (
+    read_id     TEXT PRIMARY KEY,
+    seen_at     REAL NOT NULL,
+    accepted_at REAL NOT NULL,
+    is_hit      INTEGER NOT NULL,
+    held        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reads_seen ON reads(seen_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination      TEXT NOT NULL,
+    read_id          TEXT NOT NULL REFERENCES reads(read_id),
+    policy_digest    TEXT NOT NULL,
+    policy_version   INTEGER NOT NULL,
+    transport_digest TEXT NOT NULL,
+    purpose          TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    created_at       REAL NOT NULL,
+    size             INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, seq);
+CREATE INDEX IF NOT EXISTS deliveries_read ON deliveries(read_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class PolicySource(Protocol):
+    def active(self, now: float) -> Policy | None: ...
+    def subscribe(self, callback: Callable[[Policy | None], None]) -> None: ...
+
+
+class Audit(Protocol):
+    def record(self, event: str, **fields: Any) -> None: ...
+    def flush(self) -> None: ...
+
+
+class OutboxError(RuntimeError):
+    """The outbox could not store or change something; the message says what and where."""
+
+
+class OutboxFull(OutboxError):
+    """Some reads of a batch were refused because the outbox is at its size cap (or the disk
+    is full). `refused` names them; `hits_refused` is true only when the disk itself failed,
+    in which case the caller must keep those hits and offer them again."""
+
+    def __init__(self, message: str, refused: Sequence[str], hits_refused: bool) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
+        self.hits_refused = hits_refused
+
+
+def _decide(read: ReadEvent, destination: Destination, policy: Policy, now: float) -> Decision:
+    from agent.policy.engine import decide
+    return decide(read, destination, policy, now)
+
+
+def _project(read: ReadEvent, decision: Decision, destination: Destination,
+             hmac_key: bytes | None) -> dict:
+    from agent.policy.minimise import project_fields
+    return project_fields(read, decision, destination, hmac_key)
+
+
+class Outbox:
+    """SQLite-backed per-destination queues; see the module docstring for the guarantees."""
+
+    def __init__(self, path: Path, max_bytes: int, policy_store: PolicySource, audit: Audit,
+                 hmac_keys: Mapping[str, bytes],
+                 fallback_retention: Retention = DEFAULT_FALLBACK_RETENTION) -> None:
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.policy_store = policy_store
+        self.audit = audit
+        self.hmac_keys = dict(hmac_keys)
+        self.fallback_retention = fallback_retention
+        self._lock = threading.RLock()
+        self._full = False
+        self.refused_total = 0
+        self.evicted_total = 0
+        self.write_errors = 0
+        self._conn = self._open()
+        self._bytes = self._measure()
+        policy_store.subscribe(self._on_policy_change)
+
+    # --- storage ------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox database {self.path}: {exc}") from exc
+        return conn
+
+    def _measure(self) -> int:
+        (reads,) = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM reads").fetchone()
+        (dels,) = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM deliveries").fetchone()
+        return int(reads) + int(dels)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def _write(self, work: Callable[[sqlite3.Connection], None], what: str) -> None:
+        """Run `work` in one transaction: flush the audit, then commit; roll back on error."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            work(conn)
+            self.audit.flush()
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._bytes = self._measure_safely()
+            if isinstance(exc, sqlite3.Error):
+                self.write_errors += 1
+                raise OutboxError(f"outbox write failed ({what}) in {self.path}: {exc}") from exc
+            raise
+
+    def _measure_safely(self) -> int:
+        try:
+            return self._measure()
+        except sqlite3.Error:
+            return self._bytes
+
+    # --- accepting reads ----------------------------------------------------------------
+
+    def accept(self, reads: Sequence[ReadEvent], now: float) -> None:
+        """Decide, store and audit a batch; returns only once it is durable.
+
+        Raises OutboxFull naming the refused reads when the cap (or the disk) refused some;
+        the others of the batch are then stored all the same.
+        """
+        with self._lock:
+            policy = self.policy_store.active(now)
+            refused: list[str] = []
+            staged: dict[str, int] = {}
+
+            def work(conn: sqlite3.Connection) -> None:
+                for read in reads:
+                    if conn.execute("SELECT 1 FROM reads WHERE read_id=?",
+                                    (read.read_id,)).fetchone() or read.read_id in staged:
+                        continue  # accepted before (a retry after a crash): idempotent
+                    data = encode_read(read)
+                    read_size = len(data) + ROW_OVERHEAD
+                    plans = self._plan(read, policy, now)
+                    size = read_size + sum(len(p[2]) + ROW_OVERHEAD for p in plans)
+                    if self._bytes + size > self.max_bytes:
+                        if not read.is_hit:
+                            refused.append(read.read_id)
+                            self.audit.record("outbox.refused", read_id=read.read_id,
+                                              reason="full", bytes=self._bytes,
+                                              max_bytes=self.max_bytes)
+                            continue
+                        self._evict_for(conn, size, now)
+                    self._audit_plans(read, policy, plans)
+                    self.audit.record("read.accepted", read_id=read.read_id,
+                                      hit=read.is_hit, held=policy is None,
+                                      destinations=[p[0].id for p in plans if p[1].allowed])
+                    conn.execute("INSERT INTO reads VALUES (?,?,?,?,?,?,?)",
+                                 (read.read_id, read.seen_at, now, int(read.is_hit),
+                                  int(policy is None), read_size, data))
+                    self._bytes += read_size
+                    self._insert_deliveries(conn, read, policy, plans, now)
+                    self._drop_if_unneeded(conn, read.read_id)
+                    staged[read.read_id] = size
+
+            try:
+                self._write(work, "accept")
+            except OutboxError as exc:
+                self._raise_alarm(f"write failed: {exc}", now)
+                ids = [r.read_id for r in reads]
+                for read_id in ids:
+                    self.audit.record("outbox.refused", read_id=read_id, reason="write_failed")
+                self._flush_quietly()
+                self.refused_total += len(ids)
+                raise OutboxFull(f"outbox could not store {len(ids)} reads: {exc}", ids,
+                                 hits_refused=any(r.is_hit for r in reads)) from exc
+            if refused:
+                self.refused_total += len(refused)
+                self._raise_alarm(f"refused {len(refused)} non-hit reads", now)
+                raise OutboxFull(f"outbox {self.path} is full ({self._bytes} of {self.max_bytes} "
+                                 f"bytes); refused {len(refused)} non-hit reads", refused,
+                                 hits_refused=False)
+            if self._full and self._bytes < self.max_bytes * FULL_CLEAR_RATIO:
+                self._full = False
+                log.warning("outbox below cap again path=%s bytes=%d max_bytes=%d",
+                            self.path, self._bytes, self.max_bytes)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.audit.flush()
+        except Exception:  # the audit log reports its own failures
+            log.exception("audit flush failed after an outbox write error")
+
+    def _raise_alarm(self, why: str, now: float) -> None:
+        if not self._full:
+            self._full = True
+            log.error("ALARM outbox full path=%s bytes=%d max_bytes=%d why=%s",
+                      self.path, self._bytes, self.max_bytes, why)
+            self.audit.record("outbox.full", bytes=self._bytes, max_bytes=self.max_bytes,
+                              reason=why)
+            self._flush_quietly()
+
+    def _plan(self, read: ReadEvent, policy: Policy | None,
+              now: float) -> list[tuple[Destination, Decision, bytes]]:
+        """One (destination, decision, payload) per destination of the policy; payload b"" if denied."""
+        if policy is None:
+            return []
+        plans = []
+        for dest in policy.destinations:
+            decision, payload = self._decide_and_project(read, dest, policy, now)
+            plans.append((dest, decision, payload))
+        return plans
+
+    def _decide_and_project(self, read: ReadEvent, dest: Destination, policy: Policy,
+                            now: float) -> tuple[Decision, bytes]:
+        decision = _decide(read, dest, policy, now)
+        if not decision.allowed:
+            return decision, b""
+        try:
+            payload = encode_payload(_project(read, decision, dest, self.hmac_keys.get(dest.id)))
+        except ValueError as exc:  # PolicyError (e.g. no_hmac_key): fail closed
+            reason = getattr(exc, "reason", "projection_failed")
+            log.error("projection refused read_id=%s dest=%s reason=%s", read.read_id, dest.id,
+                      reason)
+            return Decision(False, frozenset(), decision.rule_id, f"projection: {reason}"), b""
+        return decision, payload
+
+    def _audit_plans(self, read: ReadEvent, policy: Policy | None, plans) -> None:
+        if policy is None:
+            self.audit.record("decision", read_id=read.read_id, destination=None, allowed=False,
+                              rule_id="default-deny:no-policy",
+                              reason="no valid policy; read held locally", hit=read.is_hit,
+                              purposes=sorted({h.purpose for h in read.hits}),
+                              policy_version=None, fields=[])
+            return
+        for dest, decision, _payload in plans:
+            self.audit.record("decision", read_id=read.read_id, destination=dest.id,
+                              allowed=decision.allowed, rule_id=decision.rule_id,
+                              reason=decision.reason, purposes=sorted(decision.purposes),
+                              hit=read.is_hit, dest_class=dest.dest_class,
+                              policy_version=policy.version, policy_digest=policy.digest,
+                              fields=sorted(decision.fields))
+
+    def _insert_deliveries(self, conn: sqlite3.Connection, read: ReadEvent,
+                           policy: Policy | None, plans, now: float) -> None:
+        for dest, decision, payload in plans:
+            if not decision.allowed:
+                continue
+            size = len(payload) + ROW_OVERHEAD
+            conn.execute(
+                "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
+                " transport_digest, purpose, payload, created_at, size) VALUES (?,?,?,?,?,?,?,?,?)",
+                (dest.id, read.read_id, policy.digest, policy.version,
+                 transport_digest(dest.transport), purpose_for(read, dest, decision.purposes), payload, now, size))
+            self._bytes += size
+
+    def _drop_if_unneeded(self, conn: sqlite3.Connection, read_id: str) -> None:
+        """Delete a read that is neither held nor queued for anyone: nothing left to do with it."""
+        row = conn.execute(
+            "SELECT size FROM reads WHERE read_id=? AND held=0 AND NOT EXISTS "
+            "(SELECT 1 FROM deliveries WHERE deliveries.read_id=reads.read_id)",
+            (read_id,)).fetchone()
+        if row:
+            conn.execute("DELETE FROM reads WHERE read_id=?", (read_id,))
+            self._bytes -= row[0]
+
+    def _delete_read(self, conn: sqlite3.Connection, read_id: str) -> None:
+        (dsize,) = conn.execute("SELECT COALESCE(SUM(size),0) FROM deliveries WHERE read_id=?",
+                                (read_id,)).fetchone()
+        row = conn.execute("SELECT size FROM reads WHERE read_id=?", (read_id,)).fetchone()
+        conn.execute("DELETE FROM deliveries WHERE read_id=?", (read_id,))
+        conn.execute("DELETE FROM reads WHERE read_id=?", (read_id,))
+        self._bytes -= int(dsize) + (row[0] if row else 0)
+
+    def _evict_for(self, conn: sqlite3.Connection, needed: int, now: float) -> None:
+        """Make room for a hit by deleting the oldest non-hit reads (each eviction audited)."""
+        while self._bytes + needed > self.max_bytes:
+            victims = conn.execute("SELECT read_id, seen_at FROM reads WHERE is_hit=0 "
+                                   "ORDER BY seen_at LIMIT 64").fetchall()
+            if not victims:
+                log.error("ALARM outbox over cap with hits only path=%s bytes=%d max_bytes=%d; "
+                          "storing the hit anyway", self.path, self._bytes, self.max_bytes)
+                self._raise_alarm("only hits left; cap exceeded to keep a hit", now)
+                return
+            for read_id, seen_at in victims:
+                dests = [r[0] for r in conn.execute(
+                    "SELECT destination FROM deliveries WHERE read_id=?", (read_id,))]
+                self._delete_read(conn, read_id)
+                self.evicted_total += 1
+                self.audit.record("outbox.evicted", read_id=read_id, reason="full; room for a hit",
+                                  seen_at=seen_at, destinations=dests)
+                if self._bytes + needed <= self.max_bytes:
+                    break
+
+    # --- sending side (used by the delivery service and the gate) ------------------------
+
+    def next_batch(self, destination_id: str, after_seq: int, limit: int) -> list[Delivery]:
+        """The next queued deliveries of one destination, in order, after `after_seq`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT d.seq, d.destination, d.read_id, d.policy_digest, d.policy_version,"
+                " d.transport_digest, d.purpose, d.payload, r.data, d.created_at"
+                " FROM deliveries d JOIN reads r ON r.read_id = d.read_id"
+                " WHERE d.destination=? AND d.seq>? ORDER BY d.seq LIMIT ?",
+                (destination_id, after_seq, limit)).fetchall()
+        return [Delivery(seq=r[0], destination_id=r[1], read_id=r[2], policy_digest=r[3],
+                         policy_version=r[4], transport_digest=r[5], purpose=r[6],
+                         payload=bytes(r[7]), read=decode_read(r[8]), created_at=r[9])
+                for r in rows]
+
+    def mark_sent(self, deliveries: Sequence[Delivery], now: float) -> None:
+        """Delete deliveries the broker acknowledged (PUBACK), audited as delivery.sent."""
+        if not deliveries:
+            return
+        with self._lock:
+            def work(conn: sqlite3.Connection) -> None:
+                for d in deliveries:
+                    row = conn.execute("SELECT size FROM deliveries WHERE seq=?",
+                                       (d.seq,)).fetchone()
+                    if row is None:
+                        continue  # purged meanwhile (it was on the wire already)
+                    conn.execute("DELETE FROM deliveries WHERE seq=?", (d.seq,))
+                    self._bytes -= row[0]
+                    self.audit.record("delivery.sent", read_id=d.read_id,
+                                      destination=d.destination_id, purposes=d.purpose,
+                                      policy_version=d.policy_version, seq=d.seq)
+                    self._drop_if_unneeded(conn, d.read_id)
+            self._write(work, "mark_sent")
+
+    def purge_delivery(self, delivery: Delivery, reason: str, now: float) -> None:
+        """Delete one delivery that may no longer be sent (audited as delivery.purged)."""
+        with self._lock:
+            def work(conn: sqlite3.Connection) -> None:
+                self._purge_one(conn, delivery.seq, delivery.read_id, delivery.destination_id,
+                                reason)
+            self._write(work, "purge_delivery")
+
+    def _purge_one(self, conn: sqlite3.Connection, seq: int, read_id: str, destination_id: str,
+                   reason: str) -> None:
+        row = conn.execute("SELECT size FROM deliveries WHERE seq=?", (seq,)).fetchone()
+        if row is None:
+            return
+        conn.execute("DELETE FROM deliveries WHERE seq=?", (seq,))
+        self._bytes -= row[0]
+        self.audit.record("delivery.purged", read_id=read_id, destination=destination_id,
+                          reason=reason, seq=seq)
+        self._drop_if_unneeded(conn, read_id)
+
+    # --- retention and policy changes ---------------------------------------------------
+
+    def _retention(self, policy: Policy | None) -> Retention:
+        if policy is not None:
+            return policy.retention
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key='retention'").fetchone()
+        if row:
+            nonhit, hit = (float(x) for x in row[0].split(","))
+            return Retention(nonhit_max_age_s=nonhit, hit_max_age_s=hit)
+        return self.fallback_retention
+
+    def purge_expired(self, now: float) -> int:
+        """Delete reads past retention and deliveries past their rule's max age; audited.
+
+        Returns how many reads and deliveries were deleted.
+        """
+        with self._lock:
+            policy = self.policy_store.active(now)
+            retention = self._retention(policy)
+            deleted = 0
+
+            def work(conn: sqlite3.Connection) -> None:
+                nonlocal deleted
+                expired = conn.execute(
+                    "SELECT read_id, seen_at, is_hit FROM reads WHERE "
+                    "(is_hit=0 AND seen_at < ?) OR (is_hit=1 AND seen_at < ?)",
+                    (now - retention.nonhit_max_age_s, now - retention.hit_max_age_s)).fetchall()
+                for read_id, _seen_at, _is_hit in expired:
+                    self._delete_read(conn, read_id)
+                    deleted += 1
+                if expired:
+                    self.audit.record("retention.deleted", where="outbox", count=len(expired),
+                                      hits=sum(1 for r in expired if r[2]),
+                                      oldest_age_s=round(now - min(r[1] for r in expired), 3),
+                                      read_ids=[r[0] for r in expired])
+                if policy is None:
+                    return
+                for dest in policy.destinations:
+                    max_age = dest.rule.max_age_s
+                    if max_age is None:
+                        continue
+                    rows = conn.execute(
+                        "SELECT d.seq, d.read_id FROM deliveries d JOIN reads r"
+                        " ON r.read_id=d.read_id WHERE d.destination=? AND r.seen_at < ?",
+                        (dest.id, now - max_age)).fetchall()
+                    for seq, read_id in rows:
+                        self._purge_one(conn, seq, read_id, dest.id, "max_age")
+                        deleted += 1
+
+            self._write(work, "purge_expired")
+            if deleted:
+                log.info("retention purge deleted=%d path=%s", deleted, self.path)
+            return deleted
+
+    def _on_policy_change(self, policy: Policy | None) -> None:
+        """Subscribed to the policy store: re-check the backlog against the new policy at once."""
+        try:
+            self.recheck(policy, now=_now())
+        except Exception:  # never raise into the policy store's thread
+            log.exception("outbox re-check after a policy change failed path=%s", self.path)
+
+    def recheck(self, policy: Policy | None, now: float) -> None:
+        """Bring every queued delivery and held read in line with `policy`.
+
+        - No valid policy: queued deliveries are withdrawn and their reads held (fail
+          closed, reads stay local within retention), audited as delivery.purged.
+        - A policy: each queued delivery is decided again; no longer allowed -> purged;
+          allowed under a new digest -> re-minimised under the new rule (so a narrowed
+          rule narrows the backlog too). Held reads are decided and queued.
+        """
+        with self._lock:
+            def work(conn: sqlite3.Connection) -> None:
+                if policy is None:
+                    self._hold_everything(conn)
+                    return
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('retention', ?)",
+                             (f"{policy.retention.nonhit_max_age_s},"
+                              f"{policy.retention.hit_max_age_s}",))
+                self._recheck_deliveries(conn, policy, now)
+                self._decide_held(conn, policy, now)
+            self._write(work, "recheck")
+
+    def _hold_everything(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute("SELECT seq, read_id, destination FROM deliveries ORDER BY seq").fetchall()
+        for seq, read_id, dest_id in rows:
+            conn.execute("UPDATE reads SET held=1 WHERE read_id=?", (read_id,))
+            self._purge_one(conn, seq, read_id, dest_id, "no_policy; read held")
+
+    def _recheck_deliveries(self, conn: sqlite3.Connection, policy: Policy, now: float) -> None:
+        rows = conn.execute(
+            "SELECT d.seq, d.read_id, d.destination, d.policy_digest, d.transport_digest, r.data,"
+            " d.size FROM deliveries d JOIN reads r ON r.read_id=d.read_id ORDER BY d.seq").fetchall()
+        for seq, read_id, dest_id, digest, tdigest, data, old_size in rows:
+            if digest == policy.digest:
+                continue
+            dest = policy.destination(dest_id)
+            if dest is None:
+                self._purge_one(conn, seq, read_id, dest_id, "destination removed by policy "
+                                f"v{policy.version}")
+                continue
+            read = decode_read(data)
+            decision, payload = self._decide_and_project(read, dest, policy, now)
+            self.audit.record("decision", read_id=read_id, destination=dest_id,
+                              allowed=decision.allowed, rule_id=decision.rule_id,
+                              reason=decision.reason, purposes=sorted(decision.purposes),
+                              hit=read.is_hit, dest_class=dest.dest_class,
+                              policy_version=policy.version, policy_digest=policy.digest,
+                              fields=sorted(decision.fields), recheck=True)
+            if not decision.allowed:
+                self._purge_one(conn, seq, read_id, dest_id, f"policy v{policy.version}: "
+                                f"{decision.reason}")
+                continue
+            new_size = len(payload) + ROW_OVERHEAD
+            conn.execute("UPDATE deliveries SET policy_digest=?, policy_version=?,"
+                         " transport_digest=?, purpose=?, payload=?, size=? WHERE seq=?",
+                         (policy.digest, policy.version, transport_digest(dest.transport),
+                          purpose_for(read, dest, decision.purposes), payload, new_size, seq))
+            self._bytes += new_size - old_size
+
+    def _decide_held(self, conn: sqlite3.Connection, policy: Policy, now: float) -> None:
+        retention = policy.retention
+        rows = conn.execute("SELECT read_id, data FROM reads WHERE held=1 ORDER BY seen_at").fetchall()
+        for read_id, data in rows:
+            read = decode_read(data)
+            limit = retention.hit_max_age_s if read.is_hit else retention.nonhit_max_age_s
+            if now - read.seen_at > limit:
+                continue  # purge_expired deletes it (audited)
+            plans = self._plan(read, policy, now)
+            self._audit_plans(read, policy, plans)
+            conn.execute("UPDATE reads SET held=0 WHERE read_id=?", (read_id,))
+            self._insert_deliveries(conn, read, policy, plans, now)
+            self._drop_if_unneeded(conn, read_id)
+
+    # --- observation ----------------------------------------------------------------------
+
+    def depth(self, destination_id: str) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM deliveries WHERE destination=?",
+                                      (destination_id,)).fetchone()[0]
+
+    def depths(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute(
+                "SELECT destination, COUNT(*) FROM deliveries GROUP BY destination").fetchall())
+
+    def held_count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM reads WHERE held=1").fetchone()[0]
+
+    def oldest_age(self, now: float) -> float | None:
+        """Age in seconds of the oldest read still in the outbox (None when empty)."""
+        with self._lock:
+            (oldest,) = self._conn.execute("SELECT MIN(seen_at) FROM reads").fetchone()
+        return None if oldest is None else max(0.0, now - oldest)
+
+    def stats(self, now: float | None = None) -> dict:
+        now = _now() if now is None else now
+        return {
+            "depth": self.depths(),
+            "held": self.held_count(),
+            "oldest_age_s": self.oldest_age(now),
+            "bytes": self._bytes,
+            "max_bytes": self.max_bytes,
+            "full": self._full,
+            "refused_total": self.refused_total,
+            "evicted_total": self.evicted_total,
+            "write_errors": self.write_errors,
+        }
+
+    def read_ids(self) -> set[str]:
+        """Every read id still stored (tests and the soak runner)."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT read_id FROM reads")}
+
+
+def _now() -> float:
+    import time
+    return time.time()

@@ -1,0 +1,125 @@
+"""The agent's main loop: start the pipeline, answer signals, supervise, stop in order.
+
+Signals only set flags; the work they ask for happens here, in the main thread:
+SIGTERM/SIGINT stop within 5 s, SIGHUP re-reads the config (an invalid one is
+refused and the running config kept) and re-installs the policy and hotlists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config.loader import ConfigError, load_config
+from agent.config.reference import redacted
+from agent.config.schema import DeviceConfig
+from agent.runtime import systemd
+from agent.runtime.logs import configure_logging, set_level
+from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
+SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
+SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
+
+# Settings a SIGHUP applies at once; every other change needs a restart (logged as such).
+LIVE_KEYS = {"logging", "policy"}
+
+
+class Agent:
+    def __init__(self, config_path: Path, config: DeviceConfig):
+        self.config_path = config_path
+        self.config = config
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.pipeline: Pipeline | None = None
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        self.pipeline = build_pipeline(self.config)
+        self.pipeline.start()
+        systemd.notify("READY=1")
+        watchdog_every = systemd.watchdog_interval_s()
+        next_watchdog = time.monotonic()
+        ended_at: float | None = None
+        code = EXIT_OK
+        while not self._stop.wait(0.2):
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            broken = self.pipeline.fatal()
+            if broken is not None:
+                log.critical("agent exiting stage=%s reason=too many restarts last_error=%s",
+                             broken.name, broken.last_error)
+                code = EXIT_FATAL
+                break
+            if watchdog_every and time.monotonic() >= next_watchdog:
+                systemd.notify("WATCHDOG=1")  # only while every stage is alive
+                next_watchdog = time.monotonic() + watchdog_every
+            if self.config.source.exit_at_end and self.pipeline.capture.source_ended.is_set():
+                ended_at = ended_at or time.monotonic()
+                if self.pipeline.reads_settled() or time.monotonic() - ended_at > SETTLE_LIMIT_S:
+                    log.info("source ended and reads settled; stopping")
+                    break
+        systemd.notify("STOPPING=1")
+        clean = self.pipeline.shutdown(SHUTDOWN_BUDGET_S)
+        return code if clean or code else EXIT_OK
+
+    def reload(self) -> None:
+        """Re-read the config; refuse an invalid one and keep running on the old one."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused config=%s problems=%d; keeping the running config",
+                      self.config_path, len(exc.problems))
+            for problem in exc.problems:
+                log.error("reload refused config=%s problem=%s", self.config_path, problem)
+            self.pipeline.audit.record("config.refused", path=str(self.config_path),
+                                       problems=[str(p) for p in exc.problems])
+            return
+        changed = _changed_sections(self.config, new)
+        set_level(new.logging.level)
+        install_policy_and_hotlists(new, self.pipeline.policies, self.pipeline.hotlists, time.time())
+        needs_restart = sorted(set(changed) - LIVE_KEYS)
+        if needs_restart:
+            log.warning("reload: changes need a restart to apply sections=%s", ",".join(needs_restart))
+        self.pipeline.audit.record("config.changed", path=str(self.config_path), sections=changed,
+                                   pending_restart=needs_restart)
+        self.config = dataclasses.replace(self.config, logging=new.logging, policy=new.policy)
+        log.info("reload done sections=%s", ",".join(changed) or "none")
+
+
+def _changed_sections(old: DeviceConfig, new: DeviceConfig) -> list[str]:
+    old_plain, new_plain = redacted(old), redacted(new)
+    return sorted(k for k in new_plain if old_plain.get(k) != new_plain[k])
+
+
+def run_agent(config_path: Path, log_level: str | None = None) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"plategate: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(log_level or config.logging.level)
+    agent = Agent(config_path, config)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGHUP, agent.request_reload)
+    try:
+        return agent.run()
+    except Exception:
+        log.exception("agent failed to start config=%s", config_path)
+        return EXIT_FATAL

@@ -1,0 +1,216 @@
+"""Assemble the agent's pipeline from a config, top to bottom in DESIGN.md's order.
+
+    FrameSource → Recognizer → Tracker → (hotlists, policy) → Outbox → EgressGate → MQTT
+
+`build_pipeline` is the one place that knows the start-up order; `Pipeline.shutdown`
+undoes it in order: sources first, publishers last.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.audit.log import AuditLog
+from agent.capture.files import open_source
+from agent.config.schema import DeviceConfig
+from agent.delivery.outbox import Outbox, OutboxFull
+from agent.delivery.gate import EgressGate
+from agent.delivery.service import DeliveryService, DestinationCredentials
+from agent.delivery.status import StatusPublisher
+from agent.policy.hotlist import HotlistStore
+from agent.policy.signing import load_private_key, load_trusted_keys
+from agent.policy.store import PolicyStore
+from agent.runtime.queues import DropOldestQueue
+from agent.runtime.stage import RestartPolicy, Stage
+from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
+from agent.tracking.tracker import WindowTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    config: DeviceConfig
+    stop: threading.Event
+    audit: AuditLog
+    policies: PolicyStore
+    hotlists: HotlistStore
+    outbox: Outbox
+    delivery: DeliveryService
+    status: StatusPublisher | None
+    capture: CaptureStage
+    recognize: RecognizeStage
+    track: TrackStage
+    accept: AcceptStage
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return (self.capture, self.recognize, self.track, self.accept)
+
+    def start(self) -> None:
+        self.delivery.start()
+        if self.status is not None:
+            self.status.start()
+        for stage in reversed(self.stages):  # consumers first, so nothing waits on a missing reader
+            stage.start()
+        log.info("pipeline started unit=%s camera=%s", self.config.unit.id, self.config.unit.camera_id)
+
+    def fatal(self) -> Stage | None:
+        return next((s for s in self.stages if s.fatal.is_set()), None)
+
+    def reads_settled(self) -> bool:
+        """The source has ended, every stage has drained and the outbox has nothing left to send."""
+        if not all(stage.finished.is_set() for stage in self.stages):
+            return False
+        return sum(self.outbox_depths().values()) == 0
+
+    def outbox_depths(self) -> dict[str, int]:
+        policy = self.policies.active(time.time())
+        if policy is None:
+            return {}
+        return {d.id: self.outbox.depth(d.id) for d in policy.destinations}
+
+    def shutdown(self, timeout: float = 4.5) -> bool:
+        """Stop in order within `timeout`: capture, recognition, tracking, accept, delivery, status."""
+        deadline = time.monotonic() + timeout
+        self.stop.set()
+        clean = True
+        for stage in self.stages:
+            if not stage.join(max(0.05, deadline - time.monotonic() - 1.0)):
+                log.error("stage did not stop in time stage=%s", stage.name)
+                clean = False
+        self.delivery.stop(timeout=max(0.1, deadline - time.monotonic() - 0.3))
+        if self.status is not None:
+            self.status.stop(timeout=max(0.1, deadline - time.monotonic()))
+        self.outbox.close()
+        self.audit.close()
+        log.info("pipeline stopped clean=%s", clean)
+        return clean
+
+    def stats(self) -> dict[str, Any]:
+        policy = self.policies.active(time.time())
+        disk = shutil.disk_usage(self.config.unit.state_dir)
+        return {
+            "frames_read": self.capture.frames_read,
+            "frames_dropped": self.capture.frames.dropped,
+            "frames_corrupt": self.capture.corrupt_frames,
+            "frames_recognized": self.recognize.frames_done,
+            "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
+            "reads_emitted": self.track.reads_emitted,
+            "reads_accepted": self.accept.accepted,
+            "reads_refused_full": self.accept.refused_full,
+            "stage_restarts": {s.name: s.restarts for s in self.stages},
+            "policy_version": policy.version if policy else None,
+            "queue_depth": self.outbox_depths(),
+            "disk_free_mb": disk.free // 2**20,
+            "delivery": self.delivery.stats(),
+        }
+
+
+def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = None,
+                   clock: Callable[[], float] = time.time) -> Pipeline:
+    """Create every component of the agent from `config`; nothing runs until `Pipeline.start()`."""
+    state_dir = Path(config.unit.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    unit_key = load_private_key(config.audit.unit_key) if config.audit.unit_key else None
+    audit = AuditLog(state_dir / "audit.jsonl", signing_key=unit_key, checkpoint_every=config.audit.checkpoint_every)
+    trusted_keys = load_trusted_keys(config.policy.trusted_keys)
+    policies = PolicyStore(state_dir / "policy", trusted_keys, audit)
+    hotlists = HotlistStore(state_dir / "hotlists", trusted_keys, audit)
+    install_policy_and_hotlists(config, policies, hotlists, clock())
+
+    outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
+                    load_hmac_keys(config.policy.hmac_keys))
+    gate = EgressGate(policies, audit)
+    delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
+
+    if recognizer is None:
+        from agent.vision.recognizer import Recognizer  # loads ONNX models: an effect, so only here
+        recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads)
+
+    restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
+                            config.supervisor.backoff_initial_s, config.supervisor.backoff_max_s)
+    frames: DropOldestQueue = DropOldestQueue(config.source.frame_queue)
+    sightings: queue.Queue = queue.Queue()
+    reads: queue.Queue = queue.Queue()
+    source = config.source
+    capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
+    recognize = RecognizeStage(stop, capture, frames, recognizer, config.recognizer.min_confidence, sightings)
+    tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
+                            config.unit.latitude, config.unit.longitude)
+    track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
+    accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)
+    for stage in (capture, recognize, track, accept):
+        stage.restart_policy = restart
+
+    pipeline = Pipeline(config=config, stop=stop, audit=audit, policies=policies, hotlists=hotlists,
+                        outbox=outbox, delivery=delivery, status=None, capture=capture, recognize=recognize,
+                        track=track, accept=accept)
+    pipeline.status = make_status_publisher(config, pipeline.stats)
+    return pipeline
+
+
+def install_policy_and_hotlists(config: DeviceConfig, policies: PolicyStore, hotlists: HotlistStore,
+                                now: float) -> None:
+    """Install the configured policy and hotlists; a refusal keeps the last good one (fail closed)."""
+    policies.load_persisted(now)
+    if config.policy.bundle is not None:
+        _install(policies, config.policy.bundle, now, "policy")
+    for path in config.policy.hotlists:
+        _install(hotlists, path, now, "hotlist")
+
+
+def _install(store: Any, path: Path, now: float, what: str) -> None:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        log.error("%s not installed path=%s reason=cannot read (%s)", what, path, exc.strerror)
+        return
+    try:
+        store.install(data, now, source=str(path))
+    except ValueError as exc:
+        log.error("%s refused path=%s reason=%s", what, path, exc)
+
+
+def load_hmac_keys(path: Path | None) -> dict[str, bytes]:
+    if path is None:
+        return {}
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        log.error("hmac keys not loaded path=%s reason=%s", path, exc)
+        return {}
+    keys = {}
+    for dest_id, hex_key in table.items():
+        try:
+            keys[dest_id] = bytes.fromhex(str(hex_key))
+        except ValueError:
+            log.error("hmac key ignored path=%s destination=%s reason=not hex", path, dest_id)
+    return keys
+
+
+def destination_credentials(config: DeviceConfig) -> dict[str, DestinationCredentials]:
+    return {
+        d.id: DestinationCredentials(username=d.username, password=d.password,
+                                     client_cert=d.client_cert, client_key=d.client_key, protocol=d.protocol)
+        for d in config.mqtt.destinations
+    }
+
+
+def make_status_publisher(config: DeviceConfig, stats: Callable[[], dict]) -> StatusPublisher | None:
+    status = config.mqtt.status
+    if status.host is None:
+        return None
+    return StatusPublisher(host=status.host, port=status.port, unit_id=config.unit.id,
+                           topic_prefix=status.topic_prefix, stats_fn=stats, interval_s=status.heartbeat_s,
+                           username=status.username, password=status.password)

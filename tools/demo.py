@@ -1,0 +1,168 @@
+"""The README's first command: replay a synthetic camera clip through the real agent.
+
+It starts a local mosquitto on a free port, signs a copy of the demo policy (test key)
+that points both destinations at it, runs `plategate run` on a generated clip until
+the clip ends, and prints what each destination received. The federal immigration
+destination is listed in the policy but prohibited, so it must receive nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.policy.bundle import sign_bundle  # noqa: E402
+from agent.policy.signing import load_private_key  # noqa: E402
+from tests.mqtt_broker import MosquittoBroker, find_mosquitto  # noqa: E402
+
+POLICIES = ROOT / "firmware_config" / "policies"
+TEST_KEY = POLICIES / "test-keys" / "department-TEST-ONLY.key"
+TEST_PUB = POLICIES / "test-keys" / "department-TEST-ONLY.pub"
+CLIP_SEED = 7
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the PlateGate demo on a synthetic replay clip.")
+    parser.add_argument("--work", type=Path, default=ROOT / "var" / "demo", help="working folder (recreated)")
+    parser.add_argument("--timeout", type=float, default=180, help="longest run of the agent, seconds")
+    args = parser.parse_args()
+
+    if find_mosquitto() is None:
+        print("mosquitto not found: install it with `sudo apt-get install mosquitto` (make demo does this)")
+        return 2
+    work: Path = args.work
+    clip = work.parent / "clip" / f"demo-{CLIP_SEED}.mp4"
+    if not clip.exists():
+        print(f"generating the replay clip {clip.relative_to(ROOT)} (seed {CLIP_SEED}) ...", flush=True)
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(ROOT / "tools" / "synth" / "make_clip.py"), "--out", str(clip),
+                        "--seed", str(CLIP_SEED)], check=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    broker = MosquittoBroker(directory=work / "broker").start()
+    try:
+        policy = json.loads((POLICIES / "demo.json").read_text())
+        for dest in policy["destinations"]:
+            dest["transport"]["broker_url"] = broker.url
+        bundle = work / "policy.bundle"
+        bundle.write_bytes(sign_bundle(policy, load_private_key(TEST_KEY)))
+        config = work / "plategate.toml"
+        config.write_text(DEMO_CONFIG.format(clip=clip, state=work / "state", bundle=bundle, pub=TEST_PUB,
+                                             models=ROOT / "models", port=broker.port))
+        received = subscribe_all(broker)
+        print(f"agent: replaying {clip.name} with policy '{policy['agency']}' v{policy['version']} "
+              f"on a local broker at port {broker.port} ...", flush=True)
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "agent", "--log-level", "WARNING", "run",
+                                 "--config", str(config)], timeout=args.timeout)
+        time.sleep(1.0)  # let the last PUBLISHes reach the subscriber
+        print(f"agent exited with code {result.returncode} after {time.monotonic() - started:.1f} s\n")
+        print_summary(policy, received, work / "state" / "audit.jsonl", clip)
+        return result.returncode
+    finally:
+        broker.stop()
+
+
+DEMO_CONFIG = """\
+# Written by tools/demo.py: a unit replaying a synthetic clip against a local broker.
+[unit]
+id = "demo-unit"
+camera_id = "demo-cam"
+latitude = 41.7637
+longitude = -72.6851
+state_dir = "{state}"
+
+[logging]
+level = "WARNING"
+
+[source]
+kind = "video_file"
+path = "{clip}"
+fps = 20.0
+exit_at_end = true
+
+[recognizer]
+models_dir = "{models}"
+
+[policy]
+bundle = "{bundle}"
+trusted_keys = ["{pub}"]
+
+[mqtt.status]
+host = "127.0.0.1"
+port = {port}
+"""
+
+
+def subscribe_all(broker: MosquittoBroker) -> dict[str, list[dict]]:
+    """Everything published on the broker, by topic (a '#' subscriber sees every byte that leaves)."""
+    received: dict[str, list[dict]] = collections.defaultdict(list)
+    ready = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-observer")
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        client.subscribe("#", qos=1)
+
+    def on_subscribe(*_):
+        ready.set()
+
+    def on_message(client, userdata, message):
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            body = {"raw": message.payload.decode(errors="replace")}
+        received[message.topic].append(body)
+
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    ready.wait(10)
+    return received
+
+
+def print_summary(policy: dict, received: dict[str, list[dict]], audit_path: Path, clip: Path) -> None:
+    decisions = collections.defaultdict(collections.Counter)
+    if audit_path.exists():
+        for line in audit_path.read_text().splitlines():
+            record = json.loads(line)
+            fields = record.get("fields", record)
+            if record.get("event") == "decision":
+                verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
+                decisions[fields.get("destination")][verdict] += 1
+    truth_path = clip.with_suffix(".json")
+    truth = json.loads(truth_path.read_text()) if truth_path.exists() else None
+    if truth is not None:
+        plates = truth.get("plates", truth) if isinstance(truth, dict) else truth
+        texts = [p["text"] if isinstance(p, dict) else str(p) for p in plates]
+        print(f"clip: {len(texts)} vehicles, plates {', '.join(texts)}")
+    print("per destination (what its broker topic actually received):")
+    for dest in policy["destinations"]:
+        topic = dest["transport"]["topic"]
+        messages = received.get(topic, [])
+        plates = [m.get("read", m).get("plate") or m.get("read", m).get("plate_hmac", "?")[:12] for m in messages]
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(decisions[dest["id"]].items())) or "no decisions"
+        print(f"  {dest['id']:<16} {dest['class']:<20} policy: {verdicts}")
+        print(f"  {'':<16} {'':<20} received {len(messages)} read(s){': ' + ', '.join(plates) if plates else ''}")
+    others = sorted(t for t in received if t not in {d["transport"]["topic"] for d in policy["destinations"]}
+                    and "/status" not in t)
+    if others:
+        print(f"  unexpected topics: {others}")
+    prohibited = [d for d in policy["destinations"] if d["class"] == "federal_immigration"]
+    leaked = sum(len(received.get(d["transport"]["topic"], [])) for d in prohibited)
+    print("\nprohibited destinations received nothing: " + ("YES" if leaked == 0 else f"NO ({leaked} leaked)"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

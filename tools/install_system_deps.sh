@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages PlateGate's demo, tests and tools need, if missing.
+#   mosquitto: the MQTT broker the demo and the tests start on free ports
+#   ffmpeg: video encoding for replay clips; tesseract-ocr: the OCR baseline in benchmarks
+#   fonts-*: typefaces for the synthetic plate generator; python3-venv: the virtualenv
+set -euo pipefail
+PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv
+          fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing system packages: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
