@@ -51,7 +51,7 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
-    broker = MosquittoBroker(directory=work / "broker").start()
+    broker = MosquittoBroker(work / "broker").start()
     try:
         policy = json.loads((POLICIES / "demo.json").read_text())
         for dest in policy["destinations"]:

@@ -125,9 +125,25 @@ class Outbox:
         self.refused_total = 0
         self.evicted_total = 0
         self.write_errors = 0
+        self._listeners: list[Callable[[set[str]], None]] = []
+        self._touched: set[str] = set()
         self._conn = self._open()
         self._bytes = self._measure()
         policy_store.subscribe(self._on_policy_change)
+
+    def add_listener(self, callback: Callable[[set[str]], None]) -> None:
+        """Call `callback(destination_ids)` after a commit queued something for them."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        touched, self._touched = self._touched, set()
+        if not touched:
+            return
+        for callback in self._listeners:
+            try:
+                callback(touched)
+            except Exception:
+                log.exception("outbox listener failed")
 
     # --- storage ------------------------------------------------------------------------
 
@@ -165,6 +181,7 @@ class Outbox:
             self.audit.flush()
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._touched.clear()
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -174,6 +191,7 @@ class Outbox:
                 self.write_errors += 1
                 raise OutboxError(f"outbox write failed ({what}) in {self.path}: {exc}") from exc
             raise
+        self._notify()
 
     def _measure_safely(self) -> int:
         try:
@@ -190,7 +208,7 @@ class Outbox:
         the others of the batch are then stored all the same.
         """
         with self._lock:
-            policy = self.policy_store.active(now)
+            policy = _valid(self.policy_store.active(now), now)
             refused: list[str] = []
             staged: dict[str, int] = {}
 
@@ -307,6 +325,7 @@ class Outbox:
             if not decision.allowed:
                 continue
             size = len(payload) + ROW_OVERHEAD
+            self._touched.add(dest.id)
             conn.execute(
                 "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
                 " transport_digest, purpose, payload, created_at, size) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -464,7 +483,8 @@ class Outbox:
     def _on_policy_change(self, policy: Policy | None) -> None:
         """Subscribed to the policy store: re-check the backlog against the new policy at once."""
         try:
-            self.recheck(policy, now=_now())
+            now = _now()
+            self.recheck(_valid(policy, now), now=now)
         except Exception:  # never raise into the policy store's thread
             log.exception("outbox re-check after a policy change failed path=%s", self.path)
 
@@ -580,6 +600,13 @@ class Outbox:
         """Every read id still stored (tests and the soak runner)."""
         with self._lock:
             return {r[0] for r in self._conn.execute("SELECT read_id FROM reads")}
+
+
+def _valid(policy: Policy | None, now: float) -> Policy | None:
+    """The policy if it is in force at `now`; None (fail closed, hold reads) otherwise."""
+    if policy is None or now < policy.not_before or now >= policy.expires_at:
+        return None
+    return policy
 
 
 def _now() -> float:

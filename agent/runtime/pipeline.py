@@ -22,7 +22,8 @@ from agent.capture.files import open_source
 from agent.config.schema import DeviceConfig
 from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.gate import EgressGate
-from agent.delivery.service import DeliveryService, DestinationCredentials
+from agent.delivery.mqtt_link import DestinationCredentials
+from agent.delivery.service import DeliveryService
 from agent.delivery.status import StatusPublisher
 from agent.policy.hotlist import HotlistStore
 from agent.policy.signing import load_private_key, load_trusted_keys
@@ -202,7 +203,9 @@ def load_hmac_keys(path: Path | None) -> dict[str, bytes]:
 def destination_credentials(config: DeviceConfig) -> dict[str, DestinationCredentials]:
     return {
         d.id: DestinationCredentials(username=d.username, password=d.password,
-                                     client_cert=d.client_cert, client_key=d.client_key, protocol=d.protocol)
+                                     client_cert=str(d.client_cert) if d.client_cert else None,
+                                     client_key=str(d.client_key) if d.client_key else None,
+                                     protocol=d.protocol, client_id=f"plategate-{config.unit.id}-{d.id}")
         for d in config.mqtt.destinations
     }
 

@@ -57,6 +57,7 @@ class CaptureStage(Stage):
         self.source_ended = threading.Event()
         self.frames_read = 0
         self._source: FrameSource | None = None
+        self._corrupt_before = 0  # corrupt frames counted by sources already closed
         self._next_at = 0.0
 
     def should_finish(self) -> bool:
@@ -83,13 +84,15 @@ class CaptureStage(Stage):
 
     @property
     def corrupt_frames(self) -> int:
-        return self._source.corrupt_frames if self._source is not None else 0
+        current = self._source.corrupt_frames if self._source is not None else 0
+        return self._corrupt_before + current
 
     def finish(self) -> None:
         self._close_source()
 
     def _close_source(self) -> None:
         if self._source is not None:
+            self._corrupt_before += self._source.corrupt_frames
             try:
                 self._source.close()
             finally:

@@ -1,0 +1,363 @@
+"""One MQTT connection to one destination's broker, with its identity checked first.
+
+A link is driven by a single thread (the destination's sender): it calls `connect()`,
+`publish()` and `poll()`; paho's callbacks run inside `poll()` on that same thread and
+only append to deques, so they never block or raise.
+
+Identity (DESIGN.md invariant 5): for mqtts:// the server certificate is verified
+against the destination's CA (when the policy gives one), and the SHA-256 of the
+server's SubjectPublicKeyInfo is compared with the policy's pin right after the TLS
+handshake, before the MQTT CONNECT (so no credentials go to an impostor), and again on
+the live socket once CONNACK arrived, before the first publish. Every connection is a
+fresh paho client: nothing queued on a previous connection can reach a new one before
+it has passed these checks; unacknowledged messages are re-sent from the outbox.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.policy.model import Transport
+
+log = logging.getLogger(__name__)
+
+MAX_TOPIC_BYTES = 65535
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+class LinkError(ConnectionError):
+    """The link could not connect or lost its connection; the message says to what and why."""
+
+
+class IdentityError(LinkError):
+    """The server is not the destination the policy names (CA or key pin mismatch)."""
+
+    def __init__(self, message: str, expected: str | None = None, got: str | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
+
+
+def validate_topic(topic: str) -> str:
+    """Return `topic` if it is a valid, fixed publish topic; raise ValueError saying why not.
+
+    Topics come from the policy only (never from plate text): no wildcards, no `$`
+    prefix (broker-internal topics), no empty levels, no NUL, at most 65535 UTF-8 bytes.
+    """
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"topic {topic!r}: must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise ValueError(f"topic {topic!r}: must not contain MQTT wildcards (+, #)")
+    if topic.startswith("$"):
+        raise ValueError(f"topic {topic!r}: must not start with '$' (broker-internal topics)")
+    if "\x00" in topic:
+        raise ValueError(f"topic {topic!r}: must not contain NUL")
+    if any(level == "" for level in topic.split("/")):
+        raise ValueError(f"topic {topic!r}: must not have empty levels (leading, trailing or '//')")
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        raise ValueError(f"topic of {len(topic.encode('utf-8'))} bytes: longer than "
+                         f"{MAX_TOPIC_BYTES} bytes")
+    return topic
+
+
+def parse_broker_url(url: str) -> tuple[bool, str, int]:
+    """(tls, host, port) of mqtt://host[:port] or mqtts://host[:port]; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker_url {url!r}: must be mqtt://host[:port] or mqtts://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"broker_url {url!r}: must not carry a path, query or credentials")
+    tls = parts.scheme == "mqtts"
+    return tls, parts.hostname, parts.port or (8883 if tls else 1883)
+
+
+def spki_sha256_of_der_cert(der_cert: bytes) -> str:
+    """Hex SHA-256 of the SubjectPublicKeyInfo (DER) of a DER certificate: the pin format."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    cert = x509.load_der_x509_certificate(der_cert)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+@dataclass(frozen=True)
+class DestinationCredentials:
+    """How this unit logs in to a destination's broker (from the device config, not the policy)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_cert: str | None = None      # path of the PEM client certificate
+    client_key: str | None = None       # path of its PEM private key
+    protocol: str = "5"                 # "5" or "3.1.1"
+    client_id: str | None = None        # default: plategate-<hostname>-<destination id>
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r}: must be one of {sorted(PROTOCOLS)}")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key: give both or neither")
+
+    def __repr__(self) -> str:
+        return (f"DestinationCredentials(username={self.username!r}, "
+                f"password={'<redacted>' if self.password else None}, "
+                f"client_cert={self.client_cert!r}, client_key={self.client_key!r}, "
+                f"protocol={self.protocol!r}, client_id={self.client_id!r})")
+
+
+class Backoff:
+    """Jittered exponential backoff ("full jitter"): delay = random(0, min(cap, base*2^n))."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None):
+        self.base, self.cap = base, cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return max(0.05, self._rng.uniform(ceiling / 2, ceiling))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def make_ssl_context(ca_pem: str | None, pin: str | None, client_cert: str | None,
+                     client_key: str | None) -> ssl.SSLContext:
+    """TLS client context: the destination's CA if given, else (with a pin) the pin alone,
+    else the system CAs. Client certificate when configured. TLS 1.2 at least."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_pem:
+        ctx.load_verify_locations(cadata=ca_pem)
+    elif pin:
+        # The pin is the identity: any chain is acceptable, the key must match exactly.
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_default_certs()
+    if client_cert:
+        ctx.load_cert_chain(client_cert, client_key)
+    return ctx
+
+
+class _PinnedClient(mqtt.Client):
+    """paho client that checks the server key pin right after the TLS handshake.
+
+    paho has no public hook between the handshake and CONNECT, so this overrides its
+    socket factory; `MqttLink` checks the pin again on the live socket after CONNACK
+    in case a paho release stops calling it.
+    """
+
+    expected_pin: str | None = None
+    peer_pin: str | None = None
+
+    def _create_socket(self):  # noqa: D401 - paho internal hook
+        sock = super()._create_socket()
+        if isinstance(sock, ssl.SSLSocket):
+            der = sock.getpeercert(binary_form=True)
+            self.peer_pin = spki_sha256_of_der_cert(der) if der else None
+            if self.expected_pin and not (self.peer_pin and hmac.compare_digest(
+                    self.peer_pin, self.expected_pin.lower())):
+                sock.close()
+                raise IdentityError("server key pin mismatch", self.expected_pin, self.peer_pin)
+        return sock
+
+
+@dataclass
+class Ack:
+    mid: int
+    ok: bool
+    reason_code: int
+    reason: str
+
+
+class MqttLink:
+    """One destination's connection (see module docstring). Single-threaded use."""
+
+    def __init__(self, destination_id: str, transport: Transport,
+                 credentials: DestinationCredentials | None = None, keepalive: int = 30,
+                 connect_timeout: float = 10.0, max_inflight: int = 256) -> None:
+        self.destination_id = destination_id
+        self.transport = transport
+        self.credentials = credentials or DestinationCredentials()
+        self.topic = validate_topic(transport.topic)
+        self.tls, self.host, self.port = parse_broker_url(transport.broker_url)
+        if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
+            raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
+                             "is not mqtts:// but the policy gives a CA or key pin to check")
+        self.protocol = PROTOCOLS[self.credentials.protocol]
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.max_inflight = max_inflight
+        self.client_id = self.credentials.client_id or \
+            f"plategate-{socket.gethostname()}-{destination_id}"
+        self.client: _PinnedClient | None = None
+        self.connected = False
+        self.peer_pin: str | None = None
+        self.acks: deque[Ack] = deque()
+        self._connack: tuple[bool, str] | None = None
+        self._lost: str | None = None
+
+    # paho callbacks: append only, never block or raise
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack = (not reason_code.is_failure, str(reason_code))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._lost = str(reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        code = getattr(reason_code, "value", 0)
+        self.acks.append(Ack(mid, code < 0x80, code, str(reason_code)))
+
+    def _new_client(self) -> _PinnedClient:
+        creds = self.credentials
+        kwargs = {"client_id": self.client_id, "protocol": self.protocol}
+        if self.protocol != mqtt.MQTTv5:
+            kwargs["clean_session"] = False      # persistent session (3.1.1)
+        client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client.expected_pin = self.transport.server_key_sha256
+        client.enable_logger(logging.getLogger("paho.mqtt.client"))
+        client.max_inflight_messages_set(self.max_inflight)
+        client.max_queued_messages_set(0)
+        client.connect_timeout = self.connect_timeout
+        if creds.username:
+            client.username_pw_set(creds.username, creds.password)
+        if self.tls:
+            client.tls_set_context(make_ssl_context(self.transport.ca_pem,
+                                                    self.transport.server_key_sha256,
+                                                    creds.client_cert, creds.client_key))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def connect(self) -> None:
+        """Open a verified connection or raise LinkError / IdentityError saying why not."""
+        self.close()
+        self._connack, self._lost = None, None
+        self.acks.clear()
+        client = self._new_client()
+        self.client = client
+        props = None
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        where = f"{self.destination_id} at {self.transport.broker_url}"
+        try:
+            if self.protocol == mqtt.MQTTv5:
+                client.connect(self.host, self.port, self.keepalive, clean_start=False,
+                               properties=props)
+            else:
+                client.connect(self.host, self.port, self.keepalive)
+        except IdentityError as exc:
+            self.client = None
+            raise IdentityError(f"destination {where}: server key SHA-256 {exc.got} does not "
+                                f"match the policy's pin {exc.expected}", exc.expected,
+                                exc.got) from None
+        except ssl.SSLCertVerificationError as exc:
+            self.client = None
+            raise IdentityError(f"destination {where}: server certificate not accepted "
+                                f"({exc.verify_message})", self.transport.server_key_sha256,
+                                None) from exc
+        except (OSError, ValueError) as exc:
+            self.client = None
+            raise LinkError(f"cannot connect to destination {where}: {exc}") from exc
+        deadline = time.monotonic() + self.connect_timeout
+        while self._connack is None and self._lost is None and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        if self._connack is None or not self._connack[0]:
+            why = self._connack[1] if self._connack else (self._lost or "no CONNACK in time")
+            self.close()
+            raise LinkError(f"destination {where} refused the connection: {why}")
+        self._verify_live_socket(where)
+        self.connected = True
+        log.info("link connected dest=%s broker=%s protocol=%s pin_checked=%s",
+                 self.destination_id, self.transport.broker_url, self.credentials.protocol,
+                 bool(self.transport.server_key_sha256))
+
+    def _verify_live_socket(self, where: str) -> None:
+        """Second pin check, on the socket CONNACK came over, before the first publish."""
+        if not self.tls:
+            return
+        sock = self.client.socket() if self.client else None
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        self.peer_pin = spki_sha256_of_der_cert(der) if der else None
+        expected = self.transport.server_key_sha256
+        if expected and not (self.peer_pin and hmac.compare_digest(self.peer_pin,
+                                                                    expected.lower())):
+            self.close()
+            raise IdentityError(f"destination {where}: server key SHA-256 {self.peer_pin} does "
+                                f"not match the policy's pin {expected}", expected, self.peer_pin)
+
+    def publish(self, payload: bytes, *, read_id: str, purpose: str, policy_version: int,
+                expiry_s: float | None) -> int:
+        """Queue one QoS 1 message on the live connection; returns its mid (ack via `acks`)."""
+        if not self.connected or self.client is None:
+            raise LinkError(f"destination {self.destination_id}: not connected")
+        props = None
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.PayloadFormatIndicator = 1
+            props.ContentType = "application/json"
+            if expiry_s is not None:
+                props.MessageExpiryInterval = max(1, min(int(math.ceil(expiry_s)), 2**32 - 1))
+            props.UserProperty = [("purpose", purpose), ("policy_version", str(policy_version)),
+                                  ("read_id", read_id)]
+        info = self.client.publish(self.topic, payload, qos=1, retain=False, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise LinkError(f"destination {self.destination_id}: publish failed: "
+                            f"{mqtt.error_string(info.rc)}")
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            self._lost = self._lost or "connection lost"
+        return info.mid
+
+    def poll(self, timeout: float) -> None:
+        """Run paho's network loop once (reads PUBACKs, writes, keepalive)."""
+        if self.client is None:
+            return
+        rc = self.client.loop(timeout=timeout)
+        if rc != mqtt.MQTT_ERR_SUCCESS and self._lost is None:
+            self._lost = mqtt.error_string(rc)
+        if self._lost is not None and self.connected:
+            self.connected = False
+            log.warning("link lost dest=%s broker=%s reason=%s", self.destination_id,
+                        self.transport.broker_url, self._lost)
+
+    @property
+    def lost(self) -> str | None:
+        return self._lost
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Clean MQTT DISCONNECT (when connected) and close the socket."""
+        client, self.client = self.client, None
+        was_connected, self.connected = self.connected, False
+        if client is None:
+            return
+        try:
+            if was_connected:
+                client.disconnect()
+                deadline = time.monotonic() + timeout
+                while client.is_connected() and time.monotonic() < deadline:
+                    client.loop(timeout=0.05)
+        except Exception:  # closing must not fail the sender
+            log.debug("link close error dest=%s", self.destination_id, exc_info=True)
+        finally:
+            try:
+                client._sock_close()  # the socket, whatever state paho is in
+            except Exception:
+                pass

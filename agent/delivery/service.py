@@ -1,0 +1,344 @@
+"""The delivery service: one sender thread per destination, outbox -> gate -> MQTT.
+
+Each sender owns its destination's MqttLink and does everything for it on one thread:
+connect (identity first), take the next queued deliveries in order, pass each through
+the egress gate, publish at QoS 1 with a bounded window in flight, and delete from the
+outbox only what the broker acknowledged (PUBACK with a success code). A connection
+that drops loses nothing: the next connection starts again from the head of the
+queue, so delivery is at-least-once and receivers drop duplicates by read id.
+
+Destinations come from the active policy: a destination added by a policy gets a
+sender, one removed stops being served (its backlog is purged by the outbox re-check),
+and a changed transport (broker, topic, CA, pin) replaces the link.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from agent.delivery.gate import EgressGate
+from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
+                                      LinkError, MqttLink)
+from agent.delivery.outbox import Outbox, OutboxError
+from agent.delivery.records import Delivery, build_message
+from agent.policy.model import Destination, Policy
+
+log = logging.getLogger(__name__)
+
+WINDOW = 256            # messages in flight per destination (paho max_inflight too)
+IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
+ACK_POLL_S = 0.01       # socket wait while acks are outstanding
+
+
+def expiry_seconds(delivery: Delivery, dest: Destination, policy: Policy, now: float) -> float:
+    """Seconds the message may live at the broker: what is left of retention / the rule's max age."""
+    retention = policy.retention
+    limit = retention.hit_max_age_s if delivery.read.is_hit else retention.nonhit_max_age_s
+    if dest.rule.max_age_s is not None:
+        limit = min(limit, dest.rule.max_age_s)
+    return max(1.0, limit - (now - delivery.read.seen_at))
+
+
+class _Sender:
+    """One destination's sender thread (see module docstring)."""
+
+    def __init__(self, service: "DeliveryService", destination_id: str) -> None:
+        self.service = service
+        self.destination_id = destination_id
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"sender-{destination_id}",
+                                       daemon=True)
+        self.link: MqttLink | None = None
+        self.inflight: OrderedDict[int, Delivery] = OrderedDict()
+        self.cursor = 0
+        self.sent = 0
+        self.refused = 0
+        self.broker_refusals = 0
+        self.identity_failures = 0
+        self.connected = False
+        self.last_error: str | None = None
+        self._backoff = Backoff()
+        self._retry_at = 0.0
+        self._stalled = False
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # --- loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        svc = self.service
+        while not (svc.stop_event.is_set() or self.stopping.is_set()):
+            try:
+                self._step()
+            except Exception:  # a sender must not die; log, back off, carry on
+                log.exception("sender error dest=%s", self.destination_id)
+                self._drop_link()
+                self._sleep(self._backoff.next_delay())
+        self._shutdown()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not (self.service.stop_event.is_set() or self.stopping.is_set()):
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.wait(min(left, 0.2))
+            self.wake.clear()
+
+    def _destination(self, now: float) -> tuple[Policy, Destination] | None:
+        policy = self.service.policy_store.active(now)
+        dest = policy.destination(self.destination_id) if policy else None
+        return (policy, dest) if dest else None
+
+    def _step(self) -> None:
+        now = time.time()
+        found = self._destination(now)
+        if found is None:
+            # No policy, or this destination is not listed: nothing may go out.
+            if self.link is not None:
+                self._drop_link(clean=True)
+            self.wake.wait(IDLE_WAIT_S * 4)
+            self.wake.clear()
+            return
+        policy, dest = found
+        if self.link is not None and self.link.transport != dest.transport:
+            log.info("transport changed dest=%s; reconnecting", self.destination_id)
+            self._drop_link(clean=True)
+        if self.link is None or not self.link.connected:
+            if time.monotonic() < self._retry_at:
+                self._sleep(self._retry_at - time.monotonic())
+                return
+            self._connect(dest)
+            return
+        link = self.link
+        link.poll(ACK_POLL_S if self.inflight else 0.0)
+        self._handle_acks(link)
+        if not link.connected:
+            self._drop_link()
+            self._retry_at = time.monotonic() + self._backoff.next_delay()
+            return
+        if self._stalled:
+            if self.inflight:
+                return
+            if time.monotonic() < self._retry_at:
+                self._sleep(min(0.2, self._retry_at - time.monotonic()))
+                return
+            self._stalled, self.cursor = False, 0   # retry from the head of the queue
+        published = self._publish_some(link, policy, dest, now)
+        if not published and not self.inflight:
+            self.wake.wait(IDLE_WAIT_S)
+            self.wake.clear()
+
+    def _connect(self, dest: Destination) -> None:
+        svc = self.service
+        try:
+            link = MqttLink(self.destination_id, dest.transport,
+                            svc.credentials.get(self.destination_id))
+        except ValueError as exc:
+            self.last_error = str(exc)
+            log.error("destination misconfigured dest=%s error=%s", self.destination_id, exc)
+            self._retry_at = time.monotonic() + self._backoff.next_delay()
+            return
+        try:
+            link.connect()
+        except IdentityError as exc:
+            self.identity_failures += 1
+            self.last_error = str(exc)
+            log.critical("ALERT destination identity check failed dest=%s broker=%s "
+                         "expected_pin=%s got_pin=%s; nothing delivered", self.destination_id,
+                         dest.transport.broker_url, exc.expected, exc.got)
+            svc.audit.record("delivery.refused", destination=self.destination_id,
+                             reason="identity", detail=str(exc), expected_pin=exc.expected,
+                             got_pin=exc.got, queued=svc.outbox.depth(self.destination_id))
+            svc.audit.flush()
+            self._retry_at = time.monotonic() + self._backoff.next_delay()
+            return
+        except LinkError as exc:
+            self.last_error = str(exc)
+            delay = self._backoff.next_delay()
+            log.warning("link connect failed dest=%s error=%s retry_in_s=%.2f",
+                        self.destination_id, exc, delay)
+            self._retry_at = time.monotonic() + delay
+            return
+        self.link = link
+        self.connected = True
+        self.inflight.clear()
+        self.cursor = 0
+        self._stalled = False
+        self._backoff.reset()
+
+    def _publish_some(self, link: MqttLink, policy: Policy, dest: Destination, now: float) -> int:
+        room = WINDOW - len(self.inflight)
+        if room <= 0:
+            return 0
+        batch = self.service.outbox.next_batch(self.destination_id, self.cursor, room)
+        count = 0
+        gate = self.service.gate
+        for delivery in batch:
+            self.cursor = delivery.seq
+            decision = gate.check(delivery, now, dest.transport)
+            if not decision.allowed:
+                self.refused += 1
+                continue
+            mid = link.publish(build_message(delivery), read_id=delivery.read_id,
+                               purpose=delivery.purpose, policy_version=delivery.policy_version,
+                               expiry_s=expiry_seconds(delivery, dest, policy, now))
+            self.inflight[mid] = delivery
+            count += 1
+        return count
+
+    def _handle_acks(self, link: MqttLink) -> None:
+        if not link.acks:
+            return
+        done: list[Delivery] = []
+        while link.acks:
+            ack: Ack = link.acks.popleft()
+            delivery = self.inflight.pop(ack.mid, None)
+            if delivery is None:
+                continue
+            if ack.ok:
+                done.append(delivery)
+                continue
+            # The broker refused it (e.g. 0x87 not authorised by its ACL): keep it queued,
+            # retry the queue from its head after a backoff.
+            self.broker_refusals += 1
+            self.last_error = f"broker refused publish: {ack.reason} (0x{ack.reason_code:02x})"
+            delay = self._backoff.next_delay()
+            log.error("delivery refused by broker dest=%s read_id=%s reason_code=0x%02x "
+                      "reason=%s retry_in_s=%.2f", self.destination_id, delivery.read_id,
+                      ack.reason_code, ack.reason, delay)
+            if not self._stalled:
+                self._stalled = True
+                self._retry_at = time.monotonic() + delay
+        if done:
+            try:
+                self.service.outbox.mark_sent(done, time.time())
+            except OutboxError:
+                # Still queued on disk: they will be sent again (receivers drop duplicates).
+                log.exception("cannot mark deliveries sent dest=%s count=%d",
+                              self.destination_id, len(done))
+            self.sent += len(done)
+            if not self._stalled:
+                self._backoff.reset()
+
+    def _drop_link(self, clean: bool = False) -> None:
+        link, self.link = self.link, None
+        self.connected = False
+        self.inflight.clear()
+        self.cursor = 0
+        if link is not None:
+            link.close(timeout=1.0 if clean else 0.0)
+
+    def _shutdown(self) -> None:
+        """Wait (bounded) for outstanding PUBACKs, then disconnect cleanly."""
+        link = self.link
+        if link is not None and link.connected:
+            deadline = time.monotonic() + self.service.drain_timeout
+            while self.inflight and link.connected and time.monotonic() < deadline:
+                link.poll(ACK_POLL_S)
+                self._handle_acks(link)
+        self._drop_link(clean=True)
+
+    def stats(self) -> dict:
+        return {"connected": self.connected, "sent": self.sent, "refused": self.refused,
+                "broker_refusals": self.broker_refusals,
+                "identity_failures": self.identity_failures, "inflight": len(self.inflight),
+                "last_error": self.last_error}
+
+
+class DeliveryService:
+    """Runs a sender per destination of the active policy; see the module docstring."""
+
+    def __init__(self, outbox: Outbox, gate: EgressGate, policy_store, audit,
+                 credentials: Mapping[str, DestinationCredentials], stop: threading.Event,
+                 drain_timeout: float = 5.0) -> None:
+        self.outbox = outbox
+        self.gate = gate
+        self.policy_store = policy_store
+        self.audit = audit
+        self.credentials = dict(credentials)
+        self.stop_event = stop
+        self.drain_timeout = drain_timeout
+        self._senders: dict[str, _Sender] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        if gate.outbox is None:
+            gate.attach(outbox)
+        outbox.add_listener(self._on_queued)
+        policy_store.subscribe(self._on_policy)
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+        self._sync_senders(self.policy_store.active(time.time()))
+
+    def _on_policy(self, policy: Policy | None) -> None:
+        """Policy store callback: start senders for new destinations; never raises."""
+        try:
+            self._sync_senders(policy)
+            for sender in list(self._senders.values()):
+                sender.wake.set()
+        except Exception:
+            log.exception("delivery service could not follow a policy change")
+
+    def _on_queued(self, destination_ids) -> None:
+        for dest_id in destination_ids:
+            sender = self._senders.get(dest_id)
+            if sender is not None:
+                sender.wake.set()
+
+    def _sync_senders(self, policy: Policy | None) -> None:
+        with self._lock:
+            if not self._started or self.stop_event.is_set():
+                return
+            wanted = [d.id for d in policy.destinations] if policy else []
+            for dest_id in wanted:
+                if dest_id not in self._senders:
+                    sender = _Sender(self, dest_id)
+                    self._senders[dest_id] = sender
+                    sender.start()
+                    log.info("sender started dest=%s", dest_id)
+            # Senders of destinations no longer listed stay: they idle with no link
+            # (nothing may go out) and resume if a later policy lists them again.
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every sender: outstanding PUBACKs awaited (bounded), clean DISCONNECT."""
+        self.stop_event.set()
+        with self._lock:
+            senders = list(self._senders.values())
+        for sender in senders:
+            sender.wake.set()
+        deadline = time.monotonic() + timeout
+        for sender in senders:
+            sender.thread.join(max(0.0, deadline - time.monotonic()))
+            if sender.thread.is_alive():
+                log.error("sender did not stop in time dest=%s", sender.destination_id)
+
+    def stats(self) -> dict:
+        now = time.time()
+        with self._lock:
+            senders = dict(self._senders)
+        depths = self.outbox.depths()
+        return {
+            "queue_depth": {d: depths.get(d, 0) for d in set(depths) | set(senders)},
+            "oldest_queued_age_s": self.outbox.oldest_age(now),
+            "sent": {d: s.sent for d, s in senders.items()},
+            "destinations": {d: s.stats() for d, s in senders.items()},
+            "outbox": {k: v for k, v in self.outbox.stats(now).items() if k != "depth"},
+            "gate": {"passed": self.gate.passed, "refused": self.gate.refused},
+        }
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until true or `timeout` (for the soak runner and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
