@@ -189,6 +189,9 @@ class MosquittoBroker:
             "max_inflight_messages 0",
             f"listener {self.port} 127.0.0.1",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to user "mosquitto", who cannot read tmp_path.
+            lines.insert(0, "user root")
         if self.tls:
             lines += [f"cafile {self.tls.ca_cert}", f"certfile {self.tls.server_cert}",
                       f"keyfile {self.tls.server_key}",

@@ -72,7 +72,7 @@ path = "{tmp_path / 'frames'}"
 fps = 120
 frame_queue = 256
 [tracker]
-merge_window_s = 0.001
+merge_window_s = 0.1
 [supervisor]
 backoff_initial_s = 0.01
 backoff_max_s = 0.05

@@ -101,8 +101,7 @@ bundle = "{bundle}"
 trusted_keys = ["{pub}"]
 
 [mqtt.status]
-host = "127.0.0.1"
-port = {port}
+url = "mqtt://127.0.0.1:{port}"
 """
 
 

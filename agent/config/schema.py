@@ -99,10 +99,16 @@ class DestinationCredentialsConfig:
 
 @dataclass(frozen=True)
 class StatusConfig:
-    host: str | None = setting(None, help="Broker for the unit's status and heartbeat (omit to disable).")
-    port: int = setting(1883, help="Status broker port.", **PORT)
+    url: str | None = setting(None, help="Broker for the unit's status and heartbeat, mqtt://host:port or "
+                                         "mqtts://host:port (omit to disable).",
+                              pattern=r"mqtts?://[^/\s:]+(:[0-9]{1,5})?", reason="is not an mqtt:// or mqtts:// URL")
+    server_key_sha256: str | None = setting(None, help="SHA-256 (hex) of the status broker's public key, "
+                                                       "checked before anything is sent.",
+                                            pattern=r"[0-9a-fA-F]{64}", reason="is not a hex SHA-256")
+    ca_file: Path | None = setting(None, help="CA certificate (PEM) the status broker's certificate must "
+                                              "chain to (mqtts).")
     topic_prefix: str = setting("plategate", help="Status topic is <prefix>/<unit id>/status.",
-                                pattern=r"[^#+$][^#+]*", reason="is not a valid topic prefix")
+                                pattern=r"[^#+$/][^#+]*", reason="is not a valid topic prefix")
     heartbeat_s: float = setting(30.0, help="Seconds between heartbeats.", min=1, max=3600)
     username: str | None = setting(None, help="MQTT user name for the status broker.")
     password: str | None = setting(None, help="MQTT password for the status broker.", secret=True)

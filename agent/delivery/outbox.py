@@ -38,6 +38,7 @@ ROW_OVERHEAD = 160
 # Leave the "full" state only once below this share of max_bytes (no alarm flapping).
 FULL_CLEAR_RATIO = 0.9
 # When no policy was ever seen, held reads are kept this long (seconds).
+READ_CACHE_SIZE = 4096
 DEFAULT_FALLBACK_RETENTION = Retention(nonhit_max_age_s=24 * 3600.0, hit_max_age_s=7 * 24 * 3600.0)
 
 SCHEMA = """
@@ -128,6 +129,14 @@ class Outbox:
         self._listeners: list[Callable[[set[str]], None]] = []
         self._touched: set[str] = set()
         self._conn = self._open()
+        # A second connection for the senders' reads: in WAL mode it sees every committed
+        # transaction without waiting for a writer's fsync.
+        self._rlock = threading.Lock()
+        self._rconn = sqlite3.connect(str(self.path), check_same_thread=False,
+                                      isolation_level=None)
+        # Decoded reads, so three destinations of one read decode it once (bounded, FIFO).
+        self._cache: dict[str, ReadEvent] = {}
+        self._cache_lock = threading.Lock()
         self._bytes = self._measure()
         policy_store.subscribe(self._on_policy_change)
 
@@ -165,20 +174,45 @@ class Outbox:
         return int(reads) + int(dels)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
+            self._rconn.close()
             self._conn.close()
+
+    def _remember(self, read: ReadEvent) -> None:
+        with self._cache_lock:
+            self._cache[read.read_id] = read
+            while len(self._cache) > READ_CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+
+    def _cached_read(self, read_id: str, data: bytes) -> ReadEvent:
+        with self._cache_lock:
+            read = self._cache.get(read_id)
+        if read is None:
+            read = decode_read(data)
+            self._remember(read)
+        return read
 
     def integrity_check(self) -> str:
         with self._lock:
             return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
 
-    def _write(self, work: Callable[[sqlite3.Connection], None], what: str) -> None:
-        """Run `work` in one transaction: flush the audit, then commit; roll back on error."""
+    def _write(self, work: Callable[[sqlite3.Connection], None], what: str,
+               durable: bool = True) -> None:
+        """Run `work` in one transaction: flush the audit, then commit; roll back on error.
+
+        durable=False (deletions after PUBACK only): no audit flush and no WAL fsync. A
+        power cut can then undo the deletion, and the message is sent again: a duplicate,
+        which at-least-once delivery allows, never a loss. The next durable commit makes
+        it permanent (the WAL is append-only and synced as a whole).
+        """
         conn = self._conn
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             work(conn)
-            self.audit.flush()
+            if durable:
+                self.audit.flush()
             conn.execute("COMMIT")
         except BaseException as exc:
             self._touched.clear()
@@ -187,10 +221,15 @@ class Outbox:
             except sqlite3.Error:
                 pass
             self._bytes = self._measure_safely()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, (sqlite3.Error, OSError)) or type(exc).__name__ == "AuditError":
+                # Disk full, I/O error, or the audit log could not be made durable: nothing
+                # of this transaction is acknowledged.
                 self.write_errors += 1
                 raise OutboxError(f"outbox write failed ({what}) in {self.path}: {exc}") from exc
             raise
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")
         self._notify()
 
     def _measure_safely(self) -> int:
@@ -210,18 +249,22 @@ class Outbox:
         with self._lock:
             policy = _valid(self.policy_store.active(now), now)
             refused: list[str] = []
-            staged: dict[str, int] = {}
 
             def work(conn: sqlite3.Connection) -> None:
+                existing = self._existing(conn, [r.read_id for r in reads])
+                read_rows: list[tuple] = []
+                delivery_rows: list[tuple] = []
                 for read in reads:
-                    if conn.execute("SELECT 1 FROM reads WHERE read_id=?",
-                                    (read.read_id,)).fetchone() or read.read_id in staged:
+                    if read.read_id in existing:
                         continue  # accepted before (a retry after a crash): idempotent
-                    data = encode_read(read)
-                    read_size = len(data) + ROW_OVERHEAD
+                    existing.add(read.read_id)
                     plans = self._plan(read, policy, now)
-                    size = read_size + sum(len(p[2]) + ROW_OVERHEAD for p in plans)
-                    if self._bytes + size > self.max_bytes:
+                    allowed = [p for p in plans if p[1].allowed]
+                    keep = policy is None or bool(allowed)   # held, or queued for someone
+                    data = encode_read(read) if keep else b""
+                    read_size = len(data) + ROW_OVERHEAD if keep else 0
+                    size = read_size + sum(len(p[2]) + ROW_OVERHEAD for p in allowed)
+                    if size and self._bytes + size > self.max_bytes:
                         if not read.is_hit:
                             refused.append(read.read_id)
                             self.audit.record("outbox.refused", read_id=read.read_id,
@@ -231,15 +274,28 @@ class Outbox:
                         self._evict_for(conn, size, now)
                     self._audit_plans(read, policy, plans)
                     self.audit.record("read.accepted", read_id=read.read_id,
-                                      hit=read.is_hit, held=policy is None,
-                                      destinations=[p[0].id for p in plans if p[1].allowed])
-                    conn.execute("INSERT INTO reads VALUES (?,?,?,?,?,?,?)",
-                                 (read.read_id, read.seen_at, now, int(read.is_hit),
-                                  int(policy is None), read_size, data))
-                    self._bytes += read_size
-                    self._insert_deliveries(conn, read, policy, plans, now)
-                    self._drop_if_unneeded(conn, read.read_id)
-                    staged[read.read_id] = size
+                                      camera_id=read.camera_id, hit=read.is_hit,
+                                      purposes=sorted({h.purpose for h in read.hits}),
+                                      held=policy is None,
+                                      destinations=[p[0].id for p in allowed])
+                    if not keep:
+                        continue
+                    read_rows.append((read.read_id, read.seen_at, now, int(read.is_hit),
+                                      int(policy is None), read_size, data))
+                    self._bytes += size
+                    self._remember(read)
+                    for dest, decision, payload in allowed:
+                        self._touched.add(dest.id)
+                        delivery_rows.append((
+                            dest.id, read.read_id, policy.digest, policy.version,
+                            transport_digest(dest.transport),
+                            purpose_for(read, dest, decision.purposes), payload, now,
+                            len(payload) + ROW_OVERHEAD))
+                conn.executemany("INSERT INTO reads VALUES (?,?,?,?,?,?,?)", read_rows)
+                conn.executemany(
+                    "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
+                    " transport_digest, purpose, payload, created_at, size)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)", delivery_rows)
 
             try:
                 self._write(work, "accept")
@@ -262,6 +318,16 @@ class Outbox:
                 self._full = False
                 log.warning("outbox below cap again path=%s bytes=%d max_bytes=%d",
                             self.path, self._bytes, self.max_bytes)
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, read_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(read_ids), 500):
+            chunk = read_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT read_id FROM reads WHERE read_id IN ({marks})", chunk))
+        return found
 
     def _flush_quietly(self) -> None:
         try:
@@ -375,8 +441,8 @@ class Outbox:
 
     def next_batch(self, destination_id: str, after_seq: int, limit: int) -> list[Delivery]:
         """The next queued deliveries of one destination, in order, after `after_seq`."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._rlock:
+            rows = self._rconn.execute(
                 "SELECT d.seq, d.destination, d.read_id, d.policy_digest, d.policy_version,"
                 " d.transport_digest, d.purpose, d.payload, r.data, d.created_at"
                 " FROM deliveries d JOIN reads r ON r.read_id = d.read_id"
@@ -384,27 +450,41 @@ class Outbox:
                 (destination_id, after_seq, limit)).fetchall()
         return [Delivery(seq=r[0], destination_id=r[1], read_id=r[2], policy_digest=r[3],
                          policy_version=r[4], transport_digest=r[5], purpose=r[6],
-                         payload=bytes(r[7]), read=decode_read(r[8]), created_at=r[9])
+                         payload=bytes(r[7]), read=self._cached_read(r[2], r[8]),
+                         created_at=r[9])
                 for r in rows]
 
     def mark_sent(self, deliveries: Sequence[Delivery], now: float) -> None:
-        """Delete deliveries the broker acknowledged (PUBACK), audited as delivery.sent."""
+        """Delete deliveries the broker acknowledged (PUBACK), audited as delivery.sent.
+
+        Not fsynced (see _write): losing it to a power cut means a duplicate, not a loss.
+        """
         if not deliveries:
             return
         with self._lock:
             def work(conn: sqlite3.Connection) -> None:
+                seqs = [d.seq for d in deliveries]
+                marks = ",".join("?" * len(seqs))
+                gone = dict(conn.execute(f"DELETE FROM deliveries WHERE seq IN ({marks}) "
+                                         "RETURNING seq, size", seqs).fetchall())
+                self._bytes -= sum(gone.values())
+                read_ids = []
                 for d in deliveries:
-                    row = conn.execute("SELECT size FROM deliveries WHERE seq=?",
-                                       (d.seq,)).fetchone()
-                    if row is None:
+                    if d.seq not in gone:
                         continue  # purged meanwhile (it was on the wire already)
-                    conn.execute("DELETE FROM deliveries WHERE seq=?", (d.seq,))
-                    self._bytes -= row[0]
+                    read_ids.append(d.read_id)
                     self.audit.record("delivery.sent", read_id=d.read_id,
                                       destination=d.destination_id, purposes=d.purpose,
                                       policy_version=d.policy_version, seq=d.seq)
-                    self._drop_if_unneeded(conn, d.read_id)
-            self._write(work, "mark_sent")
+                if read_ids:
+                    ids = list(dict.fromkeys(read_ids))
+                    marks = ",".join("?" * len(ids))
+                    freed = conn.execute(
+                        f"DELETE FROM reads WHERE read_id IN ({marks}) AND held=0 AND NOT EXISTS"
+                        " (SELECT 1 FROM deliveries WHERE deliveries.read_id=reads.read_id)"
+                        " RETURNING size", ids).fetchall()
+                    self._bytes -= sum(r[0] for r in freed)
+            self._write(work, "mark_sent", durable=False)
 
     def purge_delivery(self, delivery: Delivery, reason: str, now: float) -> None:
         """Delete one delivery that may no longer be sent (audited as delivery.purged)."""
@@ -563,23 +643,23 @@ class Outbox:
     # --- observation ----------------------------------------------------------------------
 
     def depth(self, destination_id: str) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM deliveries WHERE destination=?",
+        with self._rlock:
+            return self._rconn.execute("SELECT COUNT(*) FROM deliveries WHERE destination=?",
                                       (destination_id,)).fetchone()[0]
 
     def depths(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._conn.execute(
+        with self._rlock:
+            return dict(self._rconn.execute(
                 "SELECT destination, COUNT(*) FROM deliveries GROUP BY destination").fetchall())
 
     def held_count(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM reads WHERE held=1").fetchone()[0]
+        with self._rlock:
+            return self._rconn.execute("SELECT COUNT(*) FROM reads WHERE held=1").fetchone()[0]
 
     def oldest_age(self, now: float) -> float | None:
         """Age in seconds of the oldest read still in the outbox (None when empty)."""
-        with self._lock:
-            (oldest,) = self._conn.execute("SELECT MIN(seen_at) FROM reads").fetchone()
+        with self._rlock:
+            (oldest,) = self._rconn.execute("SELECT MIN(seen_at) FROM reads").fetchone()
         return None if oldest is None else max(0.0, now - oldest)
 
     def stats(self, now: float | None = None) -> dict:
@@ -598,8 +678,8 @@ class Outbox:
 
     def read_ids(self) -> set[str]:
         """Every read id still stored (tests and the soak runner)."""
-        with self._lock:
-            return {r[0] for r in self._conn.execute("SELECT read_id FROM reads")}
+        with self._rlock:
+            return {r[0] for r in self._rconn.execute("SELECT read_id FROM reads")}
 
 
 def _valid(policy: Policy | None, now: float) -> Policy | None:

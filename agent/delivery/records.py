@@ -8,6 +8,7 @@ being looked up again.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Delivery:
     created_at: float
 
 
+@functools.lru_cache(maxsize=256)
 def transport_digest(transport: Transport) -> str:
     """A stable digest of every field of a Transport: "identical transport" means equal digests."""
     canonical = json.dumps([transport.broker_url, transport.topic, transport.server_key_sha256,

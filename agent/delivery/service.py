@@ -72,7 +72,7 @@ class _Sender:
 
     def _run(self) -> None:
         svc = self.service
-        while not (svc.stop_event.is_set() or self.stopping.is_set()):
+        while not (svc.stopped or self.stopping.is_set()):
             try:
                 self._step()
             except Exception:  # a sender must not die; log, back off, carry on
@@ -83,7 +83,7 @@ class _Sender:
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while not (self.service.stop_event.is_set() or self.stopping.is_set()):
+        while not (self.service.stopped or self.stopping.is_set()):
             left = end - time.monotonic()
             if left <= 0:
                 return
@@ -208,13 +208,12 @@ class _Sender:
             # retry the queue from its head after a backoff.
             self.broker_refusals += 1
             self.last_error = f"broker refused publish: {ack.reason} (0x{ack.reason_code:02x})"
-            delay = self._backoff.next_delay()
+            if not self._stalled:   # one backoff step per refused round, not per message
+                self._stalled = True
+                self._retry_at = time.monotonic() + self._backoff.next_delay()
             log.error("delivery refused by broker dest=%s read_id=%s reason_code=0x%02x "
                       "reason=%s retry_in_s=%.2f", self.destination_id, delivery.read_id,
-                      ack.reason_code, ack.reason, delay)
-            if not self._stalled:
-                self._stalled = True
-                self._retry_at = time.monotonic() + delay
+                      ack.reason_code, ack.reason, max(0.0, self._retry_at - time.monotonic()))
         if done:
             try:
                 self.service.outbox.mark_sent(done, time.time())
@@ -263,6 +262,7 @@ class DeliveryService:
         self.audit = audit
         self.credentials = dict(credentials)
         self.stop_event = stop
+        self._halt = threading.Event()     # stop() of this service only
         self.drain_timeout = drain_timeout
         self._senders: dict[str, _Sender] = {}
         self._lock = threading.Lock()
@@ -271,6 +271,10 @@ class DeliveryService:
             gate.attach(outbox)
         outbox.add_listener(self._on_queued)
         policy_store.subscribe(self._on_policy)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_event.is_set() or self._halt.is_set()
 
     def start(self) -> None:
         with self._lock:
@@ -294,7 +298,7 @@ class DeliveryService:
 
     def _sync_senders(self, policy: Policy | None) -> None:
         with self._lock:
-            if not self._started or self.stop_event.is_set():
+            if not self._started or self.stopped:
                 return
             wanted = [d.id for d in policy.destinations] if policy else []
             for dest_id in wanted:
@@ -308,7 +312,7 @@ class DeliveryService:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every sender: outstanding PUBACKs awaited (bounded), clean DISCONNECT."""
-        self.stop_event.set()
+        self._halt.set()
         with self._lock:
             senders = list(self._senders.values())
         for sender in senders:

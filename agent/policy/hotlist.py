@@ -144,6 +144,10 @@ class HotlistStore:
             hw = self._highwater()
             try:
                 opened_id = self._peek_list_id(data)
+                current = self._lists.get(opened_id)
+                if current is not None and not current.stale(now) and self._persisted_bytes(opened_id) == bytes(data):
+                    log.debug("hotlist unchanged list_id=%s version=%d source=%s", opened_id, current.version, source)
+                    return current
                 floor = max(hw.get(opened_id, 0), hw.get("*", 0),
                             self._lists[opened_id].version if opened_id in self._lists else 0)
                 hotlist = load_hotlist(data, self._trusted, now, floor or None)
@@ -160,6 +164,14 @@ class HotlistStore:
             self._lists[hotlist.list_id] = hotlist
             self._installed(hotlist, source)
             return hotlist
+
+    def _persisted_bytes(self, list_id: str) -> bytes | None:
+        if not list_id:
+            return None
+        try:
+            return (self.dir / f"{list_id}.bundle").read_bytes()
+        except OSError:
+            return None
 
     def _peek_list_id(self, data: bytes) -> str:
         # Only to pick the rollback floor; load_hotlist verifies the signature before use.

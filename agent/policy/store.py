@@ -75,6 +75,12 @@ class PolicyStore:
             log.error("policy high-water file unreadable path=%s; refusing installs", path)
             return 2**62
 
+    def _persisted_bytes(self) -> bytes | None:
+        try:
+            return (self.state_dir / BUNDLE_FILE).read_bytes()
+        except OSError:
+            return None
+
     def _persist(self, data: bytes, policy: Policy) -> None:
         write_atomic(self.state_dir / BUNDLE_FILE, data)
         write_atomic(self.state_dir / HIGHWATER_FILE,
@@ -104,7 +110,14 @@ class PolicyStore:
     def install(self, data: bytes, now: float, source: str) -> Policy:
         """Verify, persist and activate a bundle; raises PolicyError (audited) if refused."""
         with self._lock:
-            floor = max(self._policy.version if self._policy else 0, self.highwater())
+            current = self._policy
+            if current is not None and current.not_before <= now < current.expires_at and \
+                    self._persisted_bytes() == bytes(data):
+                # The very bundle already active (e.g. a retained MQTT message re-delivered on
+                # reconnect): nothing changes, so nothing to refuse or audit.
+                log.debug("policy unchanged version=%d source=%s", current.version, source)
+                return current
+            floor = max(current.version if current else 0, self.highwater())
             try:
                 policy = load_bundle(data, self._trusted, now, floor if floor else None)
                 self._persist(data, policy)

@@ -24,7 +24,7 @@ from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
 from agent.delivery.service import DeliveryService
-from agent.delivery.status import StatusPublisher
+from agent.delivery.status import BrokerSettings, StatusPublisher
 from agent.policy.hotlist import HotlistStore
 from agent.policy.signing import load_private_key, load_trusted_keys
 from agent.policy.store import PolicyStore
@@ -51,6 +51,7 @@ class Pipeline:
     track: TrackStage
     accept: AcceptStage
     started_at: float = field(default_factory=time.time)
+    final_stats: dict[str, Any] | None = None  # the last figures, kept once the outbox is closed
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -74,10 +75,7 @@ class Pipeline:
         return sum(self.outbox_depths().values()) == 0
 
     def outbox_depths(self) -> dict[str, int]:
-        policy = self.policies.active(time.time())
-        if policy is None:
-            return {}
-        return {d.id: self.outbox.depth(d.id) for d in policy.destinations}
+        return self.outbox.depths()
 
     def shutdown(self, timeout: float = 4.5) -> bool:
         """Stop in order within `timeout`: capture, recognition, tracking, accept, delivery, status."""
@@ -91,12 +89,15 @@ class Pipeline:
         self.delivery.stop(timeout=max(0.1, deadline - time.monotonic() - 0.3))
         if self.status is not None:
             self.status.stop(timeout=max(0.1, deadline - time.monotonic()))
+        self.final_stats = self.stats()
         self.outbox.close()
         self.audit.close()
         log.info("pipeline stopped clean=%s", clean)
         return clean
 
     def stats(self) -> dict[str, Any]:
+        if self.final_stats is not None:
+            return self.final_stats
         policy = self.policies.active(time.time())
         disk = shutil.disk_usage(self.config.unit.state_dir)
         return {
@@ -212,8 +213,12 @@ def destination_credentials(config: DeviceConfig) -> dict[str, DestinationCreden
 
 def make_status_publisher(config: DeviceConfig, stats: Callable[[], dict]) -> StatusPublisher | None:
     status = config.mqtt.status
-    if status.host is None:
+    if status.url is None:
         return None
-    return StatusPublisher(host=status.host, port=status.port, unit_id=config.unit.id,
-                           topic_prefix=status.topic_prefix, stats_fn=stats, interval_s=status.heartbeat_s,
-                           username=status.username, password=status.password)
+    ca_pem = Path(status.ca_file).read_text() if status.ca_file else None
+    broker = BrokerSettings(url=status.url, server_key_sha256=status.server_key_sha256, ca_pem=ca_pem,
+                            credentials=DestinationCredentials(username=status.username, password=status.password,
+                                                               client_id=f"plategate-{config.unit.id}-status"),
+                            keepalive=config.mqtt.keepalive_s)
+    return StatusPublisher(broker, config.unit.id, status.topic_prefix, stats, threading.Event(),
+                           interval_s=status.heartbeat_s, disk_path=config.unit.state_dir)

@@ -1,0 +1,68 @@
+"""`plategate audit verify|report`: check the log's chain; produce the transparency report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.audit.log import verify_log
+from agent.audit.report import build_report, parse_date, render
+from agent.policy.errors import PolicyError
+from agent.policy.signing import load_public_key
+
+EXIT_OK, EXIT_FAILED = 0, 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    audit = subparsers.add_parser("audit", help="verify the audit log; make the transparency report",
+                                  description="Work with the unit's hash-chained audit log.")
+    sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = sub.add_parser("verify", help="check the hash chain, checkpoints and head (exit 2 if bad)")
+    verify.add_argument("log", type=Path, help="audit log file (JSON lines); its .head file is read too")
+    verify.add_argument("--unit-key", type=Path, default=None,
+                        help="the unit's public key (PEM) to check checkpoint and head signatures")
+    verify.set_defaults(func=cmd_verify)
+
+    report = sub.add_parser("report", help="transparency report computed from the log alone")
+    report.add_argument("log", type=Path, help="audit log file (JSON lines)")
+    report.add_argument("--since", required=True, help="start date, YYYY-MM-DD (UTC) or ISO 8601 time")
+    report.add_argument("--until", default=None, help="end (exclusive), YYYY-MM-DD (UTC) or ISO 8601 time")
+    report.add_argument("--format", choices=("md", "html", "json"), default="md", help="output format (default md)")
+    report.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        key = load_public_key(args.unit_key) if args.unit_key else None
+    except (OSError, PolicyError) as exc:
+        print(f"plategate: cannot load unit key {args.unit_key}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    result = verify_log(args.log, key)
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    if not result.ok:
+        print(f"FAILED {args.log}: {result.problem}")
+        if result.first_bad_seq is not None:
+            print(f"first bad record: seq {result.first_bad_seq}"
+                  + (f" (line {result.first_bad_line})" if result.first_bad_line else ""))
+        return EXIT_FAILED
+    print(f"OK {args.log}: {result.records} records, hash chain intact, {result.checkpoints} checkpoint(s)"
+          + (f", signatures verified up to seq {result.last_verified_seq}" if key else ""))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        since = parse_date(args.since)
+        until = parse_date(args.until) if args.until else None
+        report = build_report(args.log, since, until)
+    except (OSError, ValueError) as exc:
+        print(f"plategate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    text = render(report, args.format)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

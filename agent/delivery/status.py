@@ -1,0 +1,159 @@
+"""Unit availability and heartbeat over MQTT.
+
+`<prefix>/<unit_id>/status` is retained: "online" once connected, "offline" as the last
+will (the broker publishes it if the unit vanishes: power cut, crash, link gone past
+keepalive), "stopped" on a clean shutdown. `<prefix>/<unit_id>/heartbeat` carries a JSON
+snapshot every `interval_s`: whatever `stats_fn()` returns (fps, dropped frames, queue
+depths, oldest queued age, policy and model versions ...) plus uptime and disk use.
+
+The status broker is checked like a destination's (CA and key pin before CONNECT); paho's
+own network thread runs the connection and its reconnects, and the callbacks only publish
+(non-blocking) or set flags.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, _PinnedClient,
+                                      make_ssl_context, parse_broker_url, validate_topic)
+
+log = logging.getLogger(__name__)
+
+STATUS_SCHEMA = "plategate.heartbeat/1"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The unit's own status broker (device config); identity checked like a destination's."""
+
+    url: str
+    server_key_sha256: str | None = None
+    ca_pem: str | None = None
+    credentials: DestinationCredentials = field(default_factory=DestinationCredentials)
+    keepalive: int = 30
+
+
+class StatusPublisher:
+    """Retained status with last will, and a periodic heartbeat (see module docstring)."""
+
+    def __init__(self, broker: BrokerSettings, unit_id: str, topic_prefix: str,
+                 stats_fn: Callable[[], dict], stop: threading.Event, interval_s: float = 60.0,
+                 disk_path: Path = Path("/")) -> None:
+        self.broker = broker
+        self.unit_id = unit_id
+        self.status_topic = validate_topic(f"{topic_prefix}/{unit_id}/status")
+        self.heartbeat_topic = validate_topic(f"{topic_prefix}/{unit_id}/heartbeat")
+        self.stats_fn = stats_fn
+        self.stop_event = stop
+        self.interval_s = interval_s
+        self.disk_path = disk_path
+        self.tls, self.host, self.port = parse_broker_url(broker.url)
+        self._started_at = time.monotonic()
+        self._connected = threading.Event()
+        self._halt = threading.Event()       # stop() of this publisher only
+        self._thread: threading.Thread | None = None
+        self.heartbeats = 0
+        creds = broker.credentials
+        self.protocol = PROTOCOLS[creds.protocol]
+        kwargs = {"client_id": creds.client_id or f"plategate-{unit_id}-status",
+                  "protocol": self.protocol}
+        client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client.expected_pin = broker.server_key_sha256
+        client.enable_logger(logging.getLogger("paho.mqtt.client"))
+        client.reconnect_delay_set(1, 60)
+        if creds.username:
+            client.username_pw_set(creds.username, creds.password)
+        if self.tls:
+            client.tls_set_context(make_ssl_context(broker.ca_pem, broker.server_key_sha256,
+                                                    creds.client_cert, creds.client_key))
+        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self.client = client
+
+    # paho callbacks: publish (non-blocking) or set flags only
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("status broker refused connection broker=%s reason=%s", self.broker.url,
+                        reason_code)
+            return
+        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+
+    def start(self) -> None:
+        """Connect in the background (paho retries) and start the heartbeat thread."""
+        try:
+            self.client.connect_async(self.host, self.port, self.broker.keepalive)
+        except ValueError as exc:
+            raise ValueError(f"status broker {self.broker.url}: {exc}") from exc
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._beat, name="status-heartbeat", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> dict:
+        """The heartbeat body: stats_fn() plus uptime and disk use (never raises)."""
+        try:
+            body = dict(self.stats_fn())
+        except Exception as exc:  # a broken stats source must not stop the heartbeat
+            log.exception("heartbeat stats failed")
+            body = {"stats_error": type(exc).__name__}
+        body["schema"] = STATUS_SCHEMA
+        body["unit_id"] = self.unit_id
+        body["time"] = round(time.time(), 3)
+        body["uptime_s"] = round(time.monotonic() - self._started_at, 1)
+        try:
+            usage = shutil.disk_usage(self.disk_path)
+            body["disk"] = {"path": str(self.disk_path), "total_bytes": usage.total,
+                            "used_bytes": usage.used, "free_bytes": usage.free,
+                            "used_ratio": round(usage.used / usage.total, 4) if usage.total else None}
+        except OSError as exc:
+            body["disk"] = {"path": str(self.disk_path), "error": str(exc)}
+        return body
+
+    def _beat(self) -> None:
+        next_at = 0.0
+        while not (self.stop_event.is_set() or self._halt.is_set()):
+            if self._connected.is_set() and time.monotonic() >= next_at:
+                try:
+                    self.publish_heartbeat()
+                except Exception:  # keep beating; the next one may go through
+                    log.exception("heartbeat publish failed broker=%s", self.broker.url)
+                next_at = time.monotonic() + self.interval_s
+            self._halt.wait(min(0.5, self.interval_s))
+
+    def publish_heartbeat(self) -> None:
+        payload = json.dumps(self.snapshot(), default=str, separators=(",", ":")).encode()
+        props = None
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = max(1, int(self.interval_s * 3))
+        self.client.publish(self.heartbeat_topic, payload, qos=1, retain=False, properties=props)
+        self.heartbeats += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish retained "stopped", disconnect cleanly (so the will is not sent)."""
+        self._halt.set()
+        if self._connected.is_set():
+            info = self.client.publish(self.status_topic, b"stopped", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("status 'stopped' not confirmed broker=%s", self.broker.url)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)

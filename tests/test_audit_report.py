@@ -1,0 +1,184 @@
+"""Transparency report: its numbers equal an independent recount from the raw log."""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from agent.audit.log import AuditLog
+from agent.audit.report import build_report, parse_date, render
+from agent.cli import main
+
+DESTS = {"county-records": "local_police", "ct-fusion-center": "state_fusion_center",
+         "ice-era": "federal_immigration", "ny-spd": "state_police"}
+DENY_RULES = ["prohibition:class:federal_immigration", "prohibition:jurisdiction:US-NY",
+              "rule:ctic-hits:not-a-hit", "retention:expired", "prohibition:purpose:immigration_enforcement"]
+PURPOSES = ["stolen_vehicle", "amber_alert", "felony_warrant"]
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+class Clock:
+    def __init__(self, rng: random.Random) -> None:
+        self.t, self.rng = T0, rng
+
+    def __call__(self) -> float:
+        self.t += self.rng.uniform(0, 120)
+        return self.t
+
+
+def synth_log(path: Path, seed: int, n_reads: int = 400) -> None:
+    rng = random.Random(seed)
+    log = AuditLog(path, clock=Clock(rng))
+    log.record("policy.installed", version=1, digest="d1", source="serial")
+    for i in range(n_reads):
+        rid = f"read-{seed}-{i}"
+        hit_purposes = rng.sample(PURPOSES, rng.choice([0, 0, 0, 1, 2]))
+        log.record("read.accepted", read_id=rid, camera_id="cam", hit=bool(hit_purposes), purposes=hit_purposes)
+        for dest, cls in DESTS.items():
+            if rng.random() < 0.5:
+                shared = [p for p in hit_purposes if rng.random() < 0.8]
+                log.record("decision", read_id=rid, destination=dest, allowed=True, rule_id=f"{dest}-rule",
+                           reason="ok", purposes=shared, hit=bool(hit_purposes), dest_class=cls)
+                if rng.random() < 0.9:
+                    log.record("delivery.sent", read_id=rid, destination=dest)
+            else:
+                log.record("decision", read_id=rid, destination=dest, allowed=False, rule_id=rng.choice(DENY_RULES),
+                           reason="no", purposes=[], hit=bool(hit_purposes), dest_class=cls)
+        if rng.random() < 0.05:
+            log.record("retention.deleted", count=rng.randint(1, 50), hits=0)
+        if rng.random() < 0.01:
+            log.record("policy.refused", reason="rollback", source="mqtt")
+        if rng.random() < 0.01:
+            log.record("config.changed", key="mqtt.port")
+    log.close()
+
+
+def recount(path: Path, since: float, until: float | None) -> dict:
+    """Deliberately naive: re-read the raw JSON lines and count each figure directly."""
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    recs = [r for r in recs if r["time"] >= since and (until is None or r["time"] < until)]
+    dec = [r["fields"] for r in recs if r["event"] == "decision"]
+    seen = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision")}
+    hits = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision") and r["fields"]["hit"]}
+    by_purpose = Counter()
+    for d in dec:
+        if d["allowed"]:
+            for p in d["purposes"] or ["(all reads)"]:
+                by_purpose[p] += 1
+    return {
+        "seen": len(seen), "hits": len(hits), "decisions": len(dec),
+        "allowed": sum(d["allowed"] for d in dec), "denied": sum(not d["allowed"] for d in dec),
+        "by_destination": Counter(d["destination"] for d in dec if d["allowed"]),
+        "by_class": Counter(d["dest_class"] for d in dec if d["allowed"]),
+        "by_purpose": by_purpose,
+        "by_prohibition": Counter(d["rule_id"] for d in dec if not d["allowed"] and d["rule_id"].startswith("prohibition:")),
+        "denied_by_dest": Counter(d["destination"] for d in dec if not d["allowed"]),
+        "sent": Counter(r["fields"]["destination"] for r in recs if r["event"] == "delivery.sent"),
+        "deleted": sum(r["fields"]["count"] for r in recs if r["event"] == "retention.deleted"),
+        "policy_changes": sum(r["event"].startswith("policy.") for r in recs),
+        "config_changes": sum(r["event"] == "config.changed" for r in recs),
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("window", [(None, None), (T0 + 3600 * 2, None), (T0 + 3600, T0 + 3600 * 5)])
+def test_report_equals_independent_recount(tmp_path, seed, window) -> None:
+    path = tmp_path / "audit.jsonl"
+    synth_log(path, seed)
+    since, until = window
+    report = build_report(path, since, until)
+    expect = recount(path, since or 0.0, until)
+    assert report["integrity"]["ok"]
+    assert report["reads"] == {"seen": expect["seen"], "hits": expect["hits"]}
+    assert report["decisions"] == {"total": expect["decisions"], "allowed": expect["allowed"], "denied": expect["denied"]}
+    assert report["shares"]["by_destination"] == dict(expect["by_destination"])
+    assert report["shares"]["by_class"] == dict(expect["by_class"])
+    assert report["shares"]["by_purpose"] == dict(expect["by_purpose"])
+    assert report["denials"]["by_prohibition"] == dict(expect["by_prohibition"])
+    assert report["denials"]["by_destination"] == dict(expect["denied_by_dest"])
+    assert report["deliveries"]["sent"] == dict(expect["sent"])
+    assert report["deletions"]["reads_deleted"] == expect["deleted"]
+    assert len(report["policy_changes"]) == expect["policy_changes"]
+    assert report["config_changes"] == expect["config_changes"]
+    assert expect["decisions"] > 0 or since is not None
+
+
+def test_formats_and_cli(tmp_path, capsys) -> None:
+    path = tmp_path / "audit.jsonl"
+    synth_log(path, 7, n_reads=50)
+    report = build_report(path, parse_date("2027-01-01"))
+    md = render(report, "md")
+    assert "| reads seen | %d |" % report["reads"]["seen"] in md
+    html = render(report, "html")
+    assert "<svg" in html and "</svg>" in html and "<script" not in html
+    assert main(["audit", "report", str(path), "--since", "2027-01-01", "--format", "json",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["reads"] == report["reads"]
+    assert main(["audit", "report", str(path), "--since", "2027-01-01", "--format", "html"]) == 0
+    assert "<svg" in capsys.readouterr().out
+    assert main(["audit", "report", str(path), "--since", "yesterday"]) == 2
+
+
+def test_report_escapes_html(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.record("decision", read_id="r", destination="<img src=x onerror=alert(1)>", allowed=True,
+                   rule_id="r", reason="", purposes=[], hit=False, dest_class="other")
+    html = render(build_report(path), "html")
+    assert "<img" not in html and "&lt;img" in html
+
+
+def test_report_flags_a_tampered_log(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    synth_log(path, 9, n_reads=20)
+    data = path.read_bytes().splitlines(keepends=True)
+    del data[5]
+    path.write_bytes(b"".join(data))
+    report = build_report(path)
+    assert report["integrity"]["ok"] is False and "seq 6" in report["integrity"]["problem"]
+    assert "FAILED" in render(report, "md")
+
+
+def test_audit_verify_cli(tmp_path, capsys) -> None:
+    keys = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
+    from agent.policy.signing import load_private_key
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, load_private_key(keys / "unit-TEST-ONLY.key"), checkpoint_every=5) as log:
+        for i in range(12):
+            log.record("read.accepted", read_id=str(i), hit=False)
+    assert main(["audit", "verify", str(path), "--unit-key", str(keys / "unit-TEST-ONLY.pub")]) == 0
+    assert "OK" in capsys.readouterr().out
+    data = path.read_bytes().splitlines(keepends=True)
+    data[2], data[3] = data[3], data[2]
+    path.write_bytes(b"".join(data))
+    assert main(["audit", "verify", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "first bad record: seq 3 (line 3)" in out
+
+
+def test_record_helpers_feed_the_report(tmp_path) -> None:
+    """The helpers other stages use produce records the report counts."""
+    from agent.audit.records import record_decision, record_read
+    from agent.policy.bundle import parse_policy_json
+    from agent.policy.engine import decide
+    from agent.reads import HotlistHit, ReadEvent
+
+    policy = parse_policy_json((Path(__file__).resolve().parents[1] / "firmware_config/policies/demo.json").read_bytes())
+    path = tmp_path / "audit.jsonl"
+    now = 1_800_000_000.0
+    with AuditLog(path) as log:
+        for i in range(6):
+            read = ReadEvent("ABC", 0.9, now - 1, "cam", read_id=f"r{i}",
+                             hits=(HotlistHit("l", 1, "stolen_vehicle", "s"),) if i < 2 else ())
+            record_read(log, read)
+            for dest in policy.destinations:
+                record_decision(log, read, dest, decide(read, dest, policy, now))
+    report = build_report(path)
+    assert report["reads"] == {"seen": 6, "hits": 2}
+    assert report["shares"]["by_destination"] == {"county-records": 6}
+    assert report["shares"]["by_purpose"] == {"(all reads)": 4, "stolen_vehicle": 2}
+    assert report["denials"]["by_prohibition"] == {"prohibition:class:federal_immigration": 6}
+    assert "ABC" not in path.read_text()  # no plate text in the audit log

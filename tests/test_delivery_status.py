@@ -1,0 +1,63 @@
+"""Retained status, last will and heartbeat, against a real mosquitto."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.delivery.status import BrokerSettings, StatusPublisher
+
+pytestmark = pytest.mark.integration
+
+
+def statuses(sub, topic: str) -> list[bytes]:
+    return [m.payload for m in sub.snapshot() if m.topic == topic]
+
+
+def test_online_heartbeat_and_stopped(mosquitto, collector_factory, tmp_path: Path):
+    sub = collector_factory(mosquitto)
+    stats = {"fps": 14.5, "dropped_frames": 3, "queue_depth": {"city": 2},
+             "oldest_queued_age_s": 1.5, "policy_version": 4, "model_versions": {"ocr": "1.2"}}
+    pub = StatusPublisher(BrokerSettings(mosquitto.url), "unit-7", "plategate/units",
+                          lambda: stats, threading.Event(), interval_s=0.2, disk_path=tmp_path)
+    pub.start()
+    status_topic = "plategate/units/unit-7/status"
+    assert sub.wait_for(lambda msgs: any(m.topic.endswith("/heartbeat") for m in msgs), 15)
+    assert statuses(sub, status_topic)[0] == b"online"
+    beat = next(json.loads(m.payload) for m in sub.snapshot() if m.topic.endswith("/heartbeat"))
+    assert beat["queue_depth"] == {"city": 2} and beat["fps"] == 14.5
+    assert beat["uptime_s"] >= 0 and beat["disk"]["total_bytes"] > 0
+    assert beat["unit_id"] == "unit-7"
+    pub.stop()
+    assert sub.wait_for(lambda msgs: b"stopped" in statuses(sub, status_topic), 10)
+    time.sleep(0.3)
+    assert b"offline" not in statuses(sub, status_topic)   # clean stop: no last will
+    # Retained: a late subscriber still learns the unit stopped.
+    late = collector_factory(mosquitto, topic=status_topic)
+    assert late.wait_count(1, 10) and late.snapshot()[0].payload == b"stopped"
+    assert late.snapshot()[0].retain
+
+
+def test_last_will_offline_when_the_unit_dies(mosquitto, collector_factory):
+    sub = collector_factory(mosquitto)
+    code = (
+        "import threading, time\n"
+        "from agent.delivery.status import BrokerSettings, StatusPublisher\n"
+        f"p = StatusPublisher(BrokerSettings({mosquitto.url!r}), 'unit-9', 'pg', dict, "
+        "threading.Event(), interval_s=5)\n"
+        "p.start()\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        topic = "pg/unit-9/status"
+        assert sub.wait_for(lambda msgs: b"online" in statuses(sub, topic), 15)
+        proc.kill()
+        proc.wait(10)
+        assert sub.wait_for(lambda msgs: statuses(sub, topic)[-1:] == [b"offline"], 15)
+    finally:
+        proc.kill()

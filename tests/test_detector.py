@@ -1,0 +1,267 @@
+"""Plate detector: the shipped ONNX model on synthetic scenes, and the scaling/tiling arithmetic.
+
+The model tests use the real models/plate_detector.onnx through the manifest (sha256-checked).
+The geometry tests use a stand-in session that "detects" bright rectangles, so the coordinate
+transforms (resize, tiles, padding, NMS) are checked exactly, independent of model quality.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.vision.detector import (Detection, PlateDetector, _tile_starts, decode_heatmap, nms,
+                                   prepare_input)
+from agent.vision.models import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def draw_plate(width: int, text: str = "AB 123 CD") -> np.ndarray:
+    """A plain EU-style plate (white, black border and letters) drawn with OpenCV, BGR."""
+    height = max(10, int(round(width / 4.5)))
+    big_w, big_h = 520, 115
+    plate = np.full((big_h, big_w, 3), 235, np.uint8)
+    plate[:, :40] = (160, 50, 20)  # blue country strip
+    cv2.rectangle(plate, (1, 1), (big_w - 2, big_h - 2), (20, 20, 20), 4)
+    cv2.putText(plate, text, (55, 88), cv2.FONT_HERSHEY_SIMPLEX, 2.6, (15, 15, 15), 9, cv2.LINE_AA)
+    return cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def street_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A plate-free street-like background: sky/road gradient, a car-like body, some noise."""
+    rng = np.random.default_rng(seed)
+    grad = np.linspace(200, 70, height, dtype=np.float32)[:, None, None]
+    scene = np.repeat(np.repeat(grad, width, axis=1), 3, axis=2)
+    scene += rng.normal(0, 6, size=scene.shape).astype(np.float32)
+    return np.clip(scene, 0, 255).astype(np.uint8)
+
+
+def scene_with_plate(height: int, width: int, plate_w: int, cx: int, cy: int,
+                     seed: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A scene with a dark car body and one plate centred at (cx, cy); returns (frame, box)."""
+    frame = street_scene(height, width, seed)
+    car_w, car_h = int(plate_w * 4.2), int(plate_w * 2.2)
+    x0, y0 = max(0, cx - car_w // 2), max(0, cy - int(car_h * 0.7))
+    cv2.rectangle(frame, (x0, y0), (min(width - 1, x0 + car_w), min(height - 1, y0 + car_h)),
+                  (60, 40, 120), -1)
+    plate = draw_plate(plate_w)
+    ph, pw = plate.shape[:2]
+    px, py = cx - pw // 2, cy - ph // 2
+    frame[py:py + ph, px:px + pw] = plate
+    return frame, (px, py, pw, ph)
+
+
+def iou_xywh(a, b) -> float:
+    ax0, ay0, ax1, ay1 = a[0], a[1], a[0] + a[2], a[1] + a[3]
+    bx0, by0, bx1, by1 = b[0], b[1], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+@pytest.fixture(scope="module")
+def detector() -> PlateDetector:
+    return PlateDetector.from_models(MODELS_DIR, threads=1)
+
+
+# --- the shipped model ---------------------------------------------------------------------
+
+def test_manifest_entry_describes_preprocessing():
+    manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
+    entry = manifest["models"]["plate_detector"]
+    assert entry["input"]["layout"] == "NCHW"
+    assert entry["input"]["channels"] == "RGB"
+    assert entry["output"]["stride"] == 4
+    assert "open-images-plates" in entry["trained_on"]
+    assert "CC BY 4.0" in entry["attribution"]
+    assert (MODELS_DIR / entry["file"]).stat().st_size < 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize("plate_w,size", [(120, (720, 1280)), (60, (720, 1280)),
+                                          (200, (1080, 1920))])
+def test_finds_plate_on_synthetic_scene(detector, plate_w, size):
+    frame, box = scene_with_plate(size[0], size[1], plate_w, cx=size[1] // 2 + 37,
+                                  cy=int(size[0] * 0.6))
+    found = detector.detect(frame)
+    assert found, "no plate found"
+    best = max(found, key=lambda d: iou_xywh(d.box, box))
+    assert iou_xywh(best.box, box) > 0.5, (best, box)
+    assert isinstance(best, Detection) and 0.0 < best.score <= 1.0
+
+
+def test_finds_several_plates(detector):
+    frame, box_a = scene_with_plate(720, 1280, 110, cx=330, cy=450, seed=1)
+    plate = draw_plate(150, "XY 987 Z")
+    ph, pw = plate.shape[:2]
+    cv2.rectangle(frame, (800, 300), (1200, 600), (90, 90, 90), -1)
+    frame[480:480 + ph, 920:920 + pw] = plate
+    box_b = (920, 480, pw, ph)
+    found = detector.detect(frame)
+    for box in (box_a, box_b):
+        assert max((iou_xywh(d.box, box) for d in found), default=0) > 0.5, (box, found)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_frame_gives_nothing(detector, value):
+    frame = np.full((720, 1280, 3), value, np.uint8)
+    assert detector.detect(frame) == []
+
+
+def test_plate_free_scene_gives_nothing(detector):
+    assert detector.detect(street_scene(1080, 1920, seed=5)) == []
+
+
+def test_handles_4k_frame_with_small_plate(detector):
+    """A 4K frame is tiled so a 60 px plate (1.5% of the width) is still found."""
+    frame, box = scene_with_plate(2160, 3840, 60, cx=2900, cy=1500, seed=2)
+    plan = detector.plan_scales(2160, 3840)
+    assert plan[1] is not None  # tiles are used at this size
+    found = detector.detect(frame)
+    assert max((iou_xywh(d.box, box) for d in found), default=0) > 0.5, (box, found)
+
+
+def test_handles_4k_frame_with_large_plate(detector):
+    frame, box = scene_with_plate(2160, 3840, 400, cx=1200, cy=1200, seed=3)
+    found = detector.detect(frame)
+    assert max((iou_xywh(d.box, box) for d in found), default=0) > 0.5, (box, found)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((100, 100), np.uint8),
+                                 np.zeros((100, 100, 4), np.uint8),
+                                 np.zeros((100, 100, 1), np.uint8)])
+def test_non_three_channel_input_is_a_clear_error(detector, bad):
+    with pytest.raises(ValueError, match="H x W x 3 BGR image"):
+        detector.detect(bad)
+
+
+def test_float_input_is_a_clear_error(detector):
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(np.zeros((100, 100, 3), np.float32))
+
+
+def test_tiny_frame_is_not_an_error(detector):
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+    assert isinstance(detector.detect(np.zeros((20, 31, 3), np.uint8)), list)
+
+
+def test_tampered_model_file_is_refused(tmp_path):
+    for name in ("manifest.json", "plate_detector.onnx"):
+        shutil.copy(MODELS_DIR / name, tmp_path / name)
+    with open(tmp_path / "plate_detector.onnx", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ModelError, match="plate_detector.onnx"):
+        PlateDetector.from_models(tmp_path)
+
+
+# --- geometry with a stand-in session -----------------------------------------------------
+
+class _Input:
+    name = "image"
+    shape = [1, 3, "height", "width"]
+    type = "tensor(float)"
+
+
+class BrightBoxSession:
+    """Stands in for onnxruntime: "detects" each bright (near-white) blob as a plate.
+
+    It returns the model's output layout (heat 1x1xH/4xW/4, reg 1x4xH/4xW/4) so the detector's
+    scaling, tiling, decoding and NMS run exactly as with the real model.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def get_inputs(self):
+        return [_Input()]
+
+    def run(self, _names, feeds):
+        x = feeds["image"]
+        self.calls.append(x.shape[2:])
+        bright = (x[0, 0] > 0.47).astype(np.uint8)  # above mid-grey between 60 and 255
+        oh, ow = x.shape[2] // 4, x.shape[3] // 4
+        heat = np.zeros((1, 1, oh, ow), np.float32)
+        reg = np.zeros((1, 4, oh, ow), np.float32)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(bright)
+        for i in range(1, n):
+            x0, y0, w, h, _ = stats[i]
+            cx, cy = (x0 + w / 2) / 4, (y0 + h / 2) / 4
+            ix, iy = min(int(cx), ow - 1), min(int(cy), oh - 1)
+            heat[0, 0, iy, ix] = 0.9
+            reg[0, :, iy, ix] = (cx - ix, cy - iy, np.log(w / 4), np.log(h / 4))
+        return heat, reg
+
+
+ENTRY = {"input": {"max_side": 512, "multiple": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+         "output": {"stride": 4}, "score_threshold": 0.5, "min_plate_input_px": 14}
+
+
+def _white_box_frame(height: int, width: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    frame = np.full((height, width, 3), 60, np.uint8)
+    x, y, w, h = box
+    frame[y:y + h, x:x + w] = 255
+    return frame
+
+
+@pytest.mark.parametrize("size,box", [((480, 640), (100, 200, 120, 30)),
+                                      ((1080, 1920), (1500, 900, 200, 44)),
+                                      ((2160, 3840), (3000, 1700, 48, 12)),
+                                      ((2160, 3840), (1000, 600, 400, 90)),
+                                      ((2160, 3840), (1270, 1000, 60, 14))])
+def test_boxes_come_back_in_frame_pixels(size, box):
+    session = BrightBoxSession()
+    det = PlateDetector(session, ENTRY, min_plate_px=40)
+    found = det.detect(_white_box_frame(*size, box))
+    assert len(found) == 1, found
+    # small plates are a few pixels tall at tile scale: allow a pixel of rounding there
+    assert iou_xywh(found[0].box, box) > 0.6, (found[0].box, box)
+    for shape in session.calls:
+        assert shape[0] % 32 == 0 and shape[1] % 32 == 0
+        assert max(shape) <= 512 + 31
+
+
+def test_4k_uses_tiles_and_720p_does_not():
+    det = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=40)
+    assert det.plan_scales(720, 1280)[1] is None
+    whole, tile = det.plan_scales(2160, 3840)
+    assert tile is not None and tile > whole
+    # a camera set up for big plates only needs no tiles even at 4K
+    assert PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=160).plan_scales(2160, 3840)[1] is None
+
+
+def test_tile_starts_cover_the_length_with_overlap():
+    for length in (100, 512, 513, 1000, 1536, 3840):
+        starts = _tile_starts(length, 512, 128)
+        assert starts[0] == 0 and starts[-1] + 512 >= length
+        assert all(b - a <= 512 - 128 for a, b in zip(starts, starts[1:]))
+
+
+def test_decode_and_nms():
+    heat = np.zeros((8, 8), np.float32)
+    reg = np.zeros((4, 8, 8), np.float32)
+    heat[2, 3] = 0.9
+    heat[2, 4] = 0.8  # not a local maximum: suppressed by the 3x3 peak test
+    reg[:, 2, 3] = (0.5, 0.5, np.log(10), np.log(2))
+    boxes = decode_heatmap(heat, reg, 4, 0.3)
+    assert len(boxes) == 1
+    x0, y0, x1, y1, s = boxes[0]
+    assert (x0, y0, x1, y1) == pytest.approx((-6, 6, 34, 14))
+    assert s == pytest.approx(0.9)
+    dup = [(0, 0, 10, 10, 0.9), (1, 1, 11, 11, 0.8), (50, 50, 60, 60, 0.7)]
+    assert nms(dup, 0.4) == [dup[0], dup[2]]
+
+
+def test_prepare_input_pads_to_multiple():
+    tensor = prepare_input(np.zeros((33, 70, 3), np.uint8), ENTRY)
+    assert tensor.shape == (1, 3, 64, 96)
+    assert tensor.dtype == np.float32
+    assert tensor[0, 0, 0, 0] == pytest.approx(-2.0)
+    assert tensor[0, 0, 63, 95] == 0.0  # padding is the normalised zero

@@ -1,0 +1,107 @@
+"""The egress gate re-decides every message against the policy active at send time."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.delivery.records import encode_payload
+from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from agent.policy.model import Transport
+
+BROKER = "mqtt://127.0.0.1:1"
+
+
+def audit_events(stack, event: str) -> list[dict]:
+    stack.audit.flush()
+    return [r for r in map(json.loads, stack.audit.path.read_text().splitlines())
+            if r["event"] == event]
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    s = build_stack(tmp_path / "state")
+    yield s
+    s.outbox.close()
+    s.audit.close()
+
+
+def queue_one(stack, **rule) -> tuple:
+    policy = stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", **rule)],
+                                          time.time()))
+    now = time.time()
+    stack.outbox.accept([make_read(1, now)], now)
+    (delivery,) = stack.outbox.next_batch("city", 0, 10)
+    return policy, delivery
+
+
+def test_allowed_delivery_passes(stack):
+    policy, delivery = queue_one(stack)
+    decision = stack.gate.check(delivery, time.time(), policy.destination("city").transport)
+    assert decision.allowed
+    assert stack.outbox.depth("city") == 1
+
+
+def test_delivery_to_a_removed_destination_is_refused_and_purged(stack):
+    """A delivery fetched before a policy change must not go out after it."""
+    policy, delivery = queue_one(stack)
+    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other")], time.time()))
+    decision = stack.gate.check(delivery, time.time(), policy.destination("city").transport)
+    assert not decision.allowed
+    assert stack.outbox.depth("city") == 0
+    refused = audit_events(stack, "delivery.refused")
+    assert refused[-1]["fields"]["read_id"] == delivery.read_id
+
+
+def test_stale_payload_with_fields_no_longer_allowed_is_refused(stack):
+    policy, delivery = queue_one(stack)
+    # Policy 2 narrows to timestamp only; the in-hand delivery still carries the plate.
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+                                                     fields=["timestamp"])], time.time()))
+    decision = stack.gate.check(delivery, time.time())
+    assert not decision.allowed and decision.rule_id == "fields"
+    # The outbox re-check re-minimised the queued copy, and that one passes.
+    (fresh,) = stack.outbox.next_batch("city", 0, 10) or [None]
+    assert fresh is None or set(json.loads(fresh.payload)) == {"timestamp"}
+
+
+def test_stale_clear_plate_refused_when_rule_now_hashes(stack):
+    policy, delivery = queue_one(stack)
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+                                                     plate_form="hmac_sha256")], time.time()))
+    assert not stack.gate.check(delivery, time.time()).allowed
+
+
+def test_tampered_payload_is_refused(stack):
+    policy, delivery = queue_one(stack, fields=["timestamp"])
+    forged = dataclasses.replace(delivery, payload=encode_payload(
+        {"timestamp": "2026-01-01T00:00:00.000Z", "plate": "ABC123"}))
+    decision = stack.gate.check(forged, time.time())
+    assert not decision.allowed and "plate" in decision.reason
+
+
+def test_other_transport_is_refused(stack):
+    policy, delivery = queue_one(stack)
+    impostor = Transport("mqtt://127.0.0.1:2", "t/city", None, None)
+    decision = stack.gate.check(delivery, time.time(), impostor)
+    assert not decision.allowed and decision.rule_id == "transport"
+
+
+def test_read_past_rule_max_age_is_refused(stack):
+    policy, delivery = queue_one(stack, max_age_s=30)
+    assert not stack.gate.check(delivery, time.time() + 60).allowed
+
+
+def test_no_policy_refuses_but_keeps_the_read(stack):
+    """Fail closed without losing the read: it is held for the next valid policy."""
+    stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city")], time.time(),
+                                 valid_for_s=3600))
+    now = time.time()
+    stack.outbox.accept([make_read(1, now)], now)
+    (delivery,) = stack.outbox.next_batch("city", 0, 10)
+    decision = stack.gate.check(delivery, now + 7200)
+    assert not decision.allowed
+    assert stack.outbox.read_ids() == {delivery.read_id}

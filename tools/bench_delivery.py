@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Delivery benchmark: outbox (durable) -> egress gate -> MQTT QoS 1 -> PUBACK, local mosquitto.
+
+Prints one JSON object:
+- throughput: reads/s from tracker output (Outbox.accept, synchronous=FULL, audit flushed)
+  until every delivery to every destination is PUBACKed and deleted, with 3 destinations
+  that all allow every read (so 3 messages per read);
+- latency: accept -> PUBACK (the moment the sender handles the ack) p50/p90/p99 in ms, at a
+  steady rate (default 200 reads/s, one read per accept call, as the tracker emits them);
+- drain: time for a backlog of N queued reads (queued while the broker was down) to drain
+  once the broker is back;
+- rss: the process's peak resident set size.
+
+Usage: nice -n 10 .venv/bin/python tools/bench_delivery.py [--reads 20000] [--backlog 100000]
+Needs mosquitto on PATH or /usr/sbin; everything runs in a temporary directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc  # noqa: E402
+from mqtt_broker import MosquittoBroker  # noqa: E402
+
+
+def rss_mb() -> dict:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    current = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return {"peak_mb": round(peak, 1), "current_mb": round(current, 1) if current else None}
+
+
+def wait_drained(stack, dest_ids, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(stack.outbox.depth(d) == 0 for d in dest_ids):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class AckClock:
+    """Wraps Outbox.mark_sent to timestamp each PUBACKed delivery."""
+
+    def __init__(self, outbox) -> None:
+        self.acked: dict[tuple[str, str], float] = {}
+        self._orig = outbox.mark_sent
+        outbox.mark_sent = self._mark_sent
+
+    def _mark_sent(self, deliveries, now):
+        t = time.perf_counter()
+        for d in deliveries:
+            self.acked[(d.read_id, d.destination_id)] = t
+        return self._orig(deliveries, now)
+
+
+def setup(workdir: Path, broker: MosquittoBroker, n_dests: int, name: str):
+    stack = build_stack(workdir / name)
+    dests = [f"d{i}" for i in range(n_dests)]
+    stack.rig.install(policy_doc(1, [destination_doc(d, broker.url, f"bench/{d}/reads")
+                                     for d in dests], time.time()))
+    return stack, dests
+
+
+def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: int) -> dict:
+    """Tracker output (a thread putting reads on a queue, as fast as it can) -> accept() in
+    batches of whatever is waiting (at most `batch`) -> 3 senders -> PUBACK."""
+    stack, dests = setup(workdir, broker, 3, "throughput")
+    stack.service.start()
+    time.sleep(0.5)                                   # links connected
+    pending: queue.Queue = queue.Queue()
+
+    def tracker() -> None:
+        for i in range(reads):
+            pending.put(make_read(i, time.time(), prefix="t"))
+
+    t0 = time.perf_counter()
+    threading.Thread(target=tracker, daemon=True).start()
+    accept_s, accepted, calls = 0.0, 0, 0
+    while accepted < reads:
+        chunk = [pending.get()]
+        while len(chunk) < batch:
+            try:
+                chunk.append(pending.get_nowait())
+            except queue.Empty:
+                break
+        a = time.perf_counter()
+        stack.outbox.accept(chunk, time.time())
+        accept_s += time.perf_counter() - a
+        accepted += len(chunk)
+        calls += 1
+    accepted_at = time.perf_counter() - t0
+    ok = wait_drained(stack, dests, 600)
+    elapsed = time.perf_counter() - t0
+    stats = stack.service.stats()
+    stack.close()
+    return {"reads": reads, "destinations": len(dests), "max_batch": batch,
+            "mean_batch": round(reads / calls, 1),
+            "messages": reads * len(dests), "drained": ok,
+            "seconds": round(elapsed, 3), "reads_per_s": round(reads / elapsed, 1),
+            "messages_per_s": round(reads * len(dests) / elapsed, 1),
+            "accept_phase_s": round(accepted_at, 3),
+            "accept_busy_s": round(accept_s, 3),
+            "sent": stats["sent"]}
+
+
+def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: float) -> dict:
+    stack, dests = setup(workdir, broker, 3, "latency")
+    clock = AckClock(stack.outbox)
+    stack.service.start()
+    time.sleep(0.5)
+    started: dict[str, float] = {}
+    n = int(rate * seconds)
+    t0 = time.perf_counter()
+    for i in range(n):
+        target = t0 + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        now = time.time()
+        read = make_read(i, now, prefix="l")
+        started[read.read_id] = time.perf_counter()
+        stack.outbox.accept([read], now)
+    wait_drained(stack, dests, 60)
+    stack.close()
+    lat = sorted((clock.acked[(rid, d)] - t) * 1000.0 for rid, t in started.items()
+                 for d in dests if (rid, d) in clock.acked)
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+    return {"rate_reads_per_s": rate, "seconds": seconds, "deliveries": len(lat),
+            "expected": n * len(dests),
+            "p50_ms": round(statistics.median(lat), 2), "p90_ms": round(q[89], 2),
+            "p99_ms": round(q[98], 2), "max_ms": round(lat[-1], 2)}
+
+
+def bench_drain(workdir: Path, backlog: int, n_dests: int) -> dict:
+    broker = MosquittoBroker(workdir / "drain-broker")
+    stack, dests = setup(workdir, broker, n_dests, "drain")   # broker not started yet
+    stack.service.start()
+    t0 = time.perf_counter()
+    for start in range(0, backlog, 1000):
+        now = time.time()
+        stack.outbox.accept([make_read(i, now, prefix="b")
+                             for i in range(start, min(backlog, start + 1000))], now)
+    queued_s = time.perf_counter() - t0
+    db_bytes = sum(p.stat().st_size for p in (workdir / "drain").glob("outbox.db*"))
+    broker.start()
+    t1 = time.perf_counter()
+    ok = wait_drained(stack, dests, 900)
+    drain_s = time.perf_counter() - t1
+    stack.close()
+    broker.stop()
+    return {"backlog_reads": backlog, "destinations": n_dests, "drained": ok,
+            "queue_fill_s": round(queued_s, 2), "outbox_bytes_on_disk": db_bytes,
+            "drain_s": round(drain_s, 2),
+            "drain_messages_per_s": round(backlog * n_dests / drain_s, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reads", type=int, default=20000, help="reads for the throughput run")
+    parser.add_argument("--batch", type=int, default=500, help="most reads per accept() in the "
+                        "throughput run (accept takes whatever the tracker has queued, up to this)")
+    parser.add_argument("--rate", type=float, default=200.0, help="reads/s for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0,
+                        help="duration of the latency run")
+    parser.add_argument("--backlog", type=int, default=100000, help="reads queued for the drain run")
+    parser.add_argument("--drain-destinations", type=int, default=1,
+                        help="destinations in the drain run")
+    parser.add_argument("--skip", default="", help="comma list of runs to skip: "
+                        "throughput,latency,drain")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                "loadavg_start": os.getloadavg()}}
+    with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
+        workdir = Path(tmp)
+        broker = MosquittoBroker(workdir / "broker").start()
+        try:
+            if "throughput" not in skip:
+                result["throughput"] = bench_throughput(workdir, broker, args.reads, args.batch)
+            if "latency" not in skip:
+                result["latency"] = bench_latency(workdir, broker, args.rate, args.latency_seconds)
+        finally:
+            broker.stop()
+        if "drain" not in skip:
+            result["drain"] = bench_drain(workdir, args.backlog, args.drain_destinations)
+    result["rss"] = rss_mb()
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
