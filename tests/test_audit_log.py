@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.audit.log import AuditError, AuditLog, head_path, verify_log
 from agent.policy.signing import load_private_key
@@ -177,7 +179,6 @@ def test_records_after_last_seal_are_a_warning_not_a_failure(tmp_path) -> None:
     log.record("read.accepted", read_id="a")
     log.flush()
     log.record("read.accepted", read_id="b")  # written (buffer of 1) but never flushed
-    log._fh.flush()  # simulate the OS writing it before a crash
     result = verify_log(path)
     assert result.ok and any("after seq 1" in w for w in result.warnings)
 
@@ -215,3 +216,62 @@ def test_non_json_values_are_recorded_safely(tmp_path) -> None:
         log.record("decision", purposes=frozenset({"b", "a"}), fields=("x",), blob=b"\x01", obj=object())
     rec = json.loads(lines(path)[0])
     assert rec["fields"]["purposes"] == ["a", "b"] and rec["fields"]["blob"] == "01"
+
+
+def test_head_is_resealed_at_most_once_per_interval_and_at_close(tmp_path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path, clock=Clock(), seal_interval_s=3600)
+    log.record("read.accepted", read_id="a")
+    log.flush()  # first flush seals
+    assert json.loads(head_path(path).read_text())["seq"] == 1
+    log.record("read.accepted", read_id="b")
+    log.flush()  # durable, but within the interval: not resealed
+    assert json.loads(head_path(path).read_text())["seq"] == 1
+    result = verify_log(path)
+    assert result.ok and any("after seq 1" in w for w in result.warnings)
+    log.close()
+    assert json.loads(head_path(path).read_text())["seq"] == 2
+    assert verify_log(path).ok
+
+_PRISTINE: dict[str, bytes] = {}
+
+
+def _pristine(tmp_path_factory) -> tuple[bytes, bytes]:
+    if not _PRISTINE:
+        path = write_log(tmp_path_factory.mktemp("pristine") / "a.jsonl", 30)
+        _PRISTINE["log"], _PRISTINE["head"] = path.read_bytes(), head_path(path).read_bytes()
+    return _PRISTINE["log"], _PRISTINE["head"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_byte_change_fails_verification(tmp_path_factory, position, flip) -> None:
+    log_bytes, head_bytes = _pristine(tmp_path_factory)
+    data = bytearray(log_bytes)
+    i = int(position * len(data))
+    data[i] ^= flip
+    path = tmp_path_factory.mktemp("flip") / "a.jsonl"
+    path.write_bytes(bytes(data))
+    head_path(path).write_bytes(head_bytes)
+    result = verify_log(path)
+    assert not result.ok and result.first_bad_seq is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_any_deletion_or_swap_of_lines_fails_and_names_the_first(tmp_path_factory, data) -> None:
+    log_bytes, head_bytes = _pristine(tmp_path_factory)
+    lines_ = log_bytes.splitlines(keepends=True)
+    first = data.draw(st.integers(0, len(lines_) - 1))
+    if data.draw(st.booleans()):
+        last = data.draw(st.integers(first, len(lines_) - 1))
+        del lines_[first:last + 1]
+    else:
+        other = data.draw(st.integers(0, len(lines_) - 1).filter(lambda j: j != first))
+        first, other = min(first, other), max(first, other)
+        lines_[first], lines_[other] = lines_[other], lines_[first]
+    path = tmp_path_factory.mktemp("cut") / "a.jsonl"
+    path.write_bytes(b"".join(lines_))
+    head_path(path).write_bytes(head_bytes)
+    result = verify_log(path)
+    assert not result.ok and result.first_bad_seq == first + 1

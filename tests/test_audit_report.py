@@ -47,6 +47,10 @@ def synth_log(path: Path, seed: int, n_reads: int = 400) -> None:
             else:
                 log.record("decision", read_id=rid, destination=dest, allowed=False, rule_id=rng.choice(DENY_RULES),
                            reason="no", purposes=[], hit=bool(hit_purposes), dest_class=cls)
+        if rng.random() < 0.1:
+            log.record("decision", read_id=rid, destination="county-records", allowed=rng.random() < 0.5,
+                       rule_id="county-all", reason="re-check", purposes=[], hit=False,
+                       dest_class="local_police", recheck=True)
         if rng.random() < 0.05:
             log.record("retention.deleted", count=rng.randint(1, 50), hits=0)
         if rng.random() < 0.01:
@@ -60,7 +64,7 @@ def recount(path: Path, since: float, until: float | None) -> dict:
     """Deliberately naive: re-read the raw JSON lines and count each figure directly."""
     recs = [json.loads(x) for x in path.read_text().splitlines()]
     recs = [r for r in recs if r["time"] >= since and (until is None or r["time"] < until)]
-    dec = [r["fields"] for r in recs if r["event"] == "decision"]
+    dec = [r["fields"] for r in recs if r["event"] == "decision" and not r["fields"].get("recheck")]
     seen = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision")}
     hits = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision") and r["fields"]["hit"]}
     by_purpose = Counter()
@@ -70,6 +74,7 @@ def recount(path: Path, since: float, until: float | None) -> dict:
                 by_purpose[p] += 1
     return {
         "seen": len(seen), "hits": len(hits), "decisions": len(dec),
+        "rechecks": sum(r["event"] == "decision" and bool(r["fields"].get("recheck")) for r in recs),
         "allowed": sum(d["allowed"] for d in dec), "denied": sum(not d["allowed"] for d in dec),
         "by_destination": Counter(d["destination"] for d in dec if d["allowed"]),
         "by_class": Counter(d["dest_class"] for d in dec if d["allowed"]),
@@ -93,7 +98,8 @@ def test_report_equals_independent_recount(tmp_path, seed, window) -> None:
     expect = recount(path, since or 0.0, until)
     assert report["integrity"]["ok"]
     assert report["reads"] == {"seen": expect["seen"], "hits": expect["hits"]}
-    assert report["decisions"] == {"total": expect["decisions"], "allowed": expect["allowed"], "denied": expect["denied"]}
+    assert report["decisions"] == {"total": expect["decisions"], "allowed": expect["allowed"],
+                                   "denied": expect["denied"], "rechecks": expect["rechecks"]}
     assert report["shares"]["by_destination"] == dict(expect["by_destination"])
     assert report["shares"]["by_class"] == dict(expect["by_class"])
     assert report["shares"]["by_purpose"] == dict(expect["by_purpose"])
@@ -182,3 +188,11 @@ def test_record_helpers_feed_the_report(tmp_path) -> None:
     assert report["shares"]["by_purpose"] == {"(all reads)": 4, "stolen_vehicle": 2}
     assert report["denials"]["by_prohibition"] == {"prohibition:class:federal_immigration": 6}
     assert "ABC" not in path.read_text()  # no plate text in the audit log
+
+
+def test_audit_verify_json(tmp_path, capsys) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.record("read.accepted", read_id="a", hit=False)
+    assert main(["audit", "verify", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True

@@ -120,10 +120,11 @@ def test_plate_free_scene_gives_nothing(detector):
 
 
 def test_handles_4k_frame_with_small_plate(detector):
-    """A 4K frame is tiled so a 60 px plate (1.5% of the width) is still found."""
+    """A 4K frame is run at a larger scale than max_side so a 60 px plate (1.5% of the width)
+    is still found."""
     frame, box = scene_with_plate(2160, 3840, 60, cx=2900, cy=1500, seed=2)
-    plan = detector.plan_scales(2160, 3840)
-    assert plan[1] is not None  # tiles are used at this size
+    plan = detector.plan(2160, 3840)
+    assert plan[0].scale * 3840 > detector.max_side
     found = detector.detect(frame)
     assert max((iou_xywh(d.box, box) for d in found), default=0) > 0.5, (box, found)
 
@@ -211,30 +212,41 @@ def _white_box_frame(height: int, width: int, box: tuple[int, int, int, int]) ->
     return frame
 
 
+@pytest.mark.parametrize("tile_side", [512, 1536])
 @pytest.mark.parametrize("size,box", [((480, 640), (100, 200, 120, 30)),
                                       ((1080, 1920), (1500, 900, 200, 44)),
                                       ((2160, 3840), (3000, 1700, 48, 12)),
                                       ((2160, 3840), (1000, 600, 400, 90)),
                                       ((2160, 3840), (1270, 1000, 60, 14))])
-def test_boxes_come_back_in_frame_pixels(size, box):
+def test_boxes_come_back_in_frame_pixels(size, box, tile_side):
     session = BrightBoxSession()
-    det = PlateDetector(session, ENTRY, min_plate_px=40)
+    det = PlateDetector(session, ENTRY, min_plate_px=40, tile_side=tile_side)
     found = det.detect(_white_box_frame(*size, box))
     assert len(found) == 1, found
     # small plates are a few pixels tall at tile scale: allow a pixel of rounding there
     assert iou_xywh(found[0].box, box) > 0.6, (found[0].box, box)
     for shape in session.calls:
         assert shape[0] % 32 == 0 and shape[1] % 32 == 0
-        assert max(shape) <= 512 + 31
+        assert max(shape) <= tile_side + 31
 
 
-def test_4k_uses_tiles_and_720p_does_not():
+def test_pass_plan_by_frame_size():
     det = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=40)
-    assert det.plan_scales(720, 1280)[1] is None
-    whole, tile = det.plan_scales(2160, 3840)
-    assert tile is not None and tile > whole
-    # a camera set up for big plates only needs no tiles even at 4K
-    assert PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=160).plan_scales(2160, 3840)[1] is None
+    # 720p: one pass at max_side keeps a 40 px plate at 16 px
+    assert [(round(p.scale, 3), p.tiled) for p in det.plan(720, 1280)] == [(0.4, False)]
+    # 4K: one detail pass at 14/40 (1344 x 756 fits one tile), big plates stay in range
+    assert [(round(p.scale, 3), p.tiled) for p in det.plan(2160, 3840)] == [(0.35, False)]
+    # smaller tiles: the detail pass is tiled
+    tiled = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=40, tile_side=512)
+    assert tiled.plan(2160, 3840)[0].tiled
+    # plates down to 20 px: a detail pass at 0.7 would make a 400 px plate too big for the
+    # model, so a coarse whole-frame pass is added
+    fine = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=20)
+    assert [(round(p.scale, 3), p.tiled) for p in fine.plan(2160, 3840)] == [(0.7, True),
+                                                                             (0.133, False)]
+    # a camera set up for big plates only needs one small pass even at 4K
+    big = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=160)
+    assert [(round(p.scale, 3), p.tiled) for p in big.plan(2160, 3840)] == [(0.133, False)]
 
 
 def test_tile_starts_cover_the_length_with_overlap():

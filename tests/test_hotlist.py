@@ -77,7 +77,7 @@ def test_refusals(tmp_path, dept, trusted, audit) -> None:
     store = HotlistStore(tmp_path, trusted, audit)
     store.install(hotlist(dept, version=3), ISSUED, "test")
     with pytest.raises(PolicyError, match="rollback"):
-        store.install(hotlist(dept, version=3), ISSUED, "replay")
+        store.install(hotlist(dept, version=3, plates=("ZZZ1",)), ISSUED, "replay")
     with pytest.raises(PolicyError, match="rollback"):
         store.install(hotlist(dept, version=2), ISSUED, "replay")
     vendor = load_private_key(POLICIES / "test-keys" / "vendor-TEST-ONLY.key")
@@ -110,3 +110,23 @@ def test_persisted_lists_reload_and_rollback_is_remembered(tmp_path, dept, trust
     third = HotlistStore(tmp_path, trusted, audit)
     assert third.load_persisted(ISSUED) == []
     assert third.match("ABC1234", ISSUED) == ()
+
+
+def test_reinstalling_the_same_list_is_a_no_op(tmp_path, dept, trusted, audit) -> None:
+    store = HotlistStore(tmp_path, trusted, audit)
+    data = hotlist(dept, version=2)
+    first = store.install(data, ISSUED, "mqtt")
+    assert store.install(data, ISSUED + 10, "mqtt") is first
+    assert [e["event"] for e in events(audit)] == ["hotlist.installed"]
+
+
+def test_same_list_from_config_after_reboot_is_installed_again(tmp_path, dept, trusted, audit) -> None:
+    """Bug pinned: after a reboot the configured hotlist (same bytes, same version) was refused
+    as a rollback, leaving the unit with no lists."""
+    data = hotlist(dept, version=4)
+    HotlistStore(tmp_path, trusted, audit).install(data, ISSUED, "config")
+    rebooted = HotlistStore(tmp_path, trusted, audit)
+    assert rebooted.install(data, ISSUED + 60, "config").version == 4
+    assert rebooted.match("ABC1234", ISSUED + 60)
+    with pytest.raises(PolicyError, match="rollback"):
+        HotlistStore(tmp_path, trusted, audit).install(hotlist(dept, version=3), ISSUED, "config")

@@ -166,6 +166,20 @@ def test_retention_deletes_old_reads_and_audits(stack):
     # Held reads expire too (no policy ever seen -> fallback retention).
 
 
+def test_expired_read_is_gone_from_the_files_too(stack, tmp_path: Path):
+    """Retention means not kept on disk either: no trace of the plate in the db or WAL."""
+    import dataclasses
+    install(stack, 1, destination_doc("city", BROKER, "t/city"), nonhit_max_age_minutes=10)
+    now = time.time()
+    read = dataclasses.replace(make_read(1, now), plate="QXJ4471Z",
+                               plate_crop_jpeg=b"JPEGCROP-QXJ4471Z" * 200)
+    stack.outbox.accept([read], now)
+    files = lambda: b"".join(p.read_bytes() for p in (tmp_path / "state").glob("outbox.db*"))
+    assert b"QXJ4471Z" in files()
+    assert stack.outbox.purge_expired(now + 3600) == 1
+    assert b"QXJ4471Z" not in files()
+
+
 def test_rule_max_age_purges_queued_deliveries(stack):
     install(stack, 1, destination_doc("city", BROKER, "t/city", max_age_s=60))
     now = time.time()

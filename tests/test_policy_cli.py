@@ -102,3 +102,15 @@ def test_every_option_has_help() -> None:
             assert action.help, f"{prog} {action.dest} has no help"
             checked += 1
     assert checked > 20
+
+
+def test_check_and_explain_can_verify_the_signature(tmp_path, capsys) -> None:
+    vendor_pub = str(POLICIES / "test-keys" / "vendor-TEST-ONLY.pub")
+    bundle = str(POLICIES / "demo.bundle")
+    assert main(["policy", "check", bundle, "--now", NOW, "--trusted", DEPT_PUB]) == 0
+    assert main(["policy", "check", bundle, "--now", NOW, "--trusted", vendor_pub]) == 2
+    assert "unknown_signer" in capsys.readouterr().out
+    read = tmp_path / "read.json"
+    read.write_text(json.dumps({"plate": "X1", "confidence": 0.9, "seen_at": NOW, "camera_id": "c"}))
+    assert main(["policy", "explain", bundle, str(read), "--trusted", vendor_pub]) == 2
+    assert main(["policy", "explain", bundle, str(read), "--trusted", DEPT_PUB]) == 0

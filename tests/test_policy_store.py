@@ -1,7 +1,6 @@
 """PolicyStore: install, persist, reboot, no rollback, fail closed, audited, subscribers told."""
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from pathlib import Path
@@ -137,5 +136,31 @@ def test_concurrent_installs_never_activate_two_of_the_same_version(tmp_path, tr
     for t in threads:
         t.join()
     installed = [v for v in results if v is not None]
-    assert len(installed) == len(set(installed))  # each version at most once
-    assert store.active(NOW).version == max(installed) == store.highwater()
+    audit.flush()
+    audited = [e["fields"]["version"] for e in events(audit.path) if e["event"] == "policy.installed"]
+    assert len(audited) == len(set(audited)) and audited == sorted(audited)  # each version once, never back
+    assert store.active(NOW).version == max(installed) == store.highwater() == audited[-1]
+
+
+def test_reinstalling_the_active_bundle_is_a_no_op(tmp_path, trusted, dept, audit) -> None:
+    """A retained MQTT policy message re-delivered on reconnect is neither refused nor re-audited."""
+    store = PolicyStore(tmp_path / "state", trusted, audit)
+    data = bundle(dept, 2)
+    first = store.install(data, NOW, "mqtt")
+    assert store.install(data, NOW + 60, "mqtt") is first
+    audit.flush()
+    kinds = [e["event"] for e in events(audit.path)]
+    assert kinds == ["policy.installed"]
+    # but an older one is still a refused replay
+    with pytest.raises(PolicyError, match="rollback"):
+        store.install(bundle(dept, 1), NOW, "mqtt")
+
+
+def test_same_bundle_from_config_after_reboot_is_accepted(tmp_path, trusted, dept, audit) -> None:
+    """Bug pinned: the configured bundle offered again at boot must not be refused as a rollback."""
+    data = bundle(dept, 3)
+    PolicyStore(tmp_path / "state", trusted, audit).install(data, NOW, "config")
+    rebooted = PolicyStore(tmp_path / "state", trusted, audit)
+    assert rebooted.install(data, NOW + 60, "config").version == 3
+    with pytest.raises(PolicyError, match="rollback"):
+        PolicyStore(tmp_path / "state", trusted, audit).install(bundle(dept, 2), NOW, "config")

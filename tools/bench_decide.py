@@ -4,7 +4,10 @@
 Decides a realistic mix (non-hit and hit reads against every destination of the CT Trust Act
 example, so allowed, hits-only denials and prohibition denials all run) in one thread.
 
-    nice -n 10 .venv/bin/python tools/bench_decide.py [--seconds 3] [--policy FILE.json]
+    nice -n 10 .venv/bin/python tools/bench_decide.py [--seconds 3] [--policy FILE.json] [--audit]
+
+With --audit each decision is also recorded in a real AuditLog (signed checkpoints every
+1000 records, flush + fsync every 256 decisions, in a temp dir): the figure the outbox sees.
 """
 from __future__ import annotations
 
@@ -13,12 +16,16 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.audit.log import AuditLog  # noqa: E402
+from agent.audit.records import record_decision  # noqa: E402
 from agent.policy.bundle import parse_policy_json  # noqa: E402
+from agent.policy.signing import load_private_key  # noqa: E402
 from agent.policy.engine import decide  # noqa: E402
 from agent.reads import HotlistHit, ReadEvent  # noqa: E402
 
@@ -31,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best is reported (default 3)")
     parser.add_argument("--policy", type=Path, default=ROOT / "firmware_config/policies/ct-trust-act.json",
                         help="policy JSON or bundle to decide under (signature not checked)")
+    parser.add_argument("--audit", action="store_true",
+                        help="also record every decision in an AuditLog (flush every 256 decisions)")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -41,19 +50,31 @@ def main(argv: list[str] | None = None) -> int:
                        hits=hit if i % 10 == 0 else ()) for i in range(1000)]
     pairs = [(r, d) for r in reads for d in policy.destinations]
     rates = []
-    allowed = 0
+    tmp = tempfile.TemporaryDirectory(dir=ROOT)
+    audit = None
+    if args.audit:
+        key = load_private_key(ROOT / "firmware_config/policies/test-keys/unit-TEST-ONLY.key")
+        audit = AuditLog(Path(tmp.name) / "audit.jsonl", key, checkpoint_every=1000)
     for _ in range(args.rounds):
         n = 0
         start = time.perf_counter()
         deadline = start + args.seconds
         while time.perf_counter() < deadline:
-            for read, dest in pairs:
-                if decide(read, dest, policy, now).allowed:
-                    allowed += 1
+            if audit is None:
+                for read, dest in pairs:
+                    decide(read, dest, policy, now)
+            else:
+                for i, (read, dest) in enumerate(pairs):
+                    record_decision(audit, read, dest, decide(read, dest, policy, now))
+                    if i % 256 == 255:
+                        audit.flush()
             n += len(pairs)
         rates.append(n / (time.perf_counter() - start))
+    if audit is not None:
+        audit.close()
+    tmp.cleanup()
     print(json.dumps({
-        "benchmark": "policy.decide", "policy": args.policy.name, "destinations": len(policy.destinations),
+        "benchmark": "policy.decide+audit" if args.audit else "policy.decide", "policy": args.policy.name, "destinations": len(policy.destinations),
         "decisions_per_s": round(max(rates)), "rounds_per_s": [round(r) for r in rates],
         "mix": "10% hits, all destinations", "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "cores_used": 1,

@@ -9,7 +9,8 @@ Prints one JSON object:
   steady rate (default 200 reads/s, one read per accept call, as the tracker emits them);
 - drain: time for a backlog of N queued reads (queued while the broker was down) to drain
   once the broker is back;
-- rss: the process's peak resident set size.
+- rss: the process's peak resident set size;
+- raw_paho_qos1: bare paho QoS 1 to the same broker under the same load, for comparison.
 
 Usage: nice -n 10 .venv/bin/python tools/bench_delivery.py [--reads 20000] [--backlog 100000]
 Needs mosquitto on PATH or /usr/sbin; everything runs in a temporary directory.
@@ -122,12 +123,38 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
             "sent": stats["sent"]}
 
 
+def bench_raw_paho(broker: MosquittoBroker, messages: int) -> dict:
+    """Baseline under the same machine load: bare paho QoS 1 publishes, 256 in flight, one
+    client, no outbox/gate/policy (what the delivery stage is to be compared with)."""
+    import paho.mqtt.client as mqtt
+    acked = [0]
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(0)
+    client.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
+    client.connect("127.0.0.1", broker.port)
+    while not client.is_connected():
+        client.loop(0.05)
+    payload = b"x" * 200
+    sent = 0
+    t0 = time.perf_counter()
+    while acked[0] < messages:
+        while sent < messages and sent - acked[0] < 256:
+            client.publish("bench/raw", payload, qos=1)
+            sent += 1
+        client.loop(0.01)
+    elapsed = time.perf_counter() - t0
+    client.disconnect()
+    return {"messages": messages, "seconds": round(elapsed, 3),
+            "messages_per_s": round(messages / elapsed, 1)}
+
+
 def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: float) -> dict:
     stack, dests = setup(workdir, broker, 3, "latency")
     clock = AckClock(stack.outbox)
     stack.service.start()
     time.sleep(0.5)
     started: dict[str, float] = {}
+    accept_ms: list[float] = []
     n = int(rate * seconds)
     t0 = time.perf_counter()
     for i in range(n):
@@ -139,6 +166,7 @@ def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: 
         read = make_read(i, now, prefix="l")
         started[read.read_id] = time.perf_counter()
         stack.outbox.accept([read], now)
+        accept_ms.append((time.perf_counter() - started[read.read_id]) * 1000.0)
     wait_drained(stack, dests, 60)
     stack.close()
     lat = sorted((clock.acked[(rid, d)] - t) * 1000.0 for rid, t in started.items()
@@ -147,7 +175,9 @@ def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: 
     return {"rate_reads_per_s": rate, "seconds": seconds, "deliveries": len(lat),
             "expected": n * len(dests),
             "p50_ms": round(statistics.median(lat), 2), "p90_ms": round(q[89], 2),
-            "p99_ms": round(q[98], 2), "max_ms": round(lat[-1], 2)}
+            "p99_ms": round(q[98], 2), "max_ms": round(lat[-1], 2),
+            "accept_durable_ms": {"p50": round(statistics.median(accept_ms), 2),
+                                  "p99": round(statistics.quantiles(accept_ms, n=100)[98], 2)}}
 
 
 def bench_drain(workdir: Path, backlog: int, n_dests: int) -> dict:
@@ -163,14 +193,23 @@ def bench_drain(workdir: Path, backlog: int, n_dests: int) -> dict:
     db_bytes = sum(p.stat().st_size for p in (workdir / "drain").glob("outbox.db*"))
     broker.start()
     t1 = time.perf_counter()
+    first_ack = None
+    while first_ack is None and time.perf_counter() - t1 < 300:
+        if any(stack.outbox.depth(d) < backlog for d in dests):
+            first_ack = time.perf_counter() - t1
+        time.sleep(0.005)
+    t2 = time.perf_counter()
     ok = wait_drained(stack, dests, 900)
     drain_s = time.perf_counter() - t1
+    after_first = time.perf_counter() - t2
     stack.close()
     broker.stop()
     return {"backlog_reads": backlog, "destinations": n_dests, "drained": ok,
             "queue_fill_s": round(queued_s, 2), "outbox_bytes_on_disk": db_bytes,
             "drain_s": round(drain_s, 2),
-            "drain_messages_per_s": round(backlog * n_dests / drain_s, 1)}
+            "reconnect_s": round(first_ack or -1, 2),
+            "drain_after_reconnect_s": round(after_first, 2),
+            "drain_messages_per_s": round(backlog * n_dests / after_first, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-destinations", type=int, default=1,
                         help="destinations in the drain run")
     parser.add_argument("--skip", default="", help="comma list of runs to skip: "
-                        "throughput,latency,drain")
+                        "raw,throughput,latency,drain")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -194,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "broker").start()
         try:
+            if "raw" not in skip:
+                result["raw_paho_qos1"] = bench_raw_paho(broker, args.reads)
             if "throughput" not in skip:
                 result["throughput"] = bench_throughput(workdir, broker, args.reads, args.batch)
             if "latency" not in skip:

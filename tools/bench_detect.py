@@ -4,10 +4,10 @@
         ../shared/datasets/eval-br-scenes [--limit N] [--no-baseline]
 
 Prints one JSON object per dataset with both systems side by side: detection recall (a labelled
-plate counts as found when a detection overlaps it with IoU >= 0.5), top-1 (the text of that
-detection matches after upper-casing and removing spaces and dashes), top-5 (the label is among
-its candidates) and milliseconds per image (median, p90; one thread; image decoding included),
-plus detections per image.
+plate counts as found when a detection overlaps it with IoU >= `plategate eval`'s MATCH_IOU),
+top-1 (the text of that detection matches after upper-casing and removing spaces and dashes),
+top-5 (the label is among its candidates) and milliseconds per image (median, p90; one thread;
+like `plategate eval`, the time from decoded image to reads), plus detections per image.
 
 Ours is `agent.vision.recognizer.Recognizer` (the code path of the agent, `plategate recognize`
 and `plategate eval`).
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -41,8 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.vision.evaluate import MATCH_IOU as IOU_MATCH  # noqa: E402  same rule as eval
+
 WHITELIST = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-IOU_MATCH = 0.5
 
 
 @dataclass
@@ -54,7 +54,10 @@ class Read:
 
 
 def normalise(text: str) -> str:
-    return re.sub(r"[\s\-]", "", text.upper())
+    """Compare texts exactly as `plategate eval` does."""
+    from agent.vision.plate_formats import normalise_text
+
+    return normalise_text(text.strip())
 
 
 def load_scenes(folder: Path) -> list[tuple[Path, list[tuple[tuple[int, int, int, int], str]]]]:
@@ -164,7 +167,7 @@ class OurRecognizer:
     def read(self, bgr: np.ndarray) -> list[Read]:
         out = []
         for plate in self.recognizer.recognize(bgr):
-            texts = [plate.text] + [c.text for c in getattr(plate, "candidates", ())]
+            texts = [plate.text] + [text for text, _ in plate.candidates]
             out.append(Read(tuple(plate.box), [normalise(t) for t in texts if t]))
         return out
 
@@ -284,8 +287,8 @@ def score(system, items) -> dict:
     found = top1 = top5 = plates = detections = 0
     times = []
     for path, labels in items:
-        t0 = time.perf_counter()
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        t0 = time.perf_counter()
         reads = system.read(bgr) if bgr is not None else []
         times.append((time.perf_counter() - t0) * 1000)
         detections += len(reads)
@@ -307,6 +310,17 @@ def score(system, items) -> dict:
         "ms_per_image": {"median": round(float(np.median(times)), 1) if times else None,
                          "p90": round(float(np.percentile(times, 90)), 1) if times else None},
     }
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MB), from /proc (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.frame_sizes:
         print(json.dumps({"detector_ms_by_frame_size": time_frame_sizes(args.models)}), flush=True)
     ours = DetectorOnly(args.models) if args.detector_only else OurRecognizer(args.models)
+    print(json.dumps({"system": "detector only" if args.detector_only else "recognizer",
+                      "rss_mb_after_load": rss_mb()}), flush=True)
     baseline = None if args.no_baseline else ClassicalBaseline()
     if args.plate_free:
         frames = plate_free_frames(args.training_datasets, args.plate_free)
@@ -353,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if baseline is not None:
             result["classical_baseline"] = score(baseline, items)
         print(json.dumps(result), flush=True)
+    print(json.dumps({"rss_mb_at_end": rss_mb()}), flush=True)
     return 0
 
 

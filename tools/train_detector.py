@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=512,
                         help="longest side the frame is resized to at inference")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from the weights of this checkpoint (fresh optimiser and "
+                             "schedule): fine-tuning, e.g. with synthetic composites added")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/best.pt to ONNX and the manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"),
@@ -456,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     start = 0
     best = {"score": -1.0}
     history: list = []
+    if args.init_from is not None and not (args.resume and (args.out / "last.pt").exists()):
+        init = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        model.load_state_dict(init["model"])
+        log.info("initialised from %s (step %s)", args.init_from, init.get("step"))
     if args.resume and (args.out / "last.pt").exists():
         ckpt = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -467,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "width": args.width,
             "seed": args.seed, "crop": CROP, "synthetic": bool(synth),
-            "train_images": len(train), "synthetic_images": len(synth)}
+            "train_images": len(train), "synthetic_images": len(synth),
+            "init_from": str(args.init_from) if args.init_from else None}
 
     def save(step: int) -> None:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,

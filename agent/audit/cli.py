@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("log", type=Path, help="audit log file (JSON lines); its .head file is read too")
     verify.add_argument("--unit-key", type=Path, default=None,
                         help="the unit's public key (PEM) to check checkpoint and head signatures")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=cmd_verify)
 
     report = sub.add_parser("report", help="transparency report computed from the log alone")
@@ -39,6 +42,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"plategate: cannot load unit key {args.unit_key}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     result = verify_log(args.log, key)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+        return EXIT_OK if result.ok else EXIT_FAILED
     for warning in result.warnings:
         print(f"warning: {warning}")
     if not result.ok:

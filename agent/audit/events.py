@@ -14,6 +14,8 @@ DELIVERY_PURGED = "delivery.purged"      # read_id, destination, rule_id, reason
 DELIVERY_REFUSED = "delivery.refused"    # read_id, destination, reason
 DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes
 OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
+OUTBOX_REFUSED = "outbox.refused"        # read_id, reason (full, write_failed), bytes, max_bytes
+OUTBOX_FULL = "outbox.full"              # bytes, max_bytes, reason (alarm)
 CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
 # Written by the audit log itself.
 CHECKPOINT = "checkpoint"                # count, head, key_id, signature
@@ -23,6 +25,6 @@ AUDIT_TRUNCATION_DETECTED = "audit.truncation_detected"  # head_seq, log_seq
 EVENTS = frozenset({
     DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, HOTLIST_INSTALLED,
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
-    DELIVERY_SENT, OUTBOX_EVICTED, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
+    DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,
 })

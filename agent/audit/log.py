@@ -11,8 +11,8 @@ record breaks the chain at that record.
 
 Every ``checkpoint_every`` records (and at close) a ``checkpoint`` record carries an Ed25519
 signature by the unit key over ``plategate.audit.checkpoint/1\\n<seq>\\n<prev>``. A sidecar
-``<log>.head`` file, rewritten atomically at every ``flush()``, holds the seq and hash of the
-last durable record (signed when the unit has a key): cutting records off the end of the log
+``<log>.head`` file, rewritten atomically by ``flush()`` (at most once per ``seal_interval_s``)
+and at close, holds the seq and hash of the last sealed record (signed when the unit has a key): cutting records off the end of the log
 then shows as a log shorter than its head. Limits are in docs/audit.md.
 
 Speed: ``record()`` only appends to an in-memory list under a lock; records are hashed and
@@ -111,7 +111,7 @@ class AuditLog:
 
     def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None,
                  checkpoint_every: int = 1000, *, clock: Callable[[], float] = time.time,
-                 buffer_records: int = 1024) -> None:
+                 buffer_records: int = 1024, seal_interval_s: float = 1.0) -> None:
         self.path = Path(path)
         self._key = signing_key
         self._key_id = _key_id(signing_key.public_key()) if signing_key else None
@@ -122,6 +122,9 @@ class AuditLog:
         self._pending: list[tuple[float, str, dict]] = []
         self._closed = False
         self._dirty = False
+        self._sealed_dirty = False  # records durable in the log but not yet in the head
+        self._seal_interval_s = seal_interval_s
+        self._last_seal = float("-inf")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             self.path.touch(mode=0o640)
@@ -142,7 +145,9 @@ class AuditLog:
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
         self._since_checkpoint = 0
-        self._fh = open(self.path, "ab")
+        # Unbuffered: each batch goes to the kernel in whole records (one write per batch), so a
+        # killed process never leaves half a record behind; only power loss can.
+        self._fh = open(self.path, "ab", buffering=0)
         self._check_head(dropped)
 
     def _check_head(self, dropped: int) -> None:
@@ -214,13 +219,16 @@ class AuditLog:
             out.append(self._checkpoint_line(self._clock()))
         if out:
             try:
-                self._fh.write(b"".join(out))
+                data = memoryview(b"".join(out))
+                while data:
+                    data = data[self._fh.write(data):]
             except OSError as exc:
                 raise AuditError(f"{self.path}: cannot append audit records ({exc})") from exc
             self._dirty = True
 
     def flush(self) -> None:
-        """Write and fsync everything recorded so far, then reseal the head file."""
+        """Write and fdatasync everything recorded so far (the outbox calls this before it
+        commits a batch); reseal the head file if ``seal_interval_s`` has passed."""
         with self._lock:
             if self._closed:
                 return
@@ -228,20 +236,29 @@ class AuditLog:
 
     def _flush_locked(self, *, final_checkpoint: bool = False) -> None:
         self._write_pending(final_checkpoint=final_checkpoint)
-        if not self._dirty:
-            return
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            head = {"seq": self._seq, "hash": self._prev, "time": round(self._clock(), 6),
-                    "key_id": self._key_id, "signature": None}
-            if self._key is not None:
-                sig = self._key.sign(_HEAD_MSG % (self._seq, self._prev.encode("ascii")))
-                head["signature"] = base64.b64encode(sig).decode("ascii")
-            _write_atomic(head_path(self.path), json.dumps(head, sort_keys=True).encode() + b"\n")
+            if self._dirty:
+                os.fdatasync(self._fh.fileno())
+                self._dirty = False
+                self._sealed_dirty = True
+            # Resealing the head costs a second fsync and a rename, so it happens at most once
+            # per seal_interval_s (and always at close): records durable but not yet sealed are
+            # the "unsealed tail" verify warns about (docs/audit.md, limits).
+            now = time.monotonic()
+            if self._sealed_dirty and (final_checkpoint or now - self._last_seal >= self._seal_interval_s):
+                self._seal()
+                self._last_seal = now
+                self._sealed_dirty = False
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot make audit records durable ({exc})") from exc
-        self._dirty = False
+
+    def _seal(self) -> None:
+        head = {"seq": self._seq, "hash": self._prev, "time": round(self._clock(), 6),
+                "key_id": self._key_id, "signature": None}
+        if self._key is not None:
+            sig = self._key.sign(_HEAD_MSG % (self._seq, self._prev.encode("ascii")))
+            head["signature"] = base64.b64encode(sig).decode("ascii")
+        _write_atomic(head_path(self.path), json.dumps(head, sort_keys=True).encode() + b"\n")
 
     def close(self) -> None:
         """Flush, add a final signed checkpoint, and stop accepting records."""
@@ -305,7 +322,16 @@ def verify_log(path: Path, public_key: Ed25519PublicKey | None = None) -> Verify
     result = VerifyResult(ok=True, records=0)
     want_kid = _key_id(public_key) if public_key is not None else None
     prev, expected = GENESIS, 1
-    hashes: dict[int, str] = {}
+    hp = head_path(path)
+    head: dict | None = None
+    head_seq, head_hash = 0, GENESIS
+    if hp.exists():
+        try:
+            head = json.loads(hp.read_bytes())
+            head_seq, head_hash = int(head["seq"]), str(head["hash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return _fail(result, f"head file {hp} is unreadable", None, None)
+    hash_at_head: str | None = GENESIS if head_seq == 0 else None
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -358,27 +384,22 @@ def verify_log(path: Path, public_key: Ed25519PublicKey | None = None) -> Verify
                                      f"when it restarted (head seq {fields.get('head_seq')}, log ended at "
                                      f"seq {fields.get('log_seq')}: {fields.get('detail')})",
                              seq, lineno)
-            hashes[seq] = m.group(1).decode()
-            prev = hashes[seq]
+            prev = m.group(1).decode()
+            if seq == head_seq:
+                hash_at_head = prev
             expected = seq + 1
             result.records += 1
 
     last_seq = expected - 1
-    hp = head_path(path)
-    if not hp.exists():
+    if head is None:
         if last_seq:
             return _fail(result, f"head file {hp} is missing, so truncation cannot be ruled out; "
                                  f"the log ends at seq {last_seq}", last_seq + 1, None)
         return result
-    try:
-        head = json.loads(hp.read_bytes())
-        head_seq, head_hash = int(head["seq"]), str(head["hash"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return _fail(result, f"head file {hp} is unreadable", None, None)
     if head_seq > last_seq:
         return _fail(result, f"log truncated: it ends at seq {last_seq} but its head says seq {head_seq}; "
                              f"records seq {last_seq + 1}..{head_seq} are missing", last_seq + 1, None)
-    if head_seq and hashes.get(head_seq) != head_hash:
+    if hash_at_head != head_hash:
         return _fail(result, f"record seq {head_seq} differs from the sealed head (rewritten)", head_seq, None)
     if public_key is not None and head_seq:
         if head.get("key_id") != want_kid or not _sig_ok(public_key, head.get("signature"),

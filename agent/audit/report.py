@@ -5,6 +5,8 @@ auditor holding only the log file can reproduce every number. Counting rules (do
 
 - reads seen: distinct read_id over ``read.accepted`` and ``decision`` records;
   hits: those of them recorded with ``hit`` true;
+- decisions: ``decision`` records, except re-checks (``recheck`` true: a queued delivery
+  re-decided after a policy change), which are counted apart;
 - shares: ``decision`` records with ``allowed`` true, by destination, by ``dest_class`` and
   by each hit purpose in ``purposes`` (an allowed non-hit share counts under "(all reads)");
 - denials: ``decision`` records with ``allowed`` false, by ``rule_id`` (the prohibitions are
@@ -59,7 +61,7 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
     by_dest, by_class, by_purpose = Counter(), Counter(), Counter()
     denied_by_rule, denied_by_dest, denied_by_prohibition = Counter(), Counter(), Counter()
     sent, refused, purged, evicted = Counter(), Counter(), Counter(), Counter()
-    deleted = deletion_events = config_changes = 0
+    deleted = deletion_events = config_changes = rechecks = 0
     policy_changes: list[dict] = []
     hotlists: list[dict] = []
     records = 0
@@ -81,9 +83,11 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                 reads.add(rid)
                 if f.get("hit"):
                     hits.add(rid)
-            if event == events.DECISION:
+            if event == events.DECISION and f.get("recheck"):
+                rechecks += 1  # a queued delivery re-decided after a policy change, not a new share
+            elif event == events.DECISION:
                 decisions += 1
-                dest = str(f.get("destination"))
+                dest = str(f.get("destination") or "(no destination: no policy)")
                 if f.get("allowed"):
                     allowed += 1
                     by_dest[dest] += 1
@@ -124,7 +128,7 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                    "first_record": _iso(first_time), "last_record": _iso(last_time)},
         "records": records,
         "reads": {"seen": len(reads), "hits": len(hits)},
-        "decisions": {"total": decisions, "allowed": allowed, "denied": denied},
+        "decisions": {"total": decisions, "allowed": allowed, "denied": denied, "rechecks": rechecks},
         "shares": {"by_destination": _sorted(by_dest), "by_class": _sorted(by_class),
                    "by_purpose": _sorted(by_purpose)},
         "denials": {"by_prohibition": _sorted(denied_by_prohibition), "by_rule": _sorted(denied_by_rule),
@@ -165,7 +169,7 @@ def render_md(report: dict) -> str:
     out += ["## Summary", "", "| measure | count |", "|---|---:|",
             f"| reads seen | {r['seen']} |", f"| hotlist hits | {r['hits']} |",
             f"| sharing decisions | {d['total']} |", f"| shares allowed | {d['allowed']} |",
-            f"| shares denied | {d['denied']} |",
+            f"| shares denied | {d['denied']} |", f"| re-checks after policy changes | {d['rechecks']} |",
             f"| reads deleted by retention | {report['deletions']['reads_deleted']} |",
             f"| policy changes | {len(report['policy_changes'])} |",
             f"| config changes | {report['config_changes']} |", "", "## Shares", ""]
@@ -241,6 +245,7 @@ def render_html(report: dict) -> str:
     integ = report.get("integrity")
     summary = {"reads seen": r["seen"], "hotlist hits": r["hits"], "sharing decisions": d["total"],
                "shares allowed": d["allowed"], "shares denied": d["denied"],
+               "re-checks after policy changes": d["rechecks"],
                "reads deleted by retention": report["deletions"]["reads_deleted"],
                "policy changes": len(report["policy_changes"]), "config changes": report["config_changes"]}
     changes = "".join(

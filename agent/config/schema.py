@@ -78,6 +78,9 @@ class PolicyConfig:
 class AuditConfig:
     unit_key: Path | None = setting(None, help="Unit Ed25519 private key (PEM) that signs audit checkpoints.")
     checkpoint_every: int = setting(1000, help="Records between signed checkpoints.", min=1, max=1_000_000)
+    seal_interval_s: float = setting(1.0, help="Seconds between re-signing the log's head; records newer "
+                                               "than the last seal could be cut off undetected.",
+                                     min=0.05, max=3600)
 
 
 @dataclass(frozen=True)

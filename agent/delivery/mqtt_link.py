@@ -14,11 +14,13 @@ it has passed these checks; unacknowledged messages are re-sent from the outbox.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import math
 import random
+import select
 import socket
 import ssl
 import struct
@@ -195,6 +197,11 @@ def _utf8(text: str) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
+@functools.lru_cache(maxsize=64)
+def _utf8_cached(text: str) -> bytes:
+    return _utf8(text)
+
+
 class PublishProperties(Properties):
     """MQTT 5 PUBLISH properties encoded once, up front.
 
@@ -211,9 +218,9 @@ class PublishProperties(Properties):
         body = b"\x01\x01"
         if expiry_s is not None:
             body += b"\x02" + struct.pack("!L", expiry_s)
-        body += b"\x03" + _utf8(content_type)
+        body += b"\x03" + _utf8_cached(content_type)
         for key, value in user_properties:
-            body += b"\x26" + _utf8(key) + _utf8(value)
+            body += b"\x26" + _utf8_cached(key) + _utf8(value)
         object.__setattr__(self, "_packed", _varint(len(body)) + body)
         object.__setattr__(self, "_user_properties", list(user_properties))
         object.__setattr__(self, "_expiry", expiry_s)
@@ -229,6 +236,46 @@ class PublishProperties(Properties):
         raise AttributeError(name)
 
 
+class Waker:
+    """A wake-up another thread can set and a select() loop can wait on with a socket.
+
+    The sender selects on its broker socket *and* this, so new work or a stop request
+    wakes it at once instead of after a poll timeout.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def set(self) -> None:
+        try:
+            self._w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already pending (buffer full) or closing: a wake-up is on its way anyway
+
+    def clear(self) -> None:
+        try:
+            while self._r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def wait(self, timeout: float) -> None:
+        try:
+            select.select([self._r], [], [], max(0.0, timeout))
+        except (ValueError, OSError):
+            time.sleep(max(0.0, timeout))
+        self.clear()
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+
 @dataclass
 class Ack:
     mid: int
@@ -242,7 +289,7 @@ class MqttLink:
 
     def __init__(self, destination_id: str, transport: Transport,
                  credentials: DestinationCredentials | None = None, keepalive: int = 30,
-                 connect_timeout: float = 10.0, max_inflight: int = 256) -> None:
+                 connect_timeout: float = 10.0) -> None:
         self.destination_id = destination_id
         self.transport = transport
         self.credentials = credentials or DestinationCredentials()
@@ -254,7 +301,6 @@ class MqttLink:
         self.protocol = PROTOCOLS[self.credentials.protocol]
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
-        self.max_inflight = max_inflight
         self.client_id = self.credentials.client_id or \
             f"plategate-{socket.gethostname()}-{destination_id}"
         self.client: _PinnedClient | None = None
@@ -332,7 +378,7 @@ class MqttLink:
             raise LinkError(f"cannot connect to destination {where}: {exc}") from exc
         deadline = time.monotonic() + self.connect_timeout
         while self._connack is None and self._lost is None and time.monotonic() < deadline:
-            client.loop(timeout=0.05)
+            self._pump(0.05, None)
         if self._connack is None or not self._connack[0]:
             why = self._connack[1] if self._connack else (self._lost or "no CONNACK in time")
             self.close()
@@ -376,17 +422,46 @@ class MqttLink:
             self._lost = self._lost or "connection lost"
         return info.mid
 
-    def poll(self, timeout: float) -> None:
-        """Run paho's network loop once (reads PUBACKs, writes, keepalive)."""
+    def poll(self, timeout: float, waker: Waker | None = None) -> None:
+        """Wait up to `timeout` for the socket (or `waker`), then read PUBACKs, write what is
+        queued and keep the connection alive. Callbacks run here, on the caller's thread."""
         if self.client is None:
             return
-        rc = self.client.loop(timeout=timeout)
-        if rc != mqtt.MQTT_ERR_SUCCESS and self._lost is None:
-            self._lost = mqtt.error_string(rc)
+        self._pump(timeout, waker)
         if self._lost is not None and self.connected:
             self.connected = False
             log.warning("link lost dest=%s broker=%s reason=%s", self.destination_id,
                         self.transport.broker_url, self._lost)
+
+    def _pump(self, timeout: float, waker: Waker | None) -> None:
+        # paho's external-event-loop API (socket/want_write/loop_read/loop_write/loop_misc):
+        # unlike loop(), it lets the sender also wait on its own waker.
+        client = self.client
+        sock = client.socket() if client else None
+        if sock is None:
+            self._lost = self._lost or "socket closed"
+            return
+        rlist: list = [sock] + ([waker] if waker is not None else [])
+        wlist = [sock] if client.want_write() else []
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending() > 0:
+            timeout = 0.0
+        try:
+            readable, writable, _ = select.select(rlist, wlist, [], max(0.0, timeout))
+        except (ValueError, OSError) as exc:
+            self._lost = self._lost or f"select failed: {exc}"
+            return
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in readable or (pending is not None and pending() > 0):
+            rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and (writable or client.want_write()):
+            rc = client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        if waker is not None and waker in readable:
+            waker.clear()
+        if rc != mqtt.MQTT_ERR_SUCCESS and self._lost is None:
+            self._lost = mqtt.error_string(rc)
 
     @property
     def lost(self) -> str | None:
@@ -403,7 +478,9 @@ class MqttLink:
                 client.disconnect()
                 deadline = time.monotonic() + timeout
                 while client.is_connected() and time.monotonic() < deadline:
-                    client.loop(timeout=0.05)
+                    self.client = client
+                    self._pump(0.05, None)
+                    self.client = None
         except Exception:  # closing must not fail the sender
             log.debug("link close error dest=%s", self.destination_id, exc_info=True)
         finally:

@@ -163,6 +163,9 @@ class Outbox:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted reads are overwritten with zeros, not just unlinked: retention means
+            # "not kept, on disk included" (DESIGN.md invariant 7).
+            conn.execute("PRAGMA secure_delete=ON")
             conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox database {self.path}: {exc}") from exc
@@ -432,8 +435,9 @@ class Outbox:
                     "SELECT destination FROM deliveries WHERE read_id=?", (read_id,))]
                 self._delete_read(conn, read_id)
                 self.evicted_total += 1
-                self.audit.record("outbox.evicted", read_id=read_id, reason="full; room for a hit",
-                                  seen_at=seen_at, destinations=dests)
+                for dest_id in dests or [None]:
+                    self.audit.record("outbox.evicted", read_id=read_id, destination=dest_id,
+                                      reason="full; room for a hit", seen_at=seen_at)
                 if self._bytes + needed <= self.max_bytes:
                     break
 
@@ -556,9 +560,19 @@ class Outbox:
                         deleted += 1
 
             self._write(work, "purge_expired")
+            # Every round, not only when something expired here: reads deleted after their
+            # PUBACK also leave old WAL frames behind until a checkpoint truncates it.
+            self._truncate_wal()
             if deleted:
                 log.info("retention purge deleted=%d path=%s", deleted, self.path)
             return deleted
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint and truncate the WAL so old frames holding deleted reads leave the disk."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("wal checkpoint failed path=%s error=%s", self.path, exc)
 
     def _on_policy_change(self, policy: Policy | None) -> None:
         """Subscribed to the policy store: re-check the backlog against the new policy at once."""
@@ -588,6 +602,7 @@ class Outbox:
                 self._recheck_deliveries(conn, policy, now)
                 self._decide_held(conn, policy, now)
             self._write(work, "recheck")
+            self._truncate_wal()
 
     def _hold_everything(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT seq, read_id, destination FROM deliveries ORDER BY seq").fetchall()

@@ -21,14 +21,14 @@ from collections.abc import Callable, Mapping
 
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
-                                      LinkError, MqttLink)
+                                      LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery, build_message
 from agent.policy.model import Destination, Policy
 
 log = logging.getLogger(__name__)
 
-WINDOW = 256            # messages in flight per destination (paho max_inflight too)
+WINDOW = 256            # messages in flight per destination (the sender bounds it, not paho)
 IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
 
@@ -48,7 +48,7 @@ class _Sender:
     def __init__(self, service: "DeliveryService", destination_id: str) -> None:
         self.service = service
         self.destination_id = destination_id
-        self.wake = threading.Event()
+        self.wake = Waker()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"sender-{destination_id}",
                                        daemon=True)
@@ -88,7 +88,6 @@ class _Sender:
             if left <= 0:
                 return
             self.wake.wait(min(left, 0.2))
-            self.wake.clear()
 
     def _destination(self, now: float) -> tuple[Policy, Destination] | None:
         policy = self.service.policy_store.active(now)
@@ -103,7 +102,6 @@ class _Sender:
             if self.link is not None:
                 self._drop_link(clean=True)
             self.wake.wait(IDLE_WAIT_S * 4)
-            self.wake.clear()
             return
         policy, dest = found
         if self.link is not None and self.link.transport != dest.transport:
@@ -116,23 +114,26 @@ class _Sender:
             self._connect(dest)
             return
         link = self.link
-        link.poll(ACK_POLL_S if self.inflight else 0.0)
+        link.poll(0.0)
         self._handle_acks(link)
         if not link.connected:
             self._drop_link()
             self._retry_at = time.monotonic() + self._backoff.next_delay()
             return
         if self._stalled:
-            if self.inflight:
+            if self.inflight:       # let the rest of the refused round come back first
+                link.poll(ACK_POLL_S * 10, self.wake)
+                self._handle_acks(link)
                 return
             if time.monotonic() < self._retry_at:
                 self._sleep(min(0.2, self._retry_at - time.monotonic()))
                 return
             self._stalled, self.cursor = False, 0   # retry from the head of the queue
         published = self._publish_some(link, policy, dest, now)
-        if not published and not self.inflight:
-            self.wake.wait(IDLE_WAIT_S)
-            self.wake.clear()
+        if not published:
+            # Nothing more to send now: sleep until a PUBACK, new work or a stop request.
+            link.poll(IDLE_WAIT_S * 4 if not self.inflight else ACK_POLL_S * 10, self.wake)
+            self._handle_acks(link)
 
     def _connect(self, dest: Destination) -> None:
         svc = self.service
@@ -242,6 +243,7 @@ class _Sender:
                 link.poll(ACK_POLL_S)
                 self._handle_acks(link)
         self._drop_link(clean=True)
+        self.wake.close()
 
     def stats(self) -> dict:
         return {"connected": self.connected, "sent": self.sent, "refused": self.refused,
@@ -255,7 +257,7 @@ class DeliveryService:
 
     def __init__(self, outbox: Outbox, gate: EgressGate, policy_store, audit,
                  credentials: Mapping[str, DestinationCredentials], stop: threading.Event,
-                 drain_timeout: float = 5.0) -> None:
+                 drain_timeout: float = 5.0, purge_interval_s: float = 60.0) -> None:
         self.outbox = outbox
         self.gate = gate
         self.policy_store = policy_store
@@ -264,7 +266,9 @@ class DeliveryService:
         self.stop_event = stop
         self._halt = threading.Event()     # stop() of this service only
         self.drain_timeout = drain_timeout
+        self.purge_interval_s = purge_interval_s
         self._senders: dict[str, _Sender] = {}
+        self._janitor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._started = False
         if gate.outbox is None:
@@ -280,6 +284,18 @@ class DeliveryService:
         with self._lock:
             self._started = True
         self._sync_senders(self.policy_store.active(time.time()))
+        self._janitor = threading.Thread(target=self._purge_loop, name="outbox-retention",
+                                         daemon=True)
+        self._janitor.start()
+
+    def _purge_loop(self) -> None:
+        """Retention inside the queue: delete (audited) what is past its age, every interval."""
+        while not self.stopped:
+            try:
+                self.outbox.purge_expired(time.time())
+            except Exception:  # keep trying; the outbox logs what failed
+                log.exception("retention purge failed")
+            self._halt.wait(self.purge_interval_s)
 
     def _on_policy(self, policy: Policy | None) -> None:
         """Policy store callback: start senders for new destinations; never raises."""
@@ -322,6 +338,8 @@ class DeliveryService:
             sender.thread.join(max(0.0, deadline - time.monotonic()))
             if sender.thread.is_alive():
                 log.error("sender did not stop in time dest=%s", sender.destination_id)
+        if self._janitor is not None:
+            self._janitor.join(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict:
         now = time.time()

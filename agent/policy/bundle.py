@@ -17,6 +17,7 @@ the unit free of pending state that could activate unseen.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 
@@ -44,7 +45,6 @@ def sign_bundle(policy_json: dict, private_key: Ed25519PrivateKey, key_id: str |
 
 
 def policy_digest(payload: bytes) -> str:
-    import hashlib
     return hashlib.sha256(payload).hexdigest()
 
 

@@ -20,7 +20,7 @@ from agent.policy.hotlist import load_hotlist, sign_hotlist
 from agent.policy.lint import lint_policy
 from agent.policy.model import Policy
 from agent.policy.schema import Errors, format_time, parse_time
-from agent.policy.signing import key_id, load_private_key, load_trusted_keys, write_keypair
+from agent.policy.signing import key_id, load_private_key, load_trusted_keys, open_envelope, write_keypair
 from agent.reads import Candidate, HotlistHit, ReadEvent
 
 EXIT_OK, EXIT_REFUSED = 0, 2
@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("policy", type=Path, help="policy JSON or bundle (signature not checked)")
     check.add_argument("--now", default=None, help="lint as of this ISO 8601 time instead of now")
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.add_argument("--trusted", type=Path, nargs="+", default=None,
+                       help="also verify a bundle's signature with these department public keys")
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="show, per destination, what a read would get and why")
@@ -69,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                  "seen_at, camera_id, optional latitude, longitude, hits")
     explain.add_argument("--now", default=None, help="decide at this ISO 8601 time (default: read's seen_at + 1s)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    explain.add_argument("--trusted", type=Path, nargs="+", default=None,
+                         help="verify the bundle's signature with these department public keys first")
     explain.set_defaults(func=cmd_explain)
 
 
@@ -149,14 +153,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_unverified(path: Path) -> Policy:
-    return parse_policy_json(path.read_bytes())
+def _load(path: Path, trusted: list[Path] | None, now: float) -> Policy:
+    """Parse a policy; with ``trusted`` keys, verify the bundle's signature first (not its dates:
+    `check` reports those as findings, `explain` may ask about any time)."""
+    data = path.read_bytes()
+    if not trusted:
+        return parse_policy_json(data)
+    opened = open_envelope(data, "policy", load_trusted_keys(trusted))
+    return parse_policy_json(opened.payload, signer_key_id=opened.key_id)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        policy = _load_unverified(args.policy)
         now = _now(args.now)
+        policy = _load(args.policy, args.trusted, now)
     except OSError as exc:
         return _err(str(exc))
     except PolicyError as exc:
@@ -194,10 +204,12 @@ def read_from_json(doc: dict) -> ReadEvent:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     try:
-        policy = _load_unverified(args.policy)
         raw = sys.stdin.read() if str(args.read) == "-" else args.read.read_text()
         read = read_from_json(json.loads(raw))
         now = _now(args.now) if args.now else read.seen_at + 1.0
+        policy = _load(args.policy, args.trusted, now)
+    except PolicyError as exc:
+        return _err(f"{args.policy}: REFUSED ({exc.reason}): {exc.detail}")
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return _err(f"{exc}")
     rows = []

@@ -30,7 +30,7 @@ from agent.policy.errors import PolicyError
 from agent.policy.model import PURPOSES
 from agent.policy.plates import normalise_plate
 from agent.policy.schema import ID_RE, Errors, check_object, format_time, get_enum, get_number, get_str, get_time
-from agent.policy.signing import canonical_json, open_envelope, seal
+from agent.policy.signing import canonical_json, open_envelope, peek_payload, seal
 from agent.policy.store import write_atomic
 from agent.reads import HotlistHit
 
@@ -145,12 +145,18 @@ class HotlistStore:
             try:
                 opened_id = self._peek_list_id(data)
                 current = self._lists.get(opened_id)
-                if current is not None and not current.stale(now) and self._persisted_bytes(opened_id) == bytes(data):
-                    log.debug("hotlist unchanged list_id=%s version=%d source=%s", opened_id, current.version, source)
+                same = self._persisted_bytes(opened_id) == bytes(data)
+                if same and current is not None and not current.stale(now):
+                    # Already installed (a re-delivered retained message): nothing changes.
+                    log.debug("hotlist unchanged list_id=%s version=%d source=%s", opened_id,
+                              current.version, source)
                     return current
-                floor = max(hw.get(opened_id, 0), hw.get("*", 0),
-                            self._lists[opened_id].version if opened_id in self._lists else 0)
-                hotlist = load_hotlist(data, self._trusted, now, floor or None)
+                floor = max(hw.get(opened_id, 0), hw.get("*", 0), current.version if current else 0)
+                if same and current is None:
+                    # The persisted list offered again at boot (e.g. from the config) before or
+                    # instead of load_persisted: its own version is fine, anything older is not.
+                    floor -= 1
+                hotlist = load_hotlist(data, self._trusted, now, floor if floor > 0 else None)
                 write_atomic(self.dir / f"{hotlist.list_id}.bundle", data)
                 hw[hotlist.list_id] = hotlist.version
                 write_atomic(self.dir / "highwater.json", json.dumps(hw, sort_keys=True).encode() + b"\n")
@@ -175,12 +181,11 @@ class HotlistStore:
 
     def _peek_list_id(self, data: bytes) -> str:
         # Only to pick the rollback floor; load_hotlist verifies the signature before use.
-        from agent.policy.signing import peek_payload
         try:
             list_id = json.loads(peek_payload(data))["list_id"]
         except (PolicyError, ValueError, KeyError, TypeError):
             return ""
-        return list_id if isinstance(list_id, str) else ""
+        return list_id if isinstance(list_id, str) and ID_RE.match(list_id) else ""
 
     def load_persisted(self, now: float) -> list[Hotlist]:
         """At start-up: re-verify each persisted list; stale ones load but do not match."""

@@ -341,3 +341,41 @@ def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
     return Policy(agency=agency, version=int(version), issued_at=issued, not_before=not_before,
                   expires_at=expires, signer_key_id=signer_key_id, digest=digest,
                   destinations=tuple(destinations), prohibitions=prohibitions, retention=retention)
+
+
+def policy_to_dict(policy: Policy) -> dict:
+    """The JSON document for a Policy (inverse of policy_from_dict, minus signer and digest).
+
+    For tools that edit a policy programmatically (e.g. the demo rewriting broker URLs) and
+    for round-trip tests of the parser.
+    """
+    proh = policy.prohibitions
+    doc: dict = {
+        "schema": POLICY_SCHEMA, "agency": policy.agency, "version": policy.version,
+        "issued_at": format_time(policy.issued_at), "not_before": format_time(policy.not_before),
+        "expires_at": format_time(policy.expires_at),
+        "destinations": [_destination_to_dict(d) for d in policy.destinations],
+        "prohibitions": {"classes": sorted(proh.classes), "purposes": sorted(proh.purposes),
+                         "allowed_jurisdictions": sorted(proh.allowed_jurisdictions)},
+        "retention": {"nonhit_max_age_minutes": policy.retention.nonhit_max_age_s / 60.0,
+                      "hit_max_age_days": policy.retention.hit_max_age_s / 86400.0},
+    }
+    if proh.declaration_required_outside or proh.declaration_required_classes:
+        doc["declarations_required"] = {"outside_jurisdictions": sorted(proh.declaration_required_outside),
+                                        "classes": sorted(proh.declaration_required_classes)}
+    return doc
+
+
+def _destination_to_dict(dest: Destination) -> dict:
+    rule = dest.rule
+    out = {
+        "id": dest.id, "agency": dest.agency, "class": dest.dest_class, "jurisdiction": dest.jurisdiction,
+        "transport": {"broker_url": dest.transport.broker_url, "topic": dest.transport.topic,
+                      "server_key_sha256": dest.transport.server_key_sha256, "ca_pem": dest.transport.ca_pem},
+        "purposes": sorted(dest.purposes),
+        "rule": {"id": rule.id, "mode": rule.mode, "fields": sorted(rule.fields), "plate_form": rule.plate_form,
+                 "location_precision_m": rule.location_precision_m, "max_age_s": rule.max_age_s},
+    }
+    if dest.declaration is not None:
+        out["declaration"] = {"id": dest.declaration.id, "expires_at": format_time(dest.declaration.expires_at)}
+    return out

@@ -111,15 +111,19 @@ class PolicyStore:
         """Verify, persist and activate a bundle; raises PolicyError (audited) if refused."""
         with self._lock:
             current = self._policy
-            if current is not None and current.not_before <= now < current.expires_at and \
-                    self._persisted_bytes() == bytes(data):
+            same = self._persisted_bytes() == bytes(data)
+            if same and current is not None and current.not_before <= now < current.expires_at:
                 # The very bundle already active (e.g. a retained MQTT message re-delivered on
                 # reconnect): nothing changes, so nothing to refuse or audit.
                 log.debug("policy unchanged version=%d source=%s", current.version, source)
                 return current
             floor = max(current.version if current else 0, self.highwater())
+            if same and current is None:
+                # The persisted bundle offered again before load_persisted ran (e.g. from the
+                # config at boot): its own version is fine, anything older is not.
+                floor -= 1
             try:
-                policy = load_bundle(data, self._trusted, now, floor if floor else None)
+                policy = load_bundle(data, self._trusted, now, floor if floor > 0 else None)
                 self._persist(data, policy)
             except PolicyError as exc:
                 self._refused(exc, source)

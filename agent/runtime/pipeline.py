@@ -125,10 +125,11 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     stop = threading.Event()
 
     unit_key = load_private_key(config.audit.unit_key) if config.audit.unit_key else None
-    audit = AuditLog(state_dir / "audit.jsonl", signing_key=unit_key, checkpoint_every=config.audit.checkpoint_every)
+    audit = AuditLog(state_dir / "audit.jsonl", signing_key=unit_key, checkpoint_every=config.audit.checkpoint_every,
+                     seal_interval_s=config.audit.seal_interval_s)
     trusted_keys = load_trusted_keys(config.policy.trusted_keys)
     policies = PolicyStore(state_dir / "policy", trusted_keys, audit)
-    hotlists = HotlistStore(state_dir / "hotlists", trusted_keys, audit)
+    hotlists = HotlistStore(state_dir, trusted_keys, audit)  # the store keeps its own hotlists/ folder
     install_policy_and_hotlists(config, policies, hotlists, clock())
 
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,

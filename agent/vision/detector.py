@@ -6,12 +6,16 @@ vehicle-then-plate cascade. One pass over the resized frame gives, per output ce
 score, the sub-cell offset of the centre and the plate's log width/height. Peaks of the heatmap
 (3x3 local maxima) become boxes; a final IoU NMS merges duplicates from overlapping tiles.
 
-Large frames (up to 4K) are handled by scale: the frame is shrunk so that its longest side fits
-``max_side``; if that would make the smallest plate we promise to find (``min_plate_px`` wide in
-frame pixels) smaller than the model sees reliably (``entry["min_plate_input_px"]``), the frame is
-processed at a larger scale in overlapping ``max_side`` tiles plus one whole-frame pass for the
-big plates. Everything the preprocessing needs (normalisation, stride, size multiple) is read from
-the model's manifest entry, so a retrained model cannot silently disagree with this code.
+Frames of any size (720p to 4K) are handled by scale. The network is fully convolutional, so its
+input is the resized frame padded to a multiple of 32, not a letterbox. The frame is shrunk so its
+longest side fits ``max_side``; if that would make the smallest plate we promise to find
+(``min_plate_px`` wide in frame pixels) narrower than the model sees reliably
+(``entry["min_plate_input_px"]``), the frame is instead run at the scale that keeps such a plate
+readable (a 4K frame: about 1344 x 756), split into overlapping ``tile_side`` tiles only when that
+is still too large, plus a coarse pass when the biggest plate (``max_plate_px``) would outgrow the
+model's range at that scale. Everything the preprocessing needs (normalisation, stride, size
+multiple, plate-size range) is read from the model's manifest entry, so a retrained model cannot
+silently disagree with this code.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ MODEL_NAME = "plate_detector"
 
 DEFAULT_SCORE_THRESHOLD = 0.35
 DEFAULT_MIN_PLATE_PX = 40
+DEFAULT_MAX_PLATE_PX = 400
+DEFAULT_TILE_SIDE = 1536
 DEFAULT_NMS_IOU = 0.4
 MAX_DETECTIONS = 50
 
@@ -120,17 +126,28 @@ def prepare_input(image_rgb: np.ndarray, entry: dict) -> np.ndarray:
     pw = max(multiple, -(-w // multiple) * multiple)
     mean = np.asarray(inp.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
     std = np.asarray(inp.get("std", [0.25, 0.25, 0.25]), dtype=np.float32)
-    canvas = np.empty((ph, pw, 3), dtype=np.float32)
-    canvas[...] = 0.0
-    canvas[:h, :w] = (image_rgb.astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
+    pixels = image_rgb.astype(np.float32)
+    pixels *= 1.0 / (255.0 * std)
+    pixels -= mean / std
+    tensor = np.zeros((1, 3, ph, pw), dtype=np.float32)  # 0 is the normalised padding value
+    tensor[0, :, :h, :w] = pixels.transpose(2, 0, 1)
+    return tensor
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One run of the model over the frame: at ``scale``, whole or in tiles."""
+
+    scale: float
+    tiled: bool
 
 
 class PlateDetector:
     """Runs the plate-detector ONNX model on BGR frames (what OpenCV and cameras hand us)."""
 
     def __init__(self, session: Any, entry: dict, score_threshold: float | None = None,
-                 min_plate_px: int = DEFAULT_MIN_PLATE_PX, nms_iou: float = DEFAULT_NMS_IOU) -> None:
+                 min_plate_px: int = DEFAULT_MIN_PLATE_PX, max_plate_px: int = DEFAULT_MAX_PLATE_PX,
+                 tile_side: int = DEFAULT_TILE_SIDE, nms_iou: float = DEFAULT_NMS_IOU) -> None:
         self.session = session
         self.entry = entry
         inp = entry.get("input")
@@ -140,10 +157,13 @@ class PlateDetector:
         self.max_side = int(inp["max_side"])
         self.stride = int(entry.get("output", {}).get("stride", 4))
         self.min_plate_input_px = float(entry.get("min_plate_input_px", 14))
+        self.max_plate_input_px = float(entry.get("max_plate_input_px", 200))
         if score_threshold is None:
             score_threshold = float(entry.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
         self.score_threshold = float(score_threshold)
         self.min_plate_px = int(min_plate_px)
+        self.max_plate_px = int(max_plate_px)
+        self.tile_side = max(int(tile_side), self.max_side)
         self.nms_iou = float(nms_iou)
         self.input_name = session.get_inputs()[0].name
 
@@ -161,18 +181,31 @@ class PlateDetector:
         heat, reg = self.session.run(None, {self.input_name: tensor})
         return decode_heatmap(heat[0, 0], reg[0], self.stride, self.score_threshold)
 
-    def plan_scales(self, height: int, width: int) -> tuple[float, float | None]:
-        """(whole-frame scale, tile scale or None) for a frame of this size.
+    def plan(self, height: int, width: int) -> list[Pass]:
+        """The passes that cover a frame of this size (see the module docstring).
 
-        The whole frame is shrunk to fit ``max_side``; when that would shrink a
-        ``min_plate_px`` plate below ``min_plate_input_px``, tiles at a larger scale are added.
+        One pass at the scale that fits ``max_side`` when that keeps a ``min_plate_px`` plate at
+        least ``min_plate_input_px`` wide; otherwise a detail pass at the scale that does (tiled
+        when the scaled frame is longer than ``tile_side``), plus a coarse whole-frame pass when
+        the largest plate (``max_plate_px``) would be too big for the model at detail scale.
         """
         longest = max(height, width)
-        global_scale = min(1.0, self.max_side / longest)
+        fit = min(1.0, self.max_side / longest)
         needed = min(1.0, self.min_plate_input_px / max(1, self.min_plate_px))
-        if needed <= global_scale * 1.05:
-            return global_scale, None
-        return global_scale, needed
+        if needed <= fit * 1.05:
+            return [Pass(fit, tiled=False)]
+        passes = [Pass(needed, tiled=longest * needed > self.tile_side)]
+        if self.max_plate_px * needed > self.max_plate_input_px:
+            passes.append(Pass(fit, tiled=False))
+        return passes
+
+    def plan_scales(self, height: int, width: int) -> tuple[float, float | None]:
+        """(whole-frame scale, tiled detail scale or None): a summary of :meth:`plan`."""
+        passes = self.plan(height, width)
+        whole = [p.scale for p in passes if not p.tiled]
+        tiled = [p.scale for p in passes if p.tiled]
+        return (whole[0] if whole else min(1.0, self.max_side / max(height, width)),
+                tiled[0] if tiled else None)
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Every plate found in ``frame_bgr`` (H x W x 3 uint8, BGR), best score first."""
@@ -184,34 +217,31 @@ class PlateDetector:
         height, width = frame_bgr.shape[:2]
         if height < 2 or width < 2:
             return []
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        global_scale, tile_scale = self.plan_scales(height, width)
-        boxes = self._pass_whole(rgb, global_scale)
-        if tile_scale is not None:
-            boxes += self._pass_tiles(rgb, tile_scale)
-            boxes = nms(boxes, self.nms_iou)
-        else:
-            boxes = nms(boxes, self.nms_iou)
+        boxes: list[tuple[float, float, float, float, float]] = []
+        for p in self.plan(height, width):
+            # resize the BGR frame first: colour conversion then runs on the small image
+            small = cv2.cvtColor(self._resize(frame_bgr, p.scale), cv2.COLOR_BGR2RGB)
+            boxes += self._pass_tiles(small, p.scale) if p.tiled else self._pass_whole(small, p.scale)
+        boxes = nms(boxes, self.nms_iou)
         return [self._to_detection(b, width, height) for b in boxes[:MAX_DETECTIONS]]
 
-    def _resize(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+    @staticmethod
+    def _resize(image: np.ndarray, scale: float) -> np.ndarray:
         if abs(scale - 1.0) < 1e-6:
-            return rgb
-        h, w = rgb.shape[:2]
+            return image
+        h, w = image.shape[:2]
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-    def _pass_whole(self, rgb: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
-        small = self._resize(rgb, scale)
+    def _pass_whole(self, small: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
         return [(x0 / scale, y0 / scale, x1 / scale, y1 / scale, s)
                 for x0, y0, x1, y1, s in self._run(small)]
 
-    def _pass_tiles(self, rgb: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
-        """Overlapping ``max_side`` tiles of the frame at ``scale``; boxes in frame pixels."""
-        scaled = self._resize(rgb, scale)
+    def _pass_tiles(self, scaled: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
+        """Overlapping ``tile_side`` tiles of the scaled frame; boxes in frame pixels."""
         sh, sw = scaled.shape[:2]
-        tile = self.max_side
-        overlap = tile // 4
+        tile = self.tile_side
+        overlap = int(self.max_plate_input_px)
         out: list[tuple[float, float, float, float, float]] = []
         for ty in _tile_starts(sh, tile, overlap):
             for tx in _tile_starts(sw, tile, overlap):

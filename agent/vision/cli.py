@@ -1,0 +1,119 @@
+"""``plategate recognize`` and ``plategate eval``: the vision stage from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from agent.vision.evaluate import DatasetError, evaluate, read_image
+from agent.vision.models import ModelError
+from agent.vision.recognizer import NoDetectorError, Recognizer
+
+DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    return Path(args.models or os.environ.get("PLATEGATE_MODELS") or DEFAULT_MODELS)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=None,
+                        help="folder with manifest.json and the ONNX models "
+                             f"(default: $PLATEGATE_MODELS or {DEFAULT_MODELS})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime threads per model (default 1, as on the camera)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def register(subparsers) -> None:
+    rec = subparsers.add_parser("recognize", help="find and read the plates in images",
+                                description="One-shot plate recognition on image files.")
+    rec.add_argument("images", nargs="+", metavar="IMAGE", help="image files to read")
+    rec.add_argument("--crop", action="store_true",
+                     help="the images are already plate crops: skip detection and read each")
+    rec.add_argument("--region", default=None,
+                     help="region hint for the plate formats (US, BR, EU, GB, AR, a US state)")
+    _add_common(rec)
+    rec.set_defaults(func=cmd_recognize)
+
+    ev = subparsers.add_parser("eval", help="measure accuracy and speed on a labelled folder",
+                               description="Accuracy and speed on a crops set (groundtruth.csv)"
+                                           " or a scenes set (image + .txt per image).")
+    ev.add_argument("dataset", metavar="DATASET", help="the labelled folder")
+    ev.add_argument("--misreads", action="store_true",
+                    help="also list every plate that was not read correctly")
+    _add_common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+
+def _load(args) -> Recognizer | None:
+    try:
+        return Recognizer.from_models(_models_dir(args), threads=args.threads)
+    except ModelError as exc:
+        print(f"plategate: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    recognizer = _load(args)
+    if recognizer is None:
+        return 2
+    if not args.crop and recognizer.detector is None:
+        print("plategate: no plate detector installed (models/manifest.json has no "
+              "'plate_detector' entry): use --crop for images that are already plate crops",
+              file=sys.stderr)
+        return 2
+    failed = 0
+    for name in args.images:
+        out: dict = {"image": name}
+        try:
+            image = read_image(Path(name))
+            t0 = time.perf_counter()
+            hits = ([recognizer.read_crop(image, args.region)] if args.crop
+                    else recognizer.recognize(image, args.region))
+            out["ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+            out["plates"] = [h.to_json() for h in hits]
+        except (ValueError, NoDetectorError) as exc:
+            failed += 1
+            out.update({"ms": None, "plates": [], "error": str(exc)})
+            print(f"plategate: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(out), flush=True)
+        elif "error" not in out:
+            plates = ", ".join(f"{p['text']} ({p['confidence']:.2f})" for p in out["plates"])
+            print(f"{name}: {plates or 'no plate'} [{out['ms']:.1f} ms]", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    recognizer = _load(args)
+    if recognizer is None:
+        return 2
+    try:
+        result = evaluate(Path(args.dataset), recognizer)
+    except DatasetError as exc:
+        print(f"plategate: {exc}", file=sys.stderr)
+        return 2
+    report = result.to_json()
+    if args.misreads:
+        report["misreads"] = result.misreads
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
+    print(f"{args.dataset}: {report['format']}, {report['images']} images, "
+          f"{report['plates']} plates")
+    if report["detection_recall"] is not None:
+        print(f"  detection recall  {pct(report['detection_recall'])}")
+    print(f"  top-1 accuracy    {pct(report['top1_accuracy'])}")
+    print(f"  top-5 accuracy    {pct(report['top5_accuracy'])}")
+    print(f"  ms per image      median {report['ms_per_image']['median']}, "
+          f"p90 {report['ms_per_image']['p90']}")
+    for err in report["errors"]:
+        print(f"  error: {err['error']}")
+    for miss in report.get("misreads", []):
+        print(f"  misread {miss['image']}: {miss['truth']} -> {miss['read']}")
+    return 0

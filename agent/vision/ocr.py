@@ -1,0 +1,202 @@
+"""Reading the text of one plate crop with our ONNX OCR model.
+
+The model (tools/ocr_net.py) outputs per-column class probabilities; this module turns them
+into a reading: CTC prefix beam search for the top-5 alternatives (hotlist matching and the
+eval's top-5 need more than the best path), per-character confidences from the best path, and
+the region format tables (agent.vision.plate_formats) to settle confusable glyphs (O/0, I/1,
+B/8, S/5, Z/2) where a format allows only one of them. The format only wins where the model
+itself is unsure: a reading that fits a strict format is preferred unless the free reading is
+FORMAT_PRIOR times more probable, so a confident vanity plate is never "corrected".
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.vision.crops import to_model_input
+from agent.vision.models import ModelError, open_session
+from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
+                                        CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for)
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "plate_ocr"
+BEAM_WIDTH = 10
+TOP_K = 5
+PRUNE_PROB = 0.003  # classes below this probability in a column are not expanded
+FORMAT_PRIOR = 8.0  # how much more likely a reading that fits a strict format is a priori
+MAX_SWAP_COMBINATIONS = 64
+
+
+@dataclass
+class PlateText:
+    """What the reader made of one crop."""
+
+    text: str
+    confidence: float
+    char_confidences: list[float] = field(default_factory=list)
+    candidates: list[tuple[str, float]] = field(default_factory=list)  # top-5, best first
+    format: str | None = None  # name of the format table entry that matched
+
+
+def best_path(probs: np.ndarray, charset: str = CHARSET) -> tuple[str, list[float], list[int]]:
+    """Greedy CTC decoding of [T, C] probabilities: text, per-character confidence (the peak
+    probability of the character over its columns) and the peak column of each character."""
+    best = probs.argmax(axis=1)
+    text, confs, cols = [], [], []
+    prev = 0
+    for t, k in enumerate(best):
+        k = int(k)
+        if k != 0 and k != prev:
+            text.append(charset[k - 1])
+            confs.append(float(probs[t, k]))
+            cols.append(t)
+        elif k != 0 and k == prev and probs[t, k] > confs[-1]:
+            confs[-1] = float(probs[t, k])
+            cols[-1] = t
+        prev = k
+    return "".join(text), confs, cols
+
+
+def beam_search(probs: np.ndarray, charset: str = CHARSET, beam: int = BEAM_WIDTH,
+                top_k: int = TOP_K) -> list[tuple[str, float]]:
+    """CTC prefix beam search over [T, C] probabilities; returns up to ``top_k`` (text, p)."""
+    beams: dict[str, tuple[float, float]] = {"": (1.0, 0.0)}  # prefix -> (p_blank, p_nonblank)
+    for t in range(probs.shape[0]):
+        row = probs[t]
+        blank = float(row[0])
+        cand = np.nonzero(row[1:] > PRUNE_PROB)[0]
+        nxt: dict[str, list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = pb + pnb
+            entry = nxt.setdefault(prefix, [0.0, 0.0])
+            entry[0] += total * blank
+            last = prefix[-1] if prefix else None
+            for k in cand:
+                ch = charset[k]
+                p = float(row[k + 1])
+                if ch == last:
+                    entry[1] += pnb * p  # repeated char without blank collapses
+                    ext = nxt.setdefault(prefix + ch, [0.0, 0.0])
+                    ext[1] += pb * p
+                else:
+                    ext = nxt.setdefault(prefix + ch, [0.0, 0.0])
+                    ext[1] += total * p
+        ranked = sorted(nxt.items(), key=lambda kv: kv[1][0] + kv[1][1], reverse=True)[:beam]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    out = sorted(((k, v[0] + v[1]) for k, v in beams.items() if k), key=lambda kv: -kv[1])
+    return out[:top_k]
+
+
+def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]:
+    """Ways to make ``text`` fit ``fmt`` by swapping confusable glyphs; (variant, positions)."""
+    if len(text) != len(fmt.pattern):
+        return []
+    options: list[list[str]] = []
+    for i, ch in enumerate(text):
+        if fmt.allows(i, ch):
+            options.append([ch])
+            continue
+        alt = CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)
+        if alt is None or not fmt.allows(i, alt):
+            return []
+        options.append([alt])
+    variant = "".join(o[0] for o in options)
+    swapped = [i for i, (a, b) in enumerate(zip(text, variant)) if a != b]
+    return [(variant, swapped)]
+
+
+def resolve(probs: np.ndarray, region: str | None = None,
+            charset: str = CHARSET) -> PlateText:
+    """Turn [T, C] probabilities into a PlateText using the region's format tables."""
+    greedy_text, greedy_confs, greedy_cols = best_path(probs, charset)
+    beams = beam_search(probs, charset)
+    if greedy_text and greedy_text not in dict(beams):
+        beams.append((greedy_text, float(np.prod(greedy_confs))))
+    formats = formats_for(region)
+    strict = [f for f in formats if f.strict]
+    free = [f for f in formats if not f.strict]
+    # pool: text -> (probability estimate, score, format name, char confidences)
+    pool: dict[str, tuple[float, float, str | None, list[float] | None]] = {}
+
+    def add(text: str, prob: float, confs: list[float] | None) -> None:
+        fmt = next((f for f in strict if f.matches(text)), None)
+        name = fmt.name if fmt else next((f.name for f in free if f.matches(text)), None)
+        score = prob * (FORMAT_PRIOR if fmt else 1.0)
+        if text not in pool or pool[text][1] < score:
+            pool[text] = (prob, score, name, confs)
+
+    for text, prob in beams:
+        confs = greedy_confs if text == greedy_text else None
+        add(text, prob, confs)
+        for fmt in strict:
+            for variant, swapped in _format_variants(text, fmt):
+                if not swapped:
+                    continue
+                ratio = 1.0
+                v_confs = list(confs) if confs else None
+                for i in swapped:
+                    if text == greedy_text:
+                        col = greedy_cols[i]
+                        p_old = max(float(probs[col, charset.index(text[i]) + 1]), 1e-6)
+                        p_new = max(float(probs[col, charset.index(variant[i]) + 1]), 1e-6)
+                        ratio *= p_new / p_old
+                        if v_confs is not None:
+                            v_confs[i] = p_new
+                    else:
+                        ratio *= 0.05
+                add(variant, prob * ratio, v_confs)
+    if not pool:
+        return PlateText("", 0.0, [], [], None)
+    ranked = sorted(pool.items(), key=lambda kv: -kv[1][1])
+    text, (prob, _score, fmt_name, confs) = ranked[0]
+    if confs is None:
+        confs = [prob ** (1.0 / max(len(text), 1))] * len(text)
+    candidates = [(t, round(min(1.0, v[0]), 6)) for t, v in ranked[:TOP_K]]
+    return PlateText(text, round(min(1.0, prob), 6), [round(c, 6) for c in confs],
+                     candidates, fmt_name)
+
+
+class PlateReader:
+    """The OCR stage: one ONNX session, one crop at a time (batch 1 is what the camera does)."""
+
+    def __init__(self, session, entry: dict):
+        self._session = session
+        self.entry = entry
+        self._input = session.get_inputs()[0].name
+        self.charset = entry.get("charset", CHARSET)
+        if len(self.charset) + 1 != session.get_outputs()[0].shape[-1]:
+            raise ModelError(f"OCR model {entry.get('file')} has {session.get_outputs()[0].shape[-1]}"
+                             f" classes but its manifest charset has {len(self.charset)} + blank")
+
+    @classmethod
+    def from_models(cls, models_dir: Path, threads: int = 1,
+                    file_key: str = "file") -> "PlateReader":
+        """Load the ``plate_ocr`` model named by ``models_dir/manifest.json`` (hash-checked)."""
+        session, entry = open_session(Path(models_dir), MODEL_NAME, threads, file_key=file_key)
+        return cls(session, entry)
+
+    def probabilities(self, crop_bgr: np.ndarray) -> np.ndarray:
+        """[T, C] class probabilities for one crop (BGR or grey)."""
+        x = to_model_input(crop_bgr)
+        return self._session.run(None, {self._input: x})[0][0]
+
+    def read(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateText:
+        """Read one plate crop; ``region`` (US, BR, EU, GB, AR or a US state code) narrows the
+        format tables used to settle confusable characters."""
+        result = resolve(self.probabilities(crop_bgr), region, self.charset)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
+        return result
+
+
+def sequence_confidence(char_confidences: list[float]) -> float:
+    """Geometric-mean style summary of per-character confidences (0 for no characters)."""
+    if not char_confidences:
+        return 0.0
+    return math.exp(sum(math.log(max(c, 1e-9)) for c in char_confidences)
+                    / len(char_confidences))

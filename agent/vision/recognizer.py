@@ -1,0 +1,93 @@
+"""Detector + OCR as one stage: frames in, plate hits out.
+
+One code path: the agent, ``plategate recognize`` and ``plategate eval`` all go through
+Recognizer, so what is measured is what runs on the camera.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.vision.crops import crop_for_ocr
+from agent.vision.models import load_manifest
+from agent.vision.ocr import PlateReader, PlateText
+
+log = logging.getLogger(__name__)
+
+DETECTOR_NAME = "plate_detector"
+
+
+class NoDetectorError(RuntimeError):
+    """Whole frames were given but no plate detector is installed."""
+
+
+@dataclass
+class PlateHit:
+    """One plate found (and read) in a frame."""
+
+    text: str
+    confidence: float
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    format: str | None = None
+    char_confidences: list[float] = field(default_factory=list)
+    detection_score: float | None = None
+
+    def to_json(self) -> dict:
+        """The ``plates[]`` object of the recognize contract (DESIGN.md)."""
+        return {"text": self.text, "confidence": round(float(self.confidence), 4),
+                "box": [int(v) for v in self.box],
+                "candidates": [{"text": t, "confidence": round(float(c), 4)}
+                               for t, c in self.candidates]}
+
+
+def _hit(read: PlateText, box, score: float | None = None) -> PlateHit:
+    return PlateHit(read.text, read.confidence, tuple(int(round(v)) for v in box),
+                    list(read.candidates), read.format, list(read.char_confidences), score)
+
+
+class Recognizer:
+    """Finds plates in a frame (detector) and reads each one (OCR)."""
+
+    def __init__(self, reader: PlateReader, detector=None):
+        self.reader = reader
+        self.detector = detector
+
+    @classmethod
+    def from_models(cls, models_dir: Path, threads: int = 1) -> "Recognizer":
+        """The OCR from ``models_dir``, plus the detector when the manifest lists one."""
+        models_dir = Path(models_dir)
+        reader = PlateReader.from_models(models_dir, threads)
+        detector = None
+        if DETECTOR_NAME in load_manifest(models_dir)["models"]:
+            from agent.vision.detector import PlateDetector  # the detector's own module
+            detector = PlateDetector.from_models(models_dir, threads=threads)
+        else:
+            log.warning("no plate detector in %s; only plate crops can be read",
+                        models_dir / "manifest.json")
+        return cls(reader, detector)
+
+    def read_crop(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateHit:
+        """Read an image that is already a plate crop; the box is the whole crop."""
+        h, w = crop_bgr.shape[:2]
+        return _hit(self.reader.read(crop_bgr, region), (0, 0, w, h))
+
+    def recognize(self, frame_bgr: np.ndarray, region: str | None = None) -> list[PlateHit]:
+        """Detect every plate in a frame and read it; raises NoDetectorError without one."""
+        if self.detector is None:
+            raise NoDetectorError("no plate detector installed (models/manifest.json has no "
+                                  f"{DETECTOR_NAME!r} entry): whole frames cannot be read, "
+                                  "only plate crops")
+        hits = []
+        for det in self.detector.detect(frame_bgr):
+            try:
+                crop = crop_for_ocr(frame_bgr, det.box, getattr(det, "corners", None))
+            except ValueError as exc:
+                log.debug("skipping detection box=%s reason=%s", det.box, exc)
+                continue
+            hits.append(_hit(self.reader.read(crop, region), det.box,
+                             float(getattr(det, "score", 0.0))))
+        return hits

@@ -1,0 +1,115 @@
+"""The synthetic plate generator: deterministic per seed, formats that the post-processing
+accepts, and a contact sheet a human can look at."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH  # noqa: E402
+from agent.vision.ocr import resolve  # noqa: E402
+from agent.vision.plate_formats import (CHARSET, FORMATS, matching_format,  # noqa: E402
+                                        normalise_text)
+from tools.synth import generate as gen  # noqa: E402
+from tools.synth.text import random_from_format  # noqa: E402
+
+
+def one_hot_probs(text: str, repeat: int = 2, columns: int = 36) -> np.ndarray:
+    """CTC probabilities that spell ``text`` exactly (blank between characters)."""
+    probs = np.zeros((columns, len(CHARSET) + 1), np.float32)
+    probs[:, 0] = 1.0
+    t = 1
+    for ch in text:
+        for _ in range(repeat):
+            probs[t] = 0
+            probs[t, CHARSET.index(ch) + 1] = 1.0
+            t += 1
+        t += 1  # one blank column between characters
+    return probs
+
+
+def test_same_seed_same_samples():
+    a = gen.make_sample(5, 17)
+    b = gen.make_sample(5, 17)
+    assert a.text == b.text
+    assert np.array_equal(a.image, b.image)
+    assert a.image.shape == (OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH)
+    assert a.image.dtype == np.uint8
+    c = gen.make_sample(6, 17)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_generate_is_independent_of_chunking():
+    imgs, texts = gen.generate(12, seed=3)
+    tail_imgs, tail_texts = gen.generate(4, seed=3, start=8)
+    assert texts[8:] == tail_texts
+    assert np.array_equal(imgs[8:], tail_imgs)
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.strict], ids=lambda f: f.name)
+def test_formats_round_trip_through_post_processing(fmt):
+    rng = np.random.default_rng([11, len(fmt.name)])
+    for _ in range(20):
+        text, display = random_from_format(fmt, rng)
+        assert normalise_text(display) == text
+        assert fmt.matches(text)
+        assert matching_format(text, fmt.region) is not None
+        read = resolve(one_hot_probs(text), fmt.region)
+        assert read.text == text
+        assert read.format is not None
+        assert fmt.region.lower() in read.format.split(".")[0] or read.format.startswith(
+            {"GB": "gb", "EU": "eu", "US": "us", "BR": "br", "AR": "ar"}[fmt.region])
+
+
+def test_vanity_text_is_never_corrected():
+    """A confident vanity reading stays as read, even if swapping a glyph would fit a format."""
+    read = resolve(one_hot_probs("B0SS"), "US")
+    assert read.text == "B0SS"
+
+
+def test_confusable_glyph_resolved_by_format():
+    """Brazil old plates are LLL-DDDD: an unsure 0/O in a digit slot becomes the digit."""
+    probs = one_hot_probs("ABC12O4")
+    col = 1 + 5 * 3  # sixth character's first column (2 columns + 1 blank per character)
+    for c in (col, col + 1):
+        probs[c] = 0
+        probs[c, CHARSET.index("O") + 1] = 0.6
+        probs[c, CHARSET.index("0") + 1] = 0.4
+    read = resolve(probs, "BR")
+    assert read.text == "ABC1204"
+    assert read.format == "br.old"
+    assert "ABC12O4" in [t for t, _ in read.candidates]
+
+
+def test_contact_sheet_written(tmp_path):
+    sheet = tmp_path / "sheet.png"
+    assert gen.main(["--count", "16", "--seed", "4", "--sheet", str(sheet)]) == 0
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] > OCR_INPUT_HEIGHT and img.shape[1] > 4 * OCR_INPUT_WIDTH
+
+
+def test_npz_written(tmp_path):
+    out = tmp_path / "s.npz"
+    assert gen.main(["--count", "8", "--seed", "4", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["images"].shape == (8, OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH)
+    assert len(data["texts"]) == 8
+
+
+@pytest.mark.integration
+def test_demo_clip_deterministic(tmp_path):
+    from tools.synth.make_clip import make_clip
+    a = make_clip(tmp_path / "a.mp4", seed=3, seconds=3)
+    b = make_clip(tmp_path / "b.mp4", seed=3, seconds=3)
+    assert [p["text"] for p in a["plates"]] == [p["text"] for p in b["plates"]]
+    assert (tmp_path / "a.mp4").stat().st_size > 1000
+    assert (tmp_path / "a.mp4.json").exists()
+    cap = cv2.VideoCapture(str(tmp_path / "a.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (360, 640, 3)
