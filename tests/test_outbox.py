@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.delivery.outbox import Outbox, OutboxFull
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from agent.delivery.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
 
 BROKER = "mqtt://127.0.0.1:1"   # never contacted: these tests run no sender
 
@@ -234,6 +234,26 @@ def test_outbox_survives_reopen_with_sizes(tmp_path: Path):
         assert s2.outbox.stats()["bytes"] == used
         assert s2.outbox.depth("city") == 10
         assert s2.rig.store.active(time.time()) is not None
+    finally:
+        s2.outbox.close()
+        s2.audit.close()
+
+
+def test_backlog_is_rechecked_at_start_up(tmp_path: Path):
+    """A policy installed while the outbox was closed still governs what it had queued."""
+    s = build_stack(tmp_path / "s")
+    s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city"),
+                                 destination_doc("state", BROKER, "t/state")], time.time()))
+    now = time.time()
+    s.outbox.accept([make_read(i, now) for i in range(3)], now)
+    s.outbox.close()
+    # Policy 2 lands while the outbox is off: installed through a store nobody listens to.
+    PolicyRig(tmp_path / "s", s.audit).install(
+        policy_doc(2, [destination_doc("city", BROKER, "t/city")], time.time()))
+    s.audit.close()
+    s2 = build_stack(tmp_path / "s")
+    try:
+        assert s2.outbox.depth("state") == 0 and s2.outbox.depth("city") == 3
     finally:
         s2.outbox.close()
         s2.audit.close()

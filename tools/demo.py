@@ -35,6 +35,8 @@ CLIP_SEED = 7
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the PlateGate demo on a synthetic replay clip.")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "demo", help="working folder (recreated)")
+    parser.add_argument("--clip-dir", type=Path, default=ROOT / "var" / "clip",
+                        help="where the generated replay clip is kept between runs")
     parser.add_argument("--timeout", type=float, default=180, help="longest run of the agent, seconds")
     args = parser.parse_args()
 
@@ -42,7 +44,7 @@ def main() -> int:
         print("mosquitto not found: install it with `sudo apt-get install mosquitto` (make demo does this)")
         return 2
     work: Path = args.work
-    clip = work.parent / "clip" / f"demo-{CLIP_SEED}.mp4"
+    clip = args.clip_dir / f"demo-{CLIP_SEED}.mp4"
     if not clip.exists():
         print(f"generating the replay clip {clip.relative_to(ROOT)} (seed {CLIP_SEED}) ...", flush=True)
         clip.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,9 @@ def main() -> int:
                                  "--config", str(config)], timeout=args.timeout)
         time.sleep(1.0)  # let the last PUBLISHes reach the subscriber
         print(f"agent exited with code {result.returncode} after {time.monotonic() - started:.1f} s\n")
-        print_summary(policy, received, work / "state" / "audit.jsonl", clip)
+        summary = summarise(policy, received, work / "state" / "audit.jsonl")
+        print_summary(summary, clip)
+        (work / "summary.json").write_text(json.dumps(summary, indent=2))
         return result.returncode
     finally:
         broker.stop()
@@ -131,35 +135,45 @@ def subscribe_all(broker: MosquittoBroker) -> dict[str, list[dict]]:
     return received
 
 
-def print_summary(policy: dict, received: dict[str, list[dict]], audit_path: Path, clip: Path) -> None:
-    decisions = collections.defaultdict(collections.Counter)
+def summarise(policy: dict, received: dict[str, list[dict]], audit_path: Path) -> dict:
+    """Per destination: the policy's decisions (from the audit log) and what its topic received."""
+    decisions: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     if audit_path.exists():
         for line in audit_path.read_text().splitlines():
             record = json.loads(line)
             fields = record.get("fields", record)
-            if record.get("event") == "decision":
+            if record.get("event") == "decision" and not fields.get("recheck"):
                 verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
                 decisions[fields.get("destination")][verdict] += 1
-    truth_path = clip.with_suffix(".json")
-    truth = json.loads(truth_path.read_text()) if truth_path.exists() else None
-    if truth is not None:
-        plates = truth.get("plates", truth) if isinstance(truth, dict) else truth
-        texts = [p["text"] if isinstance(p, dict) else str(p) for p in plates]
-        print(f"clip: {len(texts)} vehicles, plates {', '.join(texts)}")
-    print("per destination (what its broker topic actually received):")
+    topics = {d["transport"]["topic"] for d in policy["destinations"]}
+    summary = {"destinations": [], "unexpected_topics": sorted(t for t in received if t not in topics
+                                                                and not t.endswith(("/status", "/heartbeat")))}
     for dest in policy["destinations"]:
-        topic = dest["transport"]["topic"]
-        messages = received.get(topic, [])
-        plates = [m.get("read", m).get("plate") or m.get("read", m).get("plate_hmac", "?")[:12] for m in messages]
-        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(decisions[dest["id"]].items())) or "no decisions"
+        messages = received.get(dest["transport"]["topic"], [])
+        summary["destinations"].append({
+            "id": dest["id"], "class": dest["class"], "decisions": dict(decisions[dest["id"]]),
+            "received": [m.get("read", {}).get("plate") or m.get("read", {}).get("plate_hmac", "?")[:12]
+                         for m in messages],
+        })
+    prohibited = [d for d in summary["destinations"] if d["class"] in set(policy["prohibitions"]["classes"])]
+    summary["prohibited_received"] = sum(len(d["received"]) for d in prohibited)
+    return summary
+
+
+def print_summary(summary: dict, clip: Path) -> None:
+    truth_path = clip.with_name(clip.name + ".json")  # sidecar written by make_clip
+    if truth_path.exists():
+        texts = [p["text"] for p in json.loads(truth_path.read_text())["plates"]]
+        print(f"clip: {len(texts)} vehicles, plates {', '.join(texts)}")
+    print("per destination (policy decisions from the audit log; what its broker topic actually received):")
+    for dest in summary["destinations"]:
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(dest["decisions"].items())) or "no decisions"
+        got = dest["received"]
         print(f"  {dest['id']:<16} {dest['class']:<20} policy: {verdicts}")
-        print(f"  {'':<16} {'':<20} received {len(messages)} read(s){': ' + ', '.join(plates) if plates else ''}")
-    others = sorted(t for t in received if t not in {d["transport"]["topic"] for d in policy["destinations"]}
-                    and "/status" not in t)
-    if others:
-        print(f"  unexpected topics: {others}")
-    prohibited = [d for d in policy["destinations"] if d["class"] == "federal_immigration"]
-    leaked = sum(len(received.get(d["transport"]["topic"], [])) for d in prohibited)
+        print(f"  {'':<16} {'':<20} received {len(got)} read(s){': ' + ', '.join(got) if got else ''}")
+    if summary["unexpected_topics"]:
+        print(f"  unexpected topics: {summary['unexpected_topics']}")
+    leaked = summary["prohibited_received"]
     print("\nprohibited destinations received nothing: " + ("YES" if leaked == 0 else f"NO ({leaked} leaked)"))
 
 

@@ -139,6 +139,10 @@ class Outbox:
         self._cache_lock = threading.Lock()
         self._bytes = self._measure()
         policy_store.subscribe(self._on_policy_change)
+        # The policy may have changed while the unit was off (or none may be valid now):
+        # bring what survived on disk in line before anything is sent.
+        now = _now()
+        self.recheck(_valid(policy_store.active(now), now), now)
 
     def add_listener(self, callback: Callable[[set[str]], None]) -> None:
         """Call `callback(destination_ids)` after a commit queued something for them."""
