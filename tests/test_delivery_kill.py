@@ -81,6 +81,9 @@ def test_sigkill_mid_stream_loses_nothing(broker_factory, collector_factory, tmp
     result = verify_log(state / "audit.log")
     assert result.ok, result.problem
     # No read was acknowledged unaudited: every delivered read has its read.accepted record.
-    audited = {r["fields"]["read_id"] for r in map(json.loads, (state / "audit.log").read_text()
-                                                   .splitlines()) if r["event"] == "read.accepted"}
+    records = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
+    audited = {r["fields"]["read_id"] for r in records if r["event"] == "read.accepted"}
     assert delivered <= audited
+    # ... and every delivery that left the outbox has its delivery.sent record, kills or not.
+    sent = {r["fields"]["read_id"] for r in records if r["event"] == "delivery.sent"}
+    assert delivered <= sent

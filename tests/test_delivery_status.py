@@ -61,3 +61,22 @@ def test_last_will_offline_when_the_unit_dies(mosquitto, collector_factory):
         assert sub.wait_for(lambda msgs: statuses(sub, topic)[-1:] == [b"offline"], 15)
     finally:
         proc.kill()
+
+
+def test_status_broker_with_wrong_key_gets_nothing(tls_broker_factory, collector_factory,
+                                                   tmp_path: Path, caplog):
+    from mqtt_broker import make_tls_files
+    broker = tls_broker_factory()
+    sub = collector_factory(broker)
+    other = make_tls_files(tmp_path / "other")
+    pub = StatusPublisher(BrokerSettings(broker.url, server_key_sha256=other.server_key_sha256,
+                                         ca_pem=broker.tls.ca_pem),
+                          "unit-3", "pg", dict, threading.Event(), interval_s=0.2)
+    pub.start()
+    try:
+        time.sleep(1.5)
+        assert sub.snapshot() == []
+        assert pub.heartbeats == 0
+        assert any("ALERT status broker identity" in r.getMessage() for r in caplog.records)
+    finally:
+        pub.stop(timeout=1.0)

@@ -232,6 +232,9 @@ def test_boxes_come_back_in_frame_pixels(size, box, tile_side):
 
 def test_pass_plan_by_frame_size():
     det = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=40)
+    # a small image runs at full scale, plus a coarse pass for a plate filling most of it
+    assert [(round(p.scale, 3), p.tiled) for p in det.plan(360, 480)] == [(1.0, False),
+                                                                          (0.4, False)]
     # 720p: one pass at max_side keeps a 40 px plate at 16 px
     assert [(round(p.scale, 3), p.tiled) for p in det.plan(720, 1280)] == [(0.4, False)]
     # 4K: one detail pass at 14/40 (1344 x 756 fits one tile), big plates stay in range

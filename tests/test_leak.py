@@ -147,3 +147,31 @@ def test_backlog_revoked_or_narrowed_while_broker_down(broker_factory, collector
             assert set(body["read"]) == {"timestamp"} and body["policy_version"] == 2
     finally:
         stack.close()
+
+
+def test_destination_moved_to_another_broker_takes_its_backlog_along(broker_factory,
+                                                                     collector_factory,
+                                                                     tmp_path: Path):
+    """A policy that moves a destination to a new broker: the queued backlog goes to the new
+    broker only, and the old one (back up later) never sees a byte of it."""
+    old_b = broker_factory(persistence=True)
+    new_b = broker_factory()
+    old_sub = collector_factory(old_b, persistent=True)
+    new_sub = collector_factory(new_b)
+    stack = build_stack(tmp_path / "unit")
+    stack.service.start()
+    try:
+        stack.rig.install(policy_doc(1, [destination_doc("city", old_b.url, "pg/city/reads")],
+                                     time.time()))
+        old_b.stop()
+        now = time.time()
+        stack.outbox.accept([make_read(i, now) for i in range(20)], now)
+        stack.rig.install(policy_doc(2, [destination_doc("city", new_b.url, "pg/city/v2")],
+                                     time.time()))
+        old_b.start()
+        assert new_sub.wait_count(20, timeout=30)
+        assert {m.topic for m in new_sub.snapshot()} == {"pg/city/v2"}
+        time.sleep(1.0)
+        assert old_sub.snapshot() == []
+    finally:
+        stack.close()

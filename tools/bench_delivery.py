@@ -59,18 +59,27 @@ def wait_drained(stack, dest_ids, timeout: float) -> bool:
 
 
 class AckClock:
-    """Wraps Outbox.mark_sent to timestamp each PUBACKed delivery."""
+    """Timestamps each delivery when its sender handles the PUBACK (before the outbox delete)."""
 
-    def __init__(self, outbox) -> None:
+    def __init__(self) -> None:
+        from agent.delivery import service
         self.acked: dict[tuple[str, str], float] = {}
-        self._orig = outbox.mark_sent
-        outbox.mark_sent = self._mark_sent
+        self._cls = service._Sender
+        self._orig = service._Sender._handle_acks
+        clock = self
 
-    def _mark_sent(self, deliveries, now):
-        t = time.perf_counter()
-        for d in deliveries:
-            self.acked[(d.read_id, d.destination_id)] = t
-        return self._orig(deliveries, now)
+        def handle_acks(sender, link):
+            t = time.perf_counter()
+            for ack in list(link.acks):
+                delivery = sender.inflight.get(ack.mid)
+                if delivery is not None:
+                    clock.acked[(delivery.read_id, delivery.destination_id)] = t
+            return clock._orig(sender, link)
+
+        service._Sender._handle_acks = handle_acks
+
+    def close(self) -> None:
+        self._cls._handle_acks = self._orig
 
 
 def setup(workdir: Path, broker: MosquittoBroker, n_dests: int, name: str):
@@ -94,6 +103,7 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
             pending.put(make_read(i, time.time(), prefix="t"))
 
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     threading.Thread(target=tracker, daemon=True).start()
     accept_s, accepted, calls = 0.0, 0, 0
     while accepted < reads:
@@ -111,6 +121,8 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
     accepted_at = time.perf_counter() - t0
     ok = wait_drained(stack, dests, 600)
     elapsed = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     stats = stack.service.stats()
     stack.close()
     return {"reads": reads, "destinations": len(dests), "max_batch": batch,
@@ -120,6 +132,8 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
             "messages_per_s": round(reads * len(dests) / elapsed, 1),
             "accept_phase_s": round(accepted_at, 3),
             "accept_busy_s": round(accept_s, 3),
+            "process_cpu_s": round(cpu_s, 3),
+            "cpu_us_per_read": round(cpu_s / reads * 1e6, 1),
             "sent": stats["sent"]}
 
 
@@ -150,7 +164,7 @@ def bench_raw_paho(broker: MosquittoBroker, messages: int) -> dict:
 
 def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: float) -> dict:
     stack, dests = setup(workdir, broker, 3, "latency")
-    clock = AckClock(stack.outbox)
+    clock = AckClock()
     stack.service.start()
     time.sleep(0.5)
     started: dict[str, float] = {}
@@ -169,6 +183,7 @@ def bench_latency(workdir: Path, broker: MosquittoBroker, rate: float, seconds: 
         accept_ms.append((time.perf_counter() - started[read.read_id]) * 1000.0)
     wait_drained(stack, dests, 60)
     stack.close()
+    clock.close()
     lat = sorted((clock.acked[(rid, d)] - t) * 1000.0 for rid, t in started.items()
                  for d in dests if (rid, d) in clock.acked)
     q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99

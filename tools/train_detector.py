@@ -289,21 +289,48 @@ def detection_loss(heat_pred, reg_pred, heat_t, weight_t, reg_t, mask_t):
 
 # --------------------------------------------------------------------------- validation
 
+class TorchSession:
+    """Presents the torch model with onnxruntime's session interface, so validation runs the
+    shipped PlateDetector code (scaling, passes, decoding, NMS) on the model being trained."""
+
+    class _Input:
+        name = "image"
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def get_inputs(self):
+        return [self._Input()]
+
+    def run(self, _names, feeds):
+        import torch
+
+        with torch.no_grad():
+            heat, reg = self.model(torch.from_numpy(feeds["image"]))
+        return heat.numpy(), reg.numpy()
+
+
+def detector_entry(max_side: int) -> dict:
+    """The preprocessing part of the manifest entry (shared by validation and export)."""
+    return {"input": {"name": "image", "layout": "NCHW", "channels": "RGB", "dtype": "float32",
+                      "max_side": max_side, "multiple": 32, "mean": list(MEAN), "std": list(STD),
+                      "scale": "1/255 then (x - mean) / std; pad right/bottom with 0 after "
+                               "normalising"},
+            "output": {"heat": "1x1xH/4xW/4 sigmoid plate-centre score",
+                       "reg": "1x4xH/4xW/4: centre offset x, y (cells), log width, log height "
+                              "(cells)",
+                       "stride": STRIDE},
+            "min_plate_input_px": 14, "max_plate_input_px": 200}
+
+
 def predict_boxes(model, rgb: np.ndarray, max_side: int, threshold: float):
-    """Torch-side twin of PlateDetector's whole-frame pass (same preprocessing and decoding)."""
-    import torch
+    """PlateDetector.detect on the torch model: (x0, y0, x1, y1, score) in image pixels."""
+    from agent.vision.detector import PlateDetector
 
-    from agent.vision.detector import prepare_input
-
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                 interpolation=cv2.INTER_AREA)
-    entry = {"input": {"multiple": 32, "mean": list(MEAN), "std": list(STD)}}
-    with torch.no_grad():
-        heat, reg = model(torch.from_numpy(prepare_input(small, entry)))
-    boxes = decode_heatmap(heat[0, 0].numpy(), reg[0].numpy(), STRIDE, threshold)
-    return [(x0 / scale, y0 / scale, x1 / scale, y1 / scale, s) for x0, y0, x1, y1, s in nms(boxes)]
+    detector = PlateDetector(TorchSession(model), detector_entry(max_side),
+                             score_threshold=threshold)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    return [(x, y, x + w, y + h, d.score) for d in detector.detect(bgr) for x, y, w, h in [d.box]]
 
 
 def match_stats(preds, gt_xywh: np.ndarray, iou_thr: float = 0.5, min_gt_w: float = 16.0):
@@ -369,24 +396,19 @@ def export_onnx(model, out_path: Path, max_side: int, score_threshold: float, me
                                     "reg": {2: "out_height", 3: "out_width"}})
     from agent.vision.models import file_sha256, update_manifest_entry
 
-    entry = {
+    entry = detector_entry(max_side)
+    entry.update({
         "file": out_path.name,
         "sha256": file_sha256(out_path),
         "task": "plate detection (centre heatmap, stride 4)",
         "version": meta.get("version", "1"),
-        "input": {"name": "image", "layout": "NCHW", "channels": "RGB", "dtype": "float32",
-                  "max_side": max_side, "multiple": 32, "mean": list(MEAN), "std": list(STD),
-                  "scale": "1/255 then (x - mean) / std; pad right/bottom with 0 after normalising"},
-        "output": {"heat": "1x1xH/4xW/4 sigmoid plate-centre score",
-                   "reg": "1x4xH/4xW/4: centre offset x, y (cells), log width, log height (cells)",
-                   "stride": STRIDE},
         "score_threshold": score_threshold,
-        "min_plate_input_px": 14,
         "trained_on": "open-images-plates, ro-dashcam, us-roboflow, kaggle-plates (train splits)"
-                      + (" + synthetic composites" if meta.get("synthetic") else ""),
+                      + (" + synthetic composites (tools/synth_composite.py)"
+                         if meta.get("synthetic") else ""),
         "attribution": ATTRIBUTION,
         "training": meta,
-    }
+    })
     if models_dir is not None:
         update_manifest_entry(models_dir, "plate_detector", entry)
     return entry

@@ -164,21 +164,107 @@ class _PinnedClient(mqtt.Client):
     paho has no public hook between the handshake and CONNECT, so this overrides its
     socket factory; `MqttLink` checks the pin again on the live socket after CONNACK
     in case a paho release stops calling it.
+
+    With `buffered_io` (the delivery links) it also coalesces socket I/O: reads fill a
+    64 KiB buffer that paho's small reads (1 byte, then the length, then the body) are
+    served from, and writes made between begin_batch() and end_batch() go out in one
+    send. Each syscall is a point where a thread gives up the GIL and queues to get it
+    back behind the other stages, so three syscalls per PUBACK and one per PUBLISH were
+    what limited throughput, not the syscalls themselves.
     """
 
     expected_pin: str | None = None
     peer_pin: str | None = None
+    identity_failures = 0
+    buffered_io = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        self._batching = False
 
     def _create_socket(self):  # noqa: D401 - paho internal hook
         sock = super()._create_socket()
+        self._rbuf.clear()
+        self._wbuf.clear()
         if isinstance(sock, ssl.SSLSocket):
             der = sock.getpeercert(binary_form=True)
             self.peer_pin = spki_sha256_of_der_cert(der) if der else None
             if self.expected_pin and not (self.peer_pin and hmac.compare_digest(
                     self.peer_pin, self.expected_pin.lower())):
                 sock.close()
+                self.identity_failures += 1
                 raise IdentityError("server key pin mismatch", self.expected_pin, self.peer_pin)
         return sock
+
+    # --- coalesced I/O (paho internal hooks; only with buffered_io) ------------------------
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.buffered_io:
+            return super()._sock_recv(bufsize)
+        if not self._rbuf:
+            data = super()._sock_recv(65536)
+            if not data:
+                return data          # EOF: paho treats it as a lost connection
+            self._rbuf += data
+        chunk = bytes(self._rbuf[:bufsize])
+        del self._rbuf[:bufsize]
+        return chunk
+
+    def _sock_send(self, buf) -> int:
+        if not self.buffered_io:
+            return super()._sock_send(buf)
+        if self._batching or (self._wbuf and not self.flush_writes()):
+            self._wbuf += buf
+            return len(buf)
+        return super()._sock_send(buf)
+
+    def begin_batch(self) -> None:
+        self._batching = self.buffered_io
+
+    def end_batch(self) -> None:
+        self._batching = False
+        self.flush_writes()
+
+    def flush_writes(self) -> bool:
+        """Send what was coalesced; True when nothing is left (False: socket buffer full)."""
+        while self._wbuf:
+            try:
+                sent = super()._sock_send(self._wbuf)
+            except BlockingIOError:
+                return False
+            del self._wbuf[:sent]
+        return True
+
+    def pending_read(self) -> int:
+        return len(self._rbuf)
+
+    # A success PUBACK (MQTT 5 without properties, or 3.1.1) is the common case,
+    # and paho builds two ReasonCode and two Properties objects to decode each one. With
+    # `fast_ack` set, such PUBACKs go straight to it; everything else takes paho's path.
+    fast_ack = None
+
+    def _handle_pubackcomp(self, cmd):  # noqa: D401 - paho internal hook
+        packet = self._in_packet["packet"]
+        # 2 bytes: mid only (success); 3 bytes: mid + a success reason code such as 0x10
+        # "no matching subscribers"; anything else (failures, properties) goes to paho.
+        if self.fast_ack is None or cmd != "PUBACK" or not (
+                len(packet) == 2 or (len(packet) == 3 and packet[2] < 0x80)):
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            msg = self._out_messages.pop(mid, None)
+            if msg is None:
+                return mqtt.MQTT_ERR_SUCCESS
+            msg.info._set_as_published()
+            if msg.qos > 0:
+                self._inflight_messages -= 1
+        self.fast_ack(mid)
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def pending_write(self) -> int:
+        return len(self._wbuf)
 
 
 def _varint(value: int) -> bytes:
@@ -317,6 +403,9 @@ class MqttLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._lost = str(reason_code)
 
+    def _on_fast_ack(self, mid: int) -> None:
+        self.acks.append(Ack(mid, True, 0, "Success"))
+
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         code = getattr(reason_code, "value", 0)
         self.acks.append(Ack(mid, code < 0x80, code, str(reason_code)))
@@ -327,6 +416,8 @@ class MqttLink:
         if self.protocol != mqtt.MQTTv5:
             kwargs["clean_session"] = False      # persistent session (3.1.1)
         client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client.buffered_io = True
+        client.fast_ack = self._on_fast_ack
         client.expected_pin = self.transport.server_key_sha256
         client.enable_logger(logging.getLogger("paho.mqtt.client"))
         # The sender bounds what is in flight itself (its window); paho's own limit would make
@@ -422,6 +513,19 @@ class MqttLink:
             self._lost = self._lost or "connection lost"
         return info.mid
 
+    def begin_batch(self) -> None:
+        """Publishes until end_batch() are written to the socket together."""
+        if self.client is not None:
+            self.client.begin_batch()
+
+    def end_batch(self) -> None:
+        if self.client is None:
+            return
+        try:
+            self.client.end_batch()
+        except OSError as exc:
+            self._lost = self._lost or f"send failed: {exc}"
+
     def poll(self, timeout: float, waker: Waker | None = None) -> None:
         """Wait up to `timeout` for the socket (or `waker`), then read PUBACKs, write what is
         queued and keep the connection alive. Callbacks run here, on the caller's thread."""
@@ -442,9 +546,13 @@ class MqttLink:
             self._lost = self._lost or "socket closed"
             return
         rlist: list = [sock] + ([waker] if waker is not None else [])
-        wlist = [sock] if client.want_write() else []
-        pending = getattr(sock, "pending", None)
-        if pending is not None and pending() > 0:
+        wlist = [sock] if client.want_write() or client.pending_write() else []
+        tls_pending = getattr(sock, "pending", None)
+
+        def buffered() -> bool:
+            return client.pending_read() > 0 or (tls_pending is not None and tls_pending() > 0)
+
+        if buffered():
             timeout = 0.0
         try:
             readable, writable, _ = select.select(rlist, wlist, [], max(0.0, timeout))
@@ -452,8 +560,14 @@ class MqttLink:
             self._lost = self._lost or f"select failed: {exc}"
             return
         rc = mqtt.MQTT_ERR_SUCCESS
-        if sock in readable or (pending is not None and pending() > 0):
+        if sock in readable or buffered():
             rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and writable:
+            try:
+                client.flush_writes()
+            except OSError as exc:
+                self._lost = self._lost or f"send failed: {exc}"
+                return
         if rc == mqtt.MQTT_ERR_SUCCESS and (writable or client.want_write()):
             rc = client.loop_write()
         if rc == mqtt.MQTT_ERR_SUCCESS:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +40,10 @@ ROW_OVERHEAD = 160
 FULL_CLEAR_RATIO = 0.9
 # When no policy was ever seen, held reads are kept this long (seconds).
 READ_CACHE_SIZE = 4096
+# Sent deliveries wait this long for a commit to ride on before settle_sent() makes one,
+# and past SETTLE_MAX_S it waits for the outbox lock instead of trying again later.
+SETTLE_S = 0.05
+SETTLE_MAX_S = 0.25
 DEFAULT_FALLBACK_RETENTION = Retention(nonhit_max_age_s=24 * 3600.0, hit_max_age_s=7 * 24 * 3600.0)
 
 SCHEMA = """
@@ -126,6 +131,12 @@ class Outbox:
         self.refused_total = 0
         self.evicted_total = 0
         self.write_errors = 0
+        # PUBACKed deliveries, audited as sent, deleted by the next commit after an audit
+        # flush (see mark_sent); next_batch skips them meanwhile.
+        self._pending_lock = threading.Lock()
+        self._sent_pending: list[Delivery] = []
+        self._sent_seqs: set[int] = set()
+        self._sent_since = 0.0
         self._listeners: list[Callable[[set[str]], None]] = []
         self._touched: set[str] = set()
         self._conn = self._open()
@@ -181,6 +192,10 @@ class Outbox:
         return int(reads) + int(dels)
 
     def close(self) -> None:
+        try:
+            self.settle_sent(force=True)
+        except OutboxError:
+            log.exception("could not delete sent deliveries at close; they will be sent again")
         with self._lock, self._rlock:
             self._rconn.close()
             self._conn.close()
@@ -207,21 +222,29 @@ class Outbox:
                durable: bool = True) -> None:
         """Run `work` in one transaction: flush the audit, then commit; roll back on error.
 
-        durable=False (deletions after PUBACK only): no audit flush and no WAL fsync. A
-        power cut can then undo the deletion, and the message is sent again: a duplicate,
-        which at-least-once delivery allows, never a loss. The next durable commit makes
-        it permanent (the WAL is append-only and synced as a whole).
+        The audit log is flushed before every commit, so no change is on disk without its
+        audit record. durable=False (deletions after PUBACK only) skips the WAL fsync of
+        the commit: a power cut can then undo the deletion, and the message is sent again
+        (a duplicate, which at-least-once delivery allows, never a loss; its second
+        delivery.sent record says so). The next durable commit makes it permanent (the
+        WAL is append-only and synced as a whole).
         """
         conn = self._conn
         if not durable:
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
+        settled: list[Delivery] = []
         try:
             work(conn)
-            if durable:
-                self.audit.flush()
+            with self._pending_lock:     # taken before the flush, which then covers them
+                settled, self._sent_pending = self._sent_pending, []
+            self.audit.flush()
+            self._apply_sent(conn, settled)
             conn.execute("COMMIT")
         except BaseException as exc:
+            if settled:
+                with self._pending_lock:
+                    self._sent_pending = settled + self._sent_pending
             self._touched.clear()
             try:
                 conn.execute("ROLLBACK")
@@ -237,6 +260,9 @@ class Outbox:
         finally:
             if not durable:
                 conn.execute("PRAGMA synchronous=FULL")
+        if settled:
+            with self._pending_lock:
+                self._sent_seqs.difference_update(d.seq for d in settled)
         self._notify()
 
     def _measure_safely(self) -> int:
@@ -456,43 +482,65 @@ class Outbox:
                 " FROM deliveries d JOIN reads r ON r.read_id = d.read_id"
                 " WHERE d.destination=? AND d.seq>? ORDER BY d.seq LIMIT ?",
                 (destination_id, after_seq, limit)).fetchall()
+        sent = self._sent_seqs
         return [Delivery(seq=r[0], destination_id=r[1], read_id=r[2], policy_digest=r[3],
                          policy_version=r[4], transport_digest=r[5], purpose=r[6],
                          payload=bytes(r[7]), read=self._cached_read(r[2], r[8]),
                          created_at=r[9])
-                for r in rows]
+                for r in rows if r[0] not in sent]
 
     def mark_sent(self, deliveries: Sequence[Delivery], now: float) -> None:
-        """Delete deliveries the broker acknowledged (PUBACK), audited as delivery.sent.
+        """Record deliveries the broker acknowledged (PUBACK): audited as delivery.sent now,
+        deleted by the next commit, which flushes the audit log first.
 
-        Not fsynced (see _write): losing it to a power cut means a duplicate, not a loss.
+        So a crash never leaves a delivery deleted without its delivery.sent record, and
+        the deletes ride on the commits accept() makes anyway instead of costing an audit
+        flush each; `settle_sent()` commits them when no accept comes along. They are not
+        fsynced (see _write): a power cut that undoes one means a duplicate, not a loss.
         """
         if not deliveries:
             return
-        with self._lock:
-            def work(conn: sqlite3.Connection) -> None:
-                seqs = [d.seq for d in deliveries]
-                marks = ",".join("?" * len(seqs))
-                gone = dict(conn.execute(f"DELETE FROM deliveries WHERE seq IN ({marks}) "
-                                         "RETURNING seq, size", seqs).fetchall())
-                self._bytes -= sum(gone.values())
-                read_ids = []
-                for d in deliveries:
-                    if d.seq not in gone:
-                        continue  # purged meanwhile (it was on the wire already)
-                    read_ids.append(d.read_id)
-                    self.audit.record("delivery.sent", read_id=d.read_id,
-                                      destination=d.destination_id, purposes=d.purpose,
-                                      policy_version=d.policy_version, seq=d.seq)
-                if read_ids:
-                    ids = list(dict.fromkeys(read_ids))
-                    marks = ",".join("?" * len(ids))
-                    freed = conn.execute(
-                        f"DELETE FROM reads WHERE read_id IN ({marks}) AND held=0 AND NOT EXISTS"
-                        " (SELECT 1 FROM deliveries WHERE deliveries.read_id=reads.read_id)"
-                        " RETURNING size", ids).fetchall()
-                    self._bytes -= sum(r[0] for r in freed)
-            self._write(work, "mark_sent", durable=False)
+        for d in deliveries:
+            self.audit.record("delivery.sent", read_id=d.read_id, destination=d.destination_id,
+                              purposes=d.purpose, policy_version=d.policy_version, seq=d.seq)
+        with self._pending_lock:
+            if not self._sent_pending:
+                self._sent_since = time.monotonic()
+            self._sent_pending.extend(deliveries)
+            self._sent_seqs.update(d.seq for d in deliveries)
+
+    def settle_sent(self, force: bool = False) -> bool:
+        """Delete what mark_sent() recorded, if it waited SETTLE_S (or `force`) and no other
+        writer is busy (SETTLE_MAX_S: then wait for it). True when nothing is left pending."""
+        with self._pending_lock:
+            if not self._sent_pending:
+                return True
+            age = time.monotonic() - self._sent_since
+        if not force and age < SETTLE_S:
+            return False
+        if not self._lock.acquire(blocking=force or age > SETTLE_MAX_S):
+            return False
+        try:
+            self._write(lambda conn: None, "mark_sent", durable=False)
+        finally:
+            self._lock.release()
+        return True
+
+    def _apply_sent(self, conn: sqlite3.Connection, settled: Sequence[Delivery]) -> None:
+        for start in range(0, len(settled), 500):
+            chunk = settled[start:start + 500]
+            seqs = [d.seq for d in chunk]
+            marks = ",".join("?" * len(seqs))
+            gone = conn.execute(f"DELETE FROM deliveries WHERE seq IN ({marks}) "
+                                "RETURNING size", seqs).fetchall()
+            self._bytes -= sum(r[0] for r in gone)
+            ids = list(dict.fromkeys(d.read_id for d in chunk))
+            marks = ",".join("?" * len(ids))
+            freed = conn.execute(
+                f"DELETE FROM reads WHERE read_id IN ({marks}) AND held=0 AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries WHERE deliveries.read_id=reads.read_id)"
+                " RETURNING size", ids).fetchall()
+            self._bytes -= sum(r[0] for r in freed)
 
     def purge_delivery(self, delivery: Delivery, reason: str, now: float) -> None:
         """Delete one delivery that may no longer be sent (audited as delivery.purged)."""
@@ -661,15 +709,27 @@ class Outbox:
 
     # --- observation ----------------------------------------------------------------------
 
+    def _pending_by_destination(self) -> dict[str, int]:
+        with self._pending_lock:
+            pending = list(self._sent_pending)
+        counts: dict[str, int] = {}
+        for d in pending:
+            counts[d.destination_id] = counts.get(d.destination_id, 0) + 1
+        return counts
+
     def depth(self, destination_id: str) -> int:
+        """Deliveries queued for a destination (sent ones awaiting deletion not counted)."""
         with self._rlock:
-            return self._rconn.execute("SELECT COUNT(*) FROM deliveries WHERE destination=?",
-                                      (destination_id,)).fetchone()[0]
+            total = self._rconn.execute("SELECT COUNT(*) FROM deliveries WHERE destination=?",
+                                        (destination_id,)).fetchone()[0]
+        return max(0, total - self._pending_by_destination().get(destination_id, 0))
 
     def depths(self) -> dict[str, int]:
         with self._rlock:
-            return dict(self._rconn.execute(
+            totals = dict(self._rconn.execute(
                 "SELECT destination, COUNT(*) FROM deliveries GROUP BY destination").fetchall())
+        pending = self._pending_by_destination()
+        return {dest: max(0, n - pending.get(dest, 0)) for dest, n in totals.items()}
 
     def held_count(self) -> int:
         with self._rlock:
@@ -709,5 +769,4 @@ def _valid(policy: Policy | None, now: float) -> Policy | None:
 
 
 def _now() -> float:
-    import time
     return time.time()

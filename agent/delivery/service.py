@@ -64,6 +64,8 @@ class _Sender:
         self._backoff = Backoff()
         self._retry_at = 0.0
         self._stalled = False
+        self._kick = False                    # a policy change: retry at once, not after backoff
+        self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
 
     def start(self) -> None:
         self.thread.start()
@@ -83,7 +85,7 @@ class _Sender:
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while not (self.service.stopped or self.stopping.is_set()):
+        while not (self.service.stopped or self.stopping.is_set() or self._kick):
             left = end - time.monotonic()
             if left <= 0:
                 return
@@ -94,7 +96,15 @@ class _Sender:
         dest = policy.destination(self.destination_id) if policy else None
         return (policy, dest) if dest else None
 
+    def policy_changed(self) -> None:
+        """Called from the policy store's thread: re-read the destination now."""
+        self._kick = True
+        self.wake.set()
+
     def _step(self) -> None:
+        if self._kick:
+            self._kick = False
+            self._retry_at = 0.0      # the broker or its identity may have changed: try now
         now = time.time()
         found = self._destination(now)
         if found is None:
@@ -128,11 +138,12 @@ class _Sender:
             if time.monotonic() < self._retry_at:
                 self._sleep(min(0.2, self._retry_at - time.monotonic()))
                 return
+            self._flush_acked(force=True)
             self._stalled, self.cursor = False, 0   # retry from the head of the queue
         published = self._publish_some(link, policy, dest, now)
         if not published:
             # Nothing more to send now: sleep until a PUBACK, new work or a stop request.
-            link.poll(IDLE_WAIT_S * 4 if not self.inflight else ACK_POLL_S * 10, self.wake)
+            link.poll(IDLE_WAIT_S if not self.inflight else ACK_POLL_S * 10, self.wake)
             self._handle_acks(link)
 
     def _connect(self, dest: Destination) -> None:
@@ -180,21 +191,27 @@ class _Sender:
         batch = self.service.outbox.next_batch(self.destination_id, self.cursor, room)
         count = 0
         gate = self.service.gate
-        for delivery in batch:
-            self.cursor = delivery.seq
-            decision = gate.check(delivery, now, dest.transport)
-            if not decision.allowed:
-                self.refused += 1
-                continue
-            mid = link.publish(build_message(delivery), read_id=delivery.read_id,
-                               purpose=delivery.purpose, policy_version=delivery.policy_version,
-                               expiry_s=expiry_seconds(delivery, dest, policy, now))
-            self.inflight[mid] = delivery
-            count += 1
+        link.begin_batch()
+        try:
+            for delivery in batch:
+                self.cursor = delivery.seq
+                decision = gate.check(delivery, now, dest.transport)
+                if not decision.allowed:
+                    self.refused += 1
+                    continue
+                mid = link.publish(build_message(delivery), read_id=delivery.read_id,
+                                   purpose=delivery.purpose,
+                                   policy_version=delivery.policy_version,
+                                   expiry_s=expiry_seconds(delivery, dest, policy, now))
+                self.inflight[mid] = delivery
+                count += 1
+        finally:
+            link.end_batch()
         return count
 
     def _handle_acks(self, link: MqttLink) -> None:
         if not link.acks:
+            self._flush_acked(force=False)
             return
         done: list[Delivery] = []
         while link.acks:
@@ -216,17 +233,27 @@ class _Sender:
                       "reason=%s retry_in_s=%.2f", self.destination_id, delivery.read_id,
                       ack.reason_code, ack.reason, max(0.0, self._retry_at - time.monotonic()))
         if done:
-            try:
-                self.service.outbox.mark_sent(done, time.time())
-            except OutboxError:
-                # Still queued on disk: they will be sent again (receivers drop duplicates).
-                log.exception("cannot mark deliveries sent dest=%s count=%d",
-                              self.destination_id, len(done))
-            self.sent += len(done)
+            self._acked.extend(done)
             if not self._stalled:
                 self._backoff.reset()
+        self._flush_acked(force=False)
+
+    def _flush_acked(self, force: bool) -> None:
+        """Hand PUBACKed deliveries to the outbox (audited as sent at once; deleted with the
+        next commit) and let it commit pending deletes if they have waited long enough."""
+        outbox = self.service.outbox
+        if self._acked:
+            outbox.mark_sent(self._acked, time.time())
+            self.sent += len(self._acked)
+            self._acked = []
+        try:
+            outbox.settle_sent(force=force)
+        except OutboxError:
+            # Still queued on disk: they will be sent again (receivers drop duplicates).
+            log.exception("cannot delete sent deliveries dest=%s", self.destination_id)
 
     def _drop_link(self, clean: bool = False) -> None:
+        self._flush_acked(force=True)
         link, self.link = self.link, None
         self.connected = False
         self.inflight.clear()
@@ -302,7 +329,7 @@ class DeliveryService:
         try:
             self._sync_senders(policy)
             for sender in list(self._senders.values()):
-                sender.wake.set()
+                sender.policy_changed()
         except Exception:
             log.exception("delivery service could not follow a policy change")
 

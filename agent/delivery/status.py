@@ -80,6 +80,8 @@ class StatusPublisher:
         client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        self._identity_failures_seen = 0
         self.client = client
 
     # paho callbacks: publish (non-blocking) or set flags only
@@ -93,6 +95,15 @@ class StatusPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if client.identity_failures > self._identity_failures_seen:
+            self._identity_failures_seen = client.identity_failures
+            log.critical("ALERT status broker identity check failed broker=%s expected_pin=%s "
+                         "got_pin=%s; not connecting", self.broker.url,
+                         self.broker.server_key_sha256, client.peer_pin)
+        else:
+            log.warning("status broker connect failed broker=%s", self.broker.url)
 
     def start(self) -> None:
         """Connect in the background (paho retries) and start the heartbeat thread."""

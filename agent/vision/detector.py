@@ -186,17 +186,24 @@ class PlateDetector:
 
         One pass at the scale that fits ``max_side`` when that keeps a ``min_plate_px`` plate at
         least ``min_plate_input_px`` wide; otherwise a detail pass at the scale that does (tiled
-        when the scaled frame is longer than ``tile_side``), plus a coarse whole-frame pass when
-        the largest plate (``max_plate_px``) would be too big for the model at detail scale.
+        when the scaled frame is longer than ``tile_side``). A coarse whole-frame pass is added
+        when the largest plate the frame can hold (``max_plate_px``, or 90% of a small image's
+        width) would be wider than ``max_plate_input_px`` at the first pass's scale.
         """
         longest = max(height, width)
         fit = min(1.0, self.max_side / longest)
         needed = min(1.0, self.min_plate_input_px / max(1, self.min_plate_px))
         if needed <= fit * 1.05:
-            return [Pass(fit, tiled=False)]
-        passes = [Pass(needed, tiled=longest * needed > self.tile_side)]
-        if self.max_plate_px * needed > self.max_plate_input_px:
-            passes.append(Pass(fit, tiled=False))
+            passes = [Pass(fit, tiled=False)]
+        else:
+            passes = [Pass(needed, tiled=longest * needed > self.tile_side)]
+        # the biggest plate this frame can hold, at the first pass's scale, may be too big for
+        # the model (small images at full scale, or a fine detail pass): add a coarse pass
+        biggest = min(self.max_plate_px, 0.9 * width)
+        if biggest * passes[0].scale > self.max_plate_input_px:
+            coarse = min(fit, 0.8 * self.max_plate_input_px / biggest)
+            if coarse < passes[0].scale * 0.8:
+                passes.append(Pass(coarse, tiled=False))
         return passes
 
     def plan_scales(self, height: int, width: int) -> tuple[float, float | None]:

@@ -29,7 +29,7 @@ BEAM_WIDTH = 10
 TOP_K = 5
 PRUNE_PROB = 0.003  # classes below this probability in a column are not expanded
 FORMAT_PRIOR = 8.0  # how much more likely a reading that fits a strict format is a priori
-MAX_SWAP_COMBINATIONS = 64
+MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the time)
 
 
 @dataclass
@@ -65,29 +65,42 @@ def best_path(probs: np.ndarray, charset: str = CHARSET) -> tuple[str, list[floa
 def beam_search(probs: np.ndarray, charset: str = CHARSET, beam: int = BEAM_WIDTH,
                 top_k: int = TOP_K) -> list[tuple[str, float]]:
     """CTC prefix beam search over [T, C] probabilities; returns up to ``top_k`` (text, p)."""
-    beams: dict[str, tuple[float, float]] = {"": (1.0, 0.0)}  # prefix -> (p_blank, p_nonblank)
+    # Only the few likely characters of each column are expanded (bounds the time: the
+    # camera reads every frame's plates within a couple of milliseconds).
+    likely = probs[:, 1:] > PRUNE_PROB
+    beams: dict[str, list[float]] = {"": [1.0, 0.0]}  # prefix -> [p_blank, p_nonblank]
     for t in range(probs.shape[0]):
         row = probs[t]
         blank = float(row[0])
-        cand = np.nonzero(row[1:] > PRUNE_PROB)[0]
+        cand = np.flatnonzero(likely[t])
+        if cand.size == 0:  # a blank column: nothing new, every prefix ends in blank
+            beams = {k: [(v[0] + v[1]) * blank, 0.0] for k, v in beams.items()}
+            continue
+        if cand.size > MAX_EXPAND:
+            cand = cand[np.argsort(row[1:][cand])[-MAX_EXPAND:]]
+        chars = [(charset[k], float(row[k + 1])) for k in cand.tolist()]
         nxt: dict[str, list[float]] = {}
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
-            entry = nxt.setdefault(prefix, [0.0, 0.0])
+            entry = nxt.get(prefix)
+            if entry is None:
+                entry = nxt[prefix] = [0.0, 0.0]
             entry[0] += total * blank
-            last = prefix[-1] if prefix else None
-            for k in cand:
-                ch = charset[k]
-                p = float(row[k + 1])
+            last = prefix[-1:]
+            for ch, p in chars:
+                key = prefix + ch
+                ext = nxt.get(key)
+                if ext is None:
+                    ext = nxt[key] = [0.0, 0.0]
                 if ch == last:
-                    entry[1] += pnb * p  # repeated char without blank collapses
-                    ext = nxt.setdefault(prefix + ch, [0.0, 0.0])
+                    entry[1] += pnb * p  # a repeated character without a blank collapses
                     ext[1] += pb * p
                 else:
-                    ext = nxt.setdefault(prefix + ch, [0.0, 0.0])
                     ext[1] += total * p
-        ranked = sorted(nxt.items(), key=lambda kv: kv[1][0] + kv[1][1], reverse=True)[:beam]
-        beams = {k: (v[0], v[1]) for k, v in ranked}
+        if len(nxt) > beam:
+            nxt = dict(sorted(nxt.items(), key=lambda kv: kv[1][0] + kv[1][1],
+                              reverse=True)[:beam])
+        beams = nxt
     out = sorted(((k, v[0] + v[1]) for k, v in beams.items() if k), key=lambda kv: -kv[1])
     return out[:top_k]
 

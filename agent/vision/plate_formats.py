@@ -14,6 +14,7 @@ drawn on the plate but is not part of the plate text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 DIGITS = "0123456789"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -42,7 +43,7 @@ class PlateFormat:
     weight: float = 1.0
     strict: bool = True
 
-    @property
+    @cached_property
     def pattern(self) -> str:
         """The pattern without separators: one class letter per plate character."""
         return "".join(c for c in self.display if c in "LDA")

@@ -1,0 +1,109 @@
+"""Evaluation helpers: region hints, box matching for scenes, crop geometry."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.vision.crops import (OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, crop_for_ocr,  # noqa: E402
+                                to_model_input)
+from agent.vision.evaluate import dataset_region, evaluate, iou  # noqa: E402
+from agent.vision.models import load_manifest  # noqa: E402
+from agent.vision.ocr import PlateReader  # noqa: E402
+from agent.vision.plate_formats import formats_for  # noqa: E402
+from agent.vision.recognizer import Recognizer  # noqa: E402
+from tools.synth.render import render_plate  # noqa: E402
+
+MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
+
+
+def test_dataset_region_hint():
+    assert dataset_region(["br", "br"]) == "br"
+    assert dataset_region(["ca", "ny", "tx"]) == "US"
+    assert dataset_region([]) is None
+    assert {f.region for f in formats_for("US")} == {"US"}
+    assert {f.region for f in formats_for("br")} == {"BR"}
+    assert {f.region for f in formats_for("ca")} == {"US"}  # a US state code
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 10, 10)) - 50 / 150) < 1e-9
+
+
+def test_crop_margin_and_clipping():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    crop = crop_for_ocr(frame, (50, 40, 100, 20))
+    assert crop.shape[:2] == (20 + 2 * 3, 100 + 2 * 10)
+    edge = crop_for_ocr(frame, (0, 0, 50, 20))  # margin clipped at the frame border
+    assert edge.shape[:2] == (23, 55)
+    with pytest.raises(ValueError, match="empty"):
+        crop_for_ocr(frame, (250, 10, 10, 10))
+
+
+def test_crop_rectifies_corners():
+    frame = np.zeros((200, 300, 3), np.uint8)
+    corners = [(50, 60), (250, 80), (250, 130), (50, 110)]
+    cv2.fillPoly(frame, [np.array(corners, np.int32)], (255, 255, 255))
+    crop = crop_for_ocr(frame, (50, 60, 200, 70), corners)
+    h, w = crop.shape[:2]
+    assert w > h * 2
+    inner = crop[int(h * 0.3):int(h * 0.7), int(w * 0.2):int(w * 0.8)]
+    assert inner.mean() > 240  # the plate fills the middle once rectified
+
+
+def test_model_input_shape():
+    x = to_model_input(np.zeros((160, 320, 3), np.uint8))
+    assert x.shape == (1, 1, OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH) and x.dtype == np.float32
+    assert to_model_input(np.zeros((20, 40), np.uint8)).shape == x.shape
+
+
+@dataclass
+class _Detection:
+    box: tuple[int, int, int, int]
+    score: float = 0.9
+    corners: list | None = None
+
+
+class _BoxesFromLabels:
+    """Stands in for the detector: returns one known box, to test the scene matching."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def detect(self, frame_bgr):
+        return [_Detection(self.box)]
+
+
+def test_scene_matching_counts_recall(tmp_path):
+    entry = load_manifest(MODELS)["models"]["plate_ocr"]
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(MODELS / entry["file"], models / entry["file"])
+    (models / "manifest.json").write_text(json.dumps({"models": {"plate_ocr": entry}}))
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    frame = np.full((300, 400, 3), 90, np.uint8)
+    plate = render_plate(np.random.default_rng(1), "ABC1234", "ABC-1234", "BR", "br.old").image
+    plate = cv2.resize((plate * 255).astype(np.uint8), (180, 58))
+    frame[200:258, 100:280] = plate
+    cv2.imwrite(str(folder / "a.jpg"), frame)
+    (folder / "a.txt").write_text("a.jpg\t100\t200\t180\t58\tABC-1234\n")
+    cv2.imwrite(str(folder / "b.jpg"), frame)
+    (folder / "b.txt").write_text("b.jpg\t10\t10\t50\t20\tXYZ9999\n")  # nothing detected there
+    rec = Recognizer(PlateReader.from_models(models), _BoxesFromLabels((100, 200, 180, 58)))
+    report = evaluate(folder, rec).to_json()
+    assert report["format"] == "scenes"
+    assert report["images"] == 2 and report["plates"] == 2
+    assert report["detection_recall"] == 0.5
+    assert report["top1_accuracy"] <= 0.5
