@@ -194,16 +194,19 @@ def plate_free_frames(datasets_dir: Path, count: int, seed: int = 0
     """``count`` crops of the TRAINING sets' val-split scenes that avoid every labelled plate.
 
     Each crop is 30-70% of its scene's width (4:3), placed at random where it does not touch a
-    plate box grown by 25%. Open Images leaves some small plates unboxed, so a crop can still
-    hold a real plate: any read on these frames is written to the hits sheet to be checked by eye.
+    plate box grown by 25%, from open-images-plates and us-roboflow. Open Images leaves some
+    small plates unboxed, so a crop can still hold a real plate: any read on these frames is
+    written to the hits sheet to be checked by eye.
     """
     import json as _json
 
     rng = np.random.default_rng(seed)
     rows = []
     for name in TRAINING_SETS:
-        if name == "kaggle-plates":
-            continue  # mirror-padded augmented copies hold unlabelled mirrored plates
+        if name in ("kaggle-plates", "ro-dashcam"):
+            # kaggle: mirror-padded augmented copies hold unlabelled mirrored plates;
+            # ro-dashcam: traffic frames where only some of the cars' plates are boxed
+            continue
         with open(datasets_dir / name / "labels.jsonl", encoding="utf-8") as fh:
             rows += [(datasets_dir / name, r) for r in map(_json.loads, fh) if r["split"] == "val"]
     frames: list[tuple[str, np.ndarray]] = []

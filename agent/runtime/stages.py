@@ -225,8 +225,9 @@ class AcceptStage(Stage):
         batch = [self._with_hits(read, now) for read in self._pending]
         try:
             self.outbox.accept(batch, now)
-        except self.full_error:
-            self._accept_one_by_one(batch, now)
+        except self.full_error as exc:
+            self._after_refusal(batch, exc)
+            return
         self.accepted += len(batch)
         self._pending = []
 
@@ -236,15 +237,27 @@ class AcceptStage(Stage):
         hits = self.hotlists.match(read.plate, now)
         return dataclasses.replace(read, hits=hits) if hits else read
 
-    def _accept_one_by_one(self, batch: list[ReadEvent], now: float) -> None:
-        """The outbox is full: hits still go in; a refused non-hit read is counted and alarmed."""
-        for read in batch:
-            try:
-                self.outbox.accept([read], now)
-            except self.full_error as exc:
-                self.refused_full += 1
-                self.accepted -= 1
-                log.error("read refused outbox full read_id=%s hit=%s reason=%s", read.read_id, read.is_hit, exc)
+    def _after_refusal(self, batch: list[ReadEvent], exc: Exception) -> None:
+        """The outbox is full or its disk failed.
+
+        At the size cap the outbox commits the batch except the non-hit reads it names in
+        `exc.refused` (hits are never refused there). When the disk itself failed nothing was
+        committed: non-hits are given up (counted, alarmed) and the hits stay pending here
+        and are offered again after a pause, until the disk recovers.
+        """
+        refused = set(getattr(exc, "refused", ()))
+        if not getattr(exc, "hits_refused", False):
+            self.refused_full += len(refused)
+            self.accepted += len(batch) - len(refused)
+            self._pending = []
+            log.error("reads refused outbox full count=%d reason=%s", len(refused), exc)
+            return
+        hits = [read for read in batch if read.is_hit]
+        self.refused_full += len(batch) - len(hits)
+        self._pending = hits
+        log.critical("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
+                     len(hits), len(batch) - len(hits), exc)
+        self.stop_requested.wait(1.0)
 
 
 def _sighting(frame: Frame, hit: Any) -> Sighting:
