@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-metrics", type=Path, default=Path("runs/ocr/metrics.json"),
                    help="metrics.json of the training run (sample counts, seed)")
     p.add_argument("--version", default="1.0.0", help="model version for the manifest")
+    p.add_argument("--synthetic-seed", default="1", help="seed(s) of the synthetic training "
+                   "sets, for the manifest (e.g. \"1,3\")")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation sets")
     p.add_argument("--dry-run", action="store_true",
                    help="write into a temporary folder, not models/ (pipeline check)")
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(tools/ocr_net.py)",
         "trained_on": TRAINED_ON,
         "synthetic_samples": train_metrics.get("synthetic_samples"),
-        "synthetic_seed": 1,
+        "synthetic_sets": train_metrics.get("synthetic_sets"),
+        "synthetic_seed": args.synthetic_seed,
         "synthetic_val_seed": 2,
         "training": {k: train_metrics.get(k) for k in ("steps", "seed", "batch", "real_share",
                                                        "real_train_crops")},

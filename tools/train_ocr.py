@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         step += 1
-        run_loss += float(loss)
+        run_loss += loss.item()
         n_loss += 1
         if step % 50 == 0:
             row = {"step": step, "loss": run_loss / n_loss, "lr": opt.param_groups[0]["lr"],
@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
     draw_curves(rows, args.out / "curves.png")
     metrics = {"steps": step, "best": best, "synthetic_samples": len(synth_t),
+               "synthetic_sets": [str(f) for f in args.synth],
+               "init": str(args.init) if args.init else None,
                "real_train_crops": len(real_t), "seed": args.seed,
                "train_seconds_this_session": round(time.monotonic() - t0, 1),
                "batch": args.batch, "real_share": args.real_share}

@@ -119,8 +119,7 @@ class StatusConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    keepalive_s: int = setting(30, help="MQTT keep-alive in seconds.", min=5, max=3600)
-    reconnect_max_s: float = setting(60.0, help="Longest wait between reconnect attempts.", min=1, max=3600)
+    keepalive_s: int = setting(30, help="MQTT keep-alive in seconds (status connection).", min=5, max=3600)
     destinations: tuple[DestinationCredentialsConfig, ...] = setting(
         default_factory=tuple, help="Credentials per policy destination; a destination with none connects "
                                     "anonymously.")

@@ -35,9 +35,10 @@ LIVE_KEYS = {"logging", "policy"}
 
 
 class Agent:
-    def __init__(self, config_path: Path, config: DeviceConfig):
+    def __init__(self, config_path: Path, config: DeviceConfig, recognizer: Any = None):
         self.config_path = config_path
         self.config = config
+        self.recognizer = recognizer  # None: load the ONNX models named by the config
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.pipeline: Pipeline | None = None
@@ -49,7 +50,7 @@ class Agent:
         self._reload.set()
 
     def run(self) -> int:
-        self.pipeline = build_pipeline(self.config)
+        self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
         self.pipeline.start()
         systemd.notify("READY=1")
         watchdog_every = systemd.watchdog_interval_s()

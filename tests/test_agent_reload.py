@@ -1,0 +1,82 @@
+"""SIGHUP reload with reads queued for a broker that is down: nothing queued is lost.
+
+The agent runs in-process (its main loop in a thread) with the scripted recognizer of
+test_pipeline, a real outbox, a real policy store and a real mosquitto that starts late.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.config.loader import load_config
+from agent.delivery.soak import destination_doc, policy_doc
+from agent.policy.bundle import sign_bundle
+from agent.policy.signing import load_private_key
+from agent.runtime.agent import Agent
+from mqtt_broker import MosquittoBroker
+from test_pipeline import PLATES, ScriptedRecognizer, write_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ROOT / "firmware_config" / "policies" / "test-keys"
+pytestmark = pytest.mark.integration
+
+
+def wait_until(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sighup_reload_installs_new_policy_without_losing_queued_reads(tmp_path, collector_factory):
+    broker = MosquittoBroker(tmp_path / "broker")  # chosen port, not started yet: the destination is down
+    key = load_private_key(KEYS / "department-TEST-ONLY.key")
+    bundle = tmp_path / "policy.bundle"
+    dest = destination_doc("county", broker.url, "pg/county/reads")
+    bundle.write_bytes(sign_bundle(policy_doc(1, [dest], time.time()), key))
+    write_frames(tmp_path / "frames")
+    config_path = tmp_path / "unit.toml"
+    config_path.write_text(f"""
+[unit]
+state_dir = "{tmp_path / 'state'}"
+[source]
+kind = "image_folder"
+path = "{tmp_path / 'frames'}"
+fps = 60
+frame_queue = 256
+[tracker]
+merge_window_s = 0.1
+[policy]
+bundle = "{bundle}"
+trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
+""")
+    agent = Agent(config_path, load_config(config_path), recognizer=ScriptedRecognizer())
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(agent.run()))
+    runner.start()
+    try:
+        assert wait_until(lambda: agent.pipeline is not None and agent.pipeline.outbox.depth("county") == len(PLATES))
+
+        bundle.write_bytes(sign_bundle(policy_doc(2, [dest], time.time()), key))
+        agent.request_reload()
+        assert wait_until(lambda: agent.pipeline.policies.active(time.time()).version == 2)
+        assert agent.pipeline.outbox.depth("county") == len(PLATES)
+
+        broker.start()
+        collector = collector_factory(broker)
+        assert wait_until(lambda: len({json.loads(m.payload)["read_id"] for m in collector.snapshot()})
+                          == len(PLATES), timeout=60)
+        plates = sorted({json.loads(m.payload)["read"]["plate"] for m in collector.snapshot()})
+        assert plates == PLATES
+        assert {json.loads(m.payload)["policy_version"] for m in collector.snapshot()} <= {1, 2}
+    finally:
+        agent.request_stop()
+        runner.join(15)
+        broker.stop()
+    assert codes == [0]
