@@ -29,7 +29,7 @@ id = "county"
 id = "state"
 protocol = "4"                # 4: not a protocol
 [mqtt.status]
-port = 70000                  # 5: not a port
+url = "http://broker:70000"   # 5: not an MQTT URL
 """
 
 
@@ -46,7 +46,7 @@ def test_five_mistakes_all_reported_with_key_paths():
     assert "source.fsp: unknown key (did you mean 'fps'?)" in problems
     assert any(p.startswith("outbox.max_mb: expected a number") for p in problems)
     assert any(p.startswith("mqtt.destinations[1].protocol: '4' is not one of") for p in problems)
-    assert "mqtt.status.port: 70000 is not a port (1-65535)" in problems
+    assert "mqtt.status.url: 'http://broker:70000' is not an mqtt:// or mqtts:// URL" in problems
 
 
 def test_check_command_exit_code_2_and_lists_every_problem(tmp_path):
@@ -56,13 +56,20 @@ def test_check_command_exit_code_2_and_lists_every_problem(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "5 problem(s)" in result.stderr
-    assert "mqtt.status.port: 70000 is not a port (1-65535)" in result.stderr
+    assert "mqtt.status.url: 'http://broker:70000' is not an mqtt:// or mqtts:// URL" in result.stderr
 
 
 def test_check_command_accepts_shipped_defaults():
     result = subprocess.run([sys.executable, "-m", "agent", "config", "check",
                              str(ROOT / "firmware_config" / "plategate.toml")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_ranges_are_explained():
+    assert problems_of('[source]\npath = "a"\nfps = 500\n') == [
+        "source.fps: 500.0 is not a usable frame rate (0.1-120)"]
+    assert problems_of('[unit]\nlatitude = 91\nlongitude = 1\n[source]\npath = "a"\n') == [
+        "unit.latitude: 91.0 is not a latitude (-90 to 90)"]
 
 
 def test_unknown_section_is_an_error_not_a_default():
