@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from agent import __version__
+from agent.runtime.logs import configure_logging
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "only with the destinations the department's signed policy allows.",
     )
     parser.add_argument("--version", action="version", version=f"plategate {__version__}")
-    parser.add_argument("--log-level", default=None,
-                        help="override the log level (DEBUG, INFO, WARNING, ERROR)")
+    parser.add_argument("--log-level", default=None, type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="override the log level of the config (DEBUG, INFO, WARNING, ERROR)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         try:
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.log_level:
-        logging.basicConfig(level=args.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        configure_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

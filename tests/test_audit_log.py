@@ -275,3 +275,63 @@ def test_any_deletion_or_swap_of_lines_fails_and_names_the_first(tmp_path_factor
     head_path(path).write_bytes(head_bytes)
     result = verify_log(path)
     assert not result.ok and result.first_bad_seq == first + 1
+
+
+WRITE_FAILURE_RUNNER = r'''
+import json, resource, signal, sys
+from pathlib import Path
+from agent.audit.log import AuditError, AuditLog, verify_log
+from agent.policy.signing import load_private_key
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # EFBIG instead of being killed
+path, key_path = Path(sys.argv[1]), Path(sys.argv[2])
+key = load_private_key(key_path)
+log = AuditLog(path, key, checkpoint_every=7, buffer_records=8, seal_interval_s=0.0)
+for i in range(10):
+    log.record("read.accepted", read_id=f"ok{i}")
+log.flush()
+size, seq = path.stat().st_size, log.seq
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+# Room for about two records: the next batch is written in part, then EFBIG.
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 400, hard))
+out = {"flush_errors": 0}
+for i in range(20):                # buffer_records=8: record() itself hits the limit too
+    log.record("read.accepted", read_id=f"full{i}", pad="x" * 100)
+try:
+    log.flush()
+except AuditError as exc:
+    out["flush_errors"] += 1
+    out["error"] = str(exc)
+out["size_after_failure"] = path.stat().st_size
+out["seq_after_failure"] = log.seq
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))   # space comes back
+log.record("read.accepted", read_id="after")
+log.flush()
+log.close()
+result = verify_log(path, key.public_key())
+recs = [json.loads(line) for line in path.read_text().splitlines()]
+out.update(size=size, seq=seq, ok=result.ok, problem=result.problem,
+           seqs=[r["seq"] for r in recs],
+           ids=[r["fields"]["read_id"] for r in recs if r["event"] == "read.accepted"])
+print(json.dumps(out))
+'''
+
+
+def test_failed_write_leaves_the_chain_whole_and_is_retried(tmp_path) -> None:
+    """Regression: a failed append (EFBIG under RLIMIT_FSIZE, like a full disk) used to advance
+    seq/prev and drop the pending records first, leaving a gap (and a partial line) that
+    `plategate audit verify` rejected. Now the partial write is cut off, the chain state rolls
+    back, the records stay pending and flush() raises; the next flush writes them all."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", WRITE_FAILURE_RUNNER, str(tmp_path / "a.jsonl"),
+                           str(KEYS / "unit-TEST-ONLY.key")], capture_output=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert out["flush_errors"] == 1 and "kept pending" in out["error"]
+    assert out["size_after_failure"] == out["size"], "partial write left in the file"
+    assert out["seq_after_failure"] == out["seq"]
+    assert out["ok"], out["problem"]
+    assert out["seqs"] == list(range(1, len(out["seqs"]) + 1))
+    assert out["ids"] == [f"ok{i}" for i in range(10)] + [f"full{i}" for i in range(20)] + ["after"]

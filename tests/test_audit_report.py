@@ -29,24 +29,49 @@ class Clock:
         return self.t
 
 
-def synth_log(path: Path, seed: int, n_reads: int = 400) -> None:
+def synth_log(path: Path, seed: int, n_reads: int = 400, batched: bool = False) -> None:
+    """A random log. batched=True writes what the outbox writes: a read's decisions inside its
+    read.accepted record, and delivery.sent records listing several reads."""
     rng = random.Random(seed)
     log = AuditLog(path, clock=Clock(rng))
     log.record("policy.installed", version=1, digest="d1", source="serial")
+    unsent: dict[str, list[str]] = {dest: [] for dest in DESTS}
+
+    def send(dest: str) -> None:
+        if unsent[dest]:
+            log.record("delivery.sent", destination=dest, count=len(unsent[dest]),
+                       read_ids=unsent[dest], seqs=list(range(len(unsent[dest]))),
+                       purposes=["x"] * len(unsent[dest]), policy_versions=[1] * len(unsent[dest]))
+            unsent[dest] = []
+
     for i in range(n_reads):
         rid = f"read-{seed}-{i}"
         hit_purposes = rng.sample(PURPOSES, rng.choice([0, 0, 0, 1, 2]))
-        log.record("read.accepted", read_id=rid, camera_id="cam", hit=bool(hit_purposes), purposes=hit_purposes)
+        entries = []
+        if not batched:
+            log.record("read.accepted", read_id=rid, camera_id="cam", hit=bool(hit_purposes), purposes=hit_purposes)
         for dest, cls in DESTS.items():
             if rng.random() < 0.5:
                 shared = [p for p in hit_purposes if rng.random() < 0.8]
-                log.record("decision", read_id=rid, destination=dest, allowed=True, rule_id=f"{dest}-rule",
-                           reason="ok", purposes=shared, hit=bool(hit_purposes), dest_class=cls)
+                entries.append(dict(destination=dest, allowed=True, rule_id=f"{dest}-rule", reason="ok",
+                                    purposes=shared, dest_class=cls))
                 if rng.random() < 0.9:
-                    log.record("delivery.sent", read_id=rid, destination=dest)
+                    if batched:
+                        unsent[dest].append(rid)
+                    else:
+                        log.record("delivery.sent", read_id=rid, destination=dest)
             else:
-                log.record("decision", read_id=rid, destination=dest, allowed=False, rule_id=rng.choice(DENY_RULES),
-                           reason="no", purposes=[], hit=bool(hit_purposes), dest_class=cls)
+                entries.append(dict(destination=dest, allowed=False, rule_id=rng.choice(DENY_RULES),
+                                    reason="no", purposes=[], dest_class=cls))
+        if batched:
+            log.record("read.accepted", read_id=rid, camera_id="cam", hit=bool(hit_purposes),
+                       purposes=hit_purposes, policy_version=1, policy_digest="d1", decisions=entries)
+            for dest in DESTS:
+                if rng.random() < 0.3:
+                    send(dest)
+        else:
+            for entry in entries:
+                log.record("decision", read_id=rid, hit=bool(hit_purposes), **entry)
         if rng.random() < 0.1:
             log.record("decision", read_id=rid, destination="county-records", allowed=rng.random() < 0.5,
                        rule_id="county-all", reason="re-check", purposes=[], hit=False,
@@ -57,6 +82,8 @@ def synth_log(path: Path, seed: int, n_reads: int = 400) -> None:
             log.record("policy.refused", reason="rollback", source="mqtt")
         if rng.random() < 0.01:
             log.record("config.changed", key="mqtt.port")
+    for dest in DESTS:
+        send(dest)
     log.close()
 
 
@@ -65,6 +92,9 @@ def recount(path: Path, since: float, until: float | None) -> dict:
     recs = [json.loads(x) for x in path.read_text().splitlines()]
     recs = [r for r in recs if r["time"] >= since and (until is None or r["time"] < until)]
     dec = [r["fields"] for r in recs if r["event"] == "decision" and not r["fields"].get("recheck")]
+    # A read.accepted record carrying its decisions counts each of them.
+    dec += [dict(e, hit=r["fields"]["hit"]) for r in recs if r["event"] == "read.accepted"
+            for e in r["fields"].get("decisions", [])]
     seen = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision")}
     hits = {r["fields"]["read_id"] for r in recs if r["event"] in ("read.accepted", "decision") and r["fields"]["hit"]}
     by_purpose = Counter()
@@ -81,18 +111,21 @@ def recount(path: Path, since: float, until: float | None) -> dict:
         "by_purpose": by_purpose,
         "by_prohibition": Counter(d["rule_id"] for d in dec if not d["allowed"] and d["rule_id"].startswith("prohibition:")),
         "denied_by_dest": Counter(d["destination"] for d in dec if not d["allowed"]),
-        "sent": Counter(r["fields"]["destination"] for r in recs if r["event"] == "delivery.sent"),
+        "sent": Counter({d: sum(len(r["fields"].get("read_ids", [None])) for r in recs
+                                if r["event"] == "delivery.sent" and r["fields"]["destination"] == d)
+                         for d in {r["fields"]["destination"] for r in recs if r["event"] == "delivery.sent"}}),
         "deleted": sum(r["fields"]["count"] for r in recs if r["event"] == "retention.deleted"),
         "policy_changes": sum(r["event"].startswith("policy.") for r in recs),
         "config_changes": sum(r["event"] == "config.changed" for r in recs),
     }
 
 
+@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("window", [(None, None), (T0 + 3600 * 2, None), (T0 + 3600, T0 + 3600 * 5)])
-def test_report_equals_independent_recount(tmp_path, seed, window) -> None:
+def test_report_equals_independent_recount(tmp_path, seed, window, batched) -> None:
     path = tmp_path / "audit.jsonl"
-    synth_log(path, seed)
+    synth_log(path, seed, batched=batched)
     since, until = window
     report = build_report(path, since, until)
     expect = recount(path, since or 0.0, until)
@@ -196,3 +229,38 @@ def test_audit_verify_json(tmp_path, capsys) -> None:
         log.record("read.accepted", read_id="a", hit=False)
     assert main(["audit", "verify", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_report_counts_what_the_outbox_writes(tmp_path) -> None:
+    """The outbox audits a read's decisions inside its read.accepted record and PUBACKs in
+    batches; the report must count one decision per (read, destination) and one delivery per
+    acknowledged read all the same."""
+    import time
+
+    from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+    stack = build_stack(tmp_path / "unit")
+    try:
+        now = time.time()
+        stack.rig.install(policy_doc(1, [
+            destination_doc("city", "mqtt://127.0.0.1:1", "t/city"),
+            destination_doc("feds", "mqtt://127.0.0.1:1", "t/feds", dest_class="federal_immigration"),
+            destination_doc("state", "mqtt://127.0.0.1:1", "t/state", mode="hotlist_hits")],
+            now, prohibited_classes=["federal_immigration"]))
+        reads = [make_read(i, now, hit=i % 4 == 0) for i in range(40)]
+        for start in range(0, 40, 7):
+            stack.outbox.accept(reads[start:start + 7], now)
+        queued = stack.outbox.next_batch("city", 0, 100)
+        stack.outbox.mark_sent(queued[:25], now)
+        stack.outbox.mark_sent(queued[25:30], now)
+        stack.outbox.settle_sent(force=True)
+    finally:
+        stack.outbox.close()
+        stack.audit.close()
+    report = build_report(tmp_path / "unit" / "audit.log")
+    assert report["integrity"]["ok"]
+    assert report["reads"] == {"seen": 40, "hits": 10}
+    assert report["decisions"] == {"total": 120, "allowed": 50, "denied": 70, "rechecks": 0}
+    assert report["shares"]["by_destination"] == {"city": 40, "state": 10}
+    assert report["denials"]["by_prohibition"] == {"prohibition:class:federal_immigration": 40}
+    assert report["denials"]["by_rule"]["rule:state-rule:not-a-hit"] == 30
+    assert report["deliveries"]["sent"] == {"city": 30}

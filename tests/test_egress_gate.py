@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.audit.records import expand
 from agent.delivery.records import encode_payload
 from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.policy.model import Transport
@@ -17,8 +18,10 @@ BROKER = "mqtt://127.0.0.1:1"
 
 def audit_events(stack, event: str) -> list[dict]:
     stack.audit.flush()
-    return [r for r in map(json.loads, stack.audit.path.read_text().splitlines())
-            if r["event"] == event]
+    # Batched records (a read's decisions, a PUBACK batch) count as what they stand for.
+    return [{**r, "event": e, "fields": f}
+            for r in map(json.loads, stack.audit.path.read_text().splitlines())
+            for e, f in expand(r["event"], r["fields"]) if e == event]
 
 
 @pytest.fixture
@@ -105,3 +108,43 @@ def test_no_policy_refuses_but_keeps_the_read(stack):
     decision = stack.gate.check(delivery, now + 7200)
     assert not decision.allowed
     assert stack.outbox.read_ids() == {delivery.read_id}
+
+
+def test_stale_copy_refused_by_the_gate_does_not_purge_the_renarrowed_read(stack):
+    """Regression: a sender holds deliveries fetched before a policy change; the gate refused
+    the stale copy (fields no longer allowed) and purged the row by seq, although the outbox
+    re-check had just re-minimised that row under the new rule. An allowed read was lost.
+    Now a refusal purges only the copy it checked; the current row stays and passes."""
+    policy, delivery = queue_one(stack)
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+                                                     fields=["timestamp"])], time.time()))
+    decision, kept = stack.gate.check_for_send(delivery, time.time(),
+                                               policy.destination("city").transport)
+    assert not decision.allowed and decision.rule_id == "fields" and kept
+    (fresh,) = stack.outbox.next_batch("city", 0, 10)
+    assert set(json.loads(fresh.payload)) == {"timestamp"}
+    now = time.time()
+    assert stack.gate.check(fresh, now, stack.rig.store.active(now).destination("city").transport).allowed
+
+
+def test_destination_moved_mid_batch_keeps_its_queued_reads(stack):
+    """Regression: the same race when a policy moves a destination to another broker: the
+    in-hand copy (old transport) was refused and its row, already re-bound by the re-check to
+    the new broker, purged. The read must stay queued for the new link."""
+    policy, delivery = queue_one(stack)
+    old_transport = policy.destination("city").transport
+    stack.rig.install(policy_doc(2, [destination_doc("city", "mqtt://127.0.0.1:2", "t/city")],
+                                 time.time()))
+    decision, kept = stack.gate.check_for_send(delivery, time.time(), old_transport)
+    assert not decision.allowed and decision.rule_id == "transport" and kept
+    assert stack.outbox.depth("city") == 1
+
+
+def test_refused_current_copy_is_still_purged(stack):
+    """The conditional purge must not keep what the policy really refuses."""
+    policy, delivery = queue_one(stack)
+    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other")], time.time()))
+    # The re-check purged it already; a current copy refused by the gate is purged too.
+    assert stack.outbox.depth("city") == 0
+    decision, kept = stack.gate.check_for_send(delivery, time.time())
+    assert not decision.allowed and not kept

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.audit.records import expand
 from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
 
@@ -17,7 +18,9 @@ BROKER = "mqtt://127.0.0.1:1"   # never contacted: these tests run no sender
 def audit_events(stack, event: str | None = None) -> list[dict]:
     stack.audit.flush()
     records = [json.loads(line) for line in stack.audit.path.read_text().splitlines()]
-    return [r for r in records if event is None or r["event"] == event]
+    # Batched records (a read's decisions, a PUBACK batch) count as what they stand for.
+    return [{**r, "event": e, "fields": f} for r in records
+            for e, f in expand(r["event"], r["fields"]) if event is None or e == event]
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import pytest
 from agent.config.loader import load_config
 from agent.runtime.pipeline import build_pipeline
 
-PLATES = [f"CRS{n:04d}" for n in range(12)]
+PLATES = ["ABC1234", "XKZ5521", "7RTY093", "MNP4410", "QWE8876", "LDS2039",
+          "HJK6612", "ZUV0481", "BRT7735", "PLO3329", "GHE9954", "WYX1167"]
 FRAMES_PER_PLATE = 3
 
 
@@ -118,7 +119,7 @@ def test_stage_crash_mid_stream_loses_no_read(tmp_path, stage, method, after):
     emitted = run_to_end(pipeline)
     restarted = {s.name: s.restarts for s in pipeline.stages}
     assert restarted[stage] == 1, restarted
-    assert sorted(r.plate for r in emitted) == PLATES
+    assert sorted(r.plate for r in emitted) == sorted(PLATES)
     # every read the tracker emitted is in the outbox, exactly once
     reopened = build_pipeline(load_config(tmp_path / "unit.toml"), recognizer=ScriptedRecognizer())
     try:
@@ -144,4 +145,4 @@ def test_corrupt_frame_in_folder_is_skipped_and_counted(tmp_path):
     pipeline = build_pipeline(load_config(config), recognizer=ScriptedRecognizer())
     emitted = run_to_end(pipeline)
     assert pipeline.stats()["frames_corrupt"] == 1
-    assert sorted(r.plate for r in emitted) == PLATES
+    assert sorted(r.plate for r in emitted) == sorted(PLATES)

@@ -140,3 +140,31 @@ def test_did_you_mean(doc, dept) -> None:
 def test_unknown_key_type_refused(doc, dept, trusted) -> None:
     doc["destinations"][0]["rule"]["max_age_s"] = True
     assert refused(sign_bundle(doc, dept, validate=False), trusted).reason == "schema"
+
+
+@pytest.mark.parametrize("topic, why", [
+    ("$SYS/broker/clients", "must not start with '$'"),
+    ("$share/group/reads", "must not start with '$'"),
+    ("city//reads", "empty levels"),
+    ("/city/reads", "empty levels"),
+    ("city/reads/", "empty levels"),
+    ("city/+/reads", "wildcards"),
+    ("city/reads\x00", "NUL"),
+    ("city/\ud800", "not valid UTF-8"),
+])
+def test_bad_topic_is_refused_at_install_naming_the_destination(doc, dept, trusted, topic, why) -> None:
+    """Regression: the policy schema checked wildcards and NUL only, so a `$SYS/...` topic or
+    one with empty levels was installed and the destination then sat unserved (the delivery
+    stage refused the topic when building its link). Both now use agent/policy/topics.py."""
+    doc["destinations"][0]["transport"]["topic"] = topic
+    with pytest.raises(PolicyError) as info:
+        sign_bundle(doc, dept)
+    assert "destinations[0].transport.topic" in str(info.value) and why in str(info.value)
+    err = refused(sign_bundle(doc, dept, validate=False), trusted)
+    assert err.reason == "schema" and "'own-records'" in str(err) and why in str(err)
+
+
+def test_delivery_and_policy_share_one_topic_rule() -> None:
+    from agent.delivery import mqtt_link
+    from agent.policy import topics
+    assert mqtt_link.validate_topic is topics.validate_topic

@@ -5,8 +5,8 @@ from agent.reads import Candidate
 from agent.tracking.tracker import Sighting, WindowTracker
 
 
-def sighting(text: str, at: float, conf: float = 0.9, candidates=()) -> Sighting:
-    return Sighting(text=text, confidence=conf, seen_at=at, box=(0, 0, 100, 30), candidates=tuple(candidates))
+def sighting(text: str, at: float, conf: float = 0.9, candidates=(), box=(0, 0, 100, 30)) -> Sighting:
+    return Sighting(text=text, confidence=conf, seen_at=at, box=box, candidates=tuple(candidates))
 
 
 def test_same_plate_over_frames_is_one_read_with_first_seen_time_and_best_confidence():
@@ -49,3 +49,29 @@ def test_each_read_gets_a_unique_id():
     reads += tracker.flush(now=0, force=True)
     ids = {r.read_id for r in reads}
     assert len(ids) == 50
+
+
+def test_partial_plate_entering_the_frame_merges_and_the_whole_plate_wins():
+    tracker = WindowTracker("cam-1", merge_window_s=1.0)
+    tracker.observe(sighting("HMA066", 1.0, 0.97))
+    tracker.observe(sighting("6HMA066", 1.1, 0.93))
+    tracker.observe(sighting("6HMA06", 1.2, 0.99))
+    tracker.observe(sighting("6HNA066", 1.3, 0.60))   # one misread character
+    [read] = tracker.flush(now=0, force=True)
+    assert (read.plate, read.frames) == ("6HMA066", 4)
+
+
+def test_different_plates_in_the_same_window_stay_apart():
+    tracker = WindowTracker("cam-1", merge_window_s=5.0)
+    for i, text in enumerate(["ABC1234", "XYZ9876", "ABC1234", "KLM5555"]):
+        tracker.observe(sighting(text, 1.0 + i * 0.1))
+    assert sorted(r.plate for r in tracker.flush(now=0, force=True)) == ["ABC1234", "KLM5555", "XYZ9876"]
+
+
+def test_sequential_plates_side_by_side_are_two_reads():
+    """Fleet cars with plates one character apart, in different lanes, must not merge."""
+    tracker = WindowTracker("cam-1", merge_window_s=2.0)
+    for i in range(3):
+        tracker.observe(sighting("FLT1001", 1 + i * 0.1, box=(100, 300, 120, 40)))
+        tracker.observe(sighting("FLT1002", 1 + i * 0.1, box=(900, 310, 120, 40)))
+    assert sorted(r.plate for r in tracker.flush(now=0, force=True)) == ["FLT1001", "FLT1002"]

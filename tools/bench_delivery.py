@@ -49,6 +49,22 @@ def rss_mb() -> dict:
     return {"peak_mb": round(peak, 1), "current_mb": round(current, 1) if current else None}
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by thread name, from
+    /proc/self/task/<tid>/stat: shows which stage the CPU goes to (accept vs senders)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        tid = getattr(thread, "native_id", None)
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[thread.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def wait_drained(stack, dest_ids, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,6 +120,7 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
 
     t0 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    by_thread0 = thread_cpu_s()
     threading.Thread(target=tracker, daemon=True).start()
     accept_s, accepted, calls = 0.0, 0, 0
     while accepted < reads:
@@ -122,6 +139,7 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
     ok = wait_drained(stack, dests, 600)
     elapsed = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    by_thread = {name: cpu - by_thread0.get(name, 0.0) for name, cpu in thread_cpu_s().items()}
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     stats = stack.service.stats()
     stack.close()
@@ -134,6 +152,10 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
             "accept_busy_s": round(accept_s, 3),
             "process_cpu_s": round(cpu_s, 3),
             "cpu_us_per_read": round(cpu_s / reads * 1e6, 1),
+            "thread_cpu_us_per_read": {
+                "accept (main thread)": round(by_thread.get("MainThread", 0) / reads * 1e6, 1),
+                "senders": round(sum(v for k, v in by_thread.items() if k.startswith("sender-"))
+                                 / reads * 1e6, 1)},
             "sent": stats["sent"]}
 
 

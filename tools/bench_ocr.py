@@ -107,16 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=Path("models"), help="models folder")
     p.add_argument("--limit", type=int, default=None, help="first N crops of each set only")
     p.add_argument("--no-tesseract", action="store_true", help="skip Tesseract")
+    p.add_argument("--no-ours", action="store_true", help="skip our model (Tesseract only)")
     p.add_argument("--pin-cpu", type=int, default=None,
                    help="pin this process (and Tesseract) to one CPU core")
     args = p.parse_args(argv)
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
-    manifest = json.loads((args.models / "manifest.json").read_text())["models"]["plate_ocr"]
-    files = {manifest.get("precision", "fp32"): args.models / manifest["file"]}
-    for key in ("fp32", "int8"):
-        if f"file_{key}" in manifest:
-            files[key] = args.models / manifest[f"file_{key}"]
+    manifest, files = {}, {}
+    if not args.no_ours:
+        manifest = json.loads((args.models / "manifest.json").read_text())["models"]["plate_ocr"]
+        files = {manifest.get("precision", "fp32"): args.models / manifest["file"]}
+        for key in ("fp32", "int8"):
+            if f"file_{key}" in manifest:
+                files[key] = args.models / manifest[f"file_{key}"]
     report = {"machine": {"cpu": _cpu_name(), "python": platform.python_version(),
                           "threads": 1, "pinned_cpu": args.pin_cpu},
               "model_version": manifest.get("version"), "sets": {}}

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.audit.records import expand  # noqa: E402
 from agent.policy.bundle import sign_bundle  # noqa: E402
 from agent.policy.signing import load_private_key  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, find_mosquitto  # noqa: E402
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "demo", help="working folder (recreated)")
     parser.add_argument("--clip-dir", type=Path, default=ROOT / "var" / "clip",
                         help="where the generated replay clip is kept between runs")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="models folder (manifest.json)")
     parser.add_argument("--timeout", type=float, default=180, help="longest run of the agent, seconds")
     args = parser.parse_args()
 
@@ -46,7 +48,7 @@ def main() -> int:
     work: Path = args.work
     clip = args.clip_dir / f"demo-{CLIP_SEED}.mp4"
     if not clip.exists():
-        print(f"generating the replay clip {clip.relative_to(ROOT)} (seed {CLIP_SEED}) ...", flush=True)
+        print(f"generating the replay clip {clip} (seed {CLIP_SEED}) ...", flush=True)
         clip.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(ROOT / "tools" / "synth" / "make_clip.py"), "--out", str(clip),
                         "--seed", str(CLIP_SEED)], check=True)
@@ -62,7 +64,7 @@ def main() -> int:
         bundle.write_bytes(sign_bundle(policy, load_private_key(TEST_KEY)))
         config = work / "plategate.toml"
         config.write_text(DEMO_CONFIG.format(clip=clip, state=work / "state", bundle=bundle, pub=TEST_PUB,
-                                             models=ROOT / "models", port=broker.port))
+                                             models=args.models, port=broker.port))
         received = subscribe_all(broker)
         print(f"agent: replaying {clip.name} with policy '{policy['agency']}' v{policy['version']} "
               f"on a local broker at port {broker.port} ...", flush=True)
@@ -141,10 +143,11 @@ def summarise(policy: dict, received: dict[str, list[dict]], audit_path: Path) -
     if audit_path.exists():
         for line in audit_path.read_text().splitlines():
             record = json.loads(line)
-            fields = record.get("fields", record)
-            if record.get("event") == "decision" and not fields.get("recheck"):
-                verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
-                decisions[fields.get("destination")][verdict] += 1
+            # A read's decisions may sit inside its read.accepted record (agent.audit.records).
+            for event, fields in expand(record.get("event"), record.get("fields", record)):
+                if event == "decision" and not fields.get("recheck"):
+                    verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
+                    decisions[fields.get("destination")][verdict] += 1
     topics = {d["transport"]["topic"] for d in policy["destinations"]}
     summary = {"destinations": [], "unexpected_topics": sorted(t for t in received if t not in topics
                                                                 and not t.endswith(("/status", "/heartbeat")))}

@@ -21,6 +21,7 @@ written in batches, and ``flush()`` (called by the outbox before it commits) mak
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import logging
@@ -64,9 +65,45 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
+# One encoder for every record: json.dumps() with options builds a new JSONEncoder per call,
+# which was a fifth of the cost of a small record.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=_json_default)
+
+
+# Stands in for a JSONFragment while the record is encoded; random per process, so no field
+# value can be mistaken for it.
+_FRAGMENT_MARK = "\x00plategate-fragment-%s-" % os.urandom(8).hex()
+
+
+class JSONFragment:
+    """A field value encoded once and written as it is into every record that carries it.
+
+    For values repeated across many records (the outbox's per-read decision lists are the
+    same for every read a policy treats alike): encoding them again for each record was
+    the largest part of its cost. Made only from a value, with the log's own encoder, so
+    the record stays valid JSON and reads back as that value.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: object) -> None:
+        self.text = _ENCODER.encode(value)
+
+    def __repr__(self) -> str:
+        return f"JSONFragment({self.text})"
+
+
 def _encode(seq: int, t: float, event: str, fields: dict, prev: str) -> tuple[bytes, str]:
-    body = json.dumps({"seq": seq, "time": t, "event": event, "fields": fields, "prev": prev},
-                      separators=(",", ":"), ensure_ascii=True, default=_json_default).encode("ascii")
+    fragments = [(k, v) for k, v in fields.items() if type(v) is JSONFragment]
+    if fragments:
+        fields = dict(fields)
+        for i, (key, _value) in enumerate(fragments):
+            fields[key] = f"{_FRAGMENT_MARK}{i}"
+    text = _ENCODER.encode({"seq": seq, "time": t, "event": event, "fields": fields,
+                            "prev": prev})
+    for i, (_key, value) in enumerate(fragments):
+        text = text.replace(_ENCODER.encode(f"{_FRAGMENT_MARK}{i}"), value.text, 1)
+    body = text.encode("ascii")
     digest = hashlib.sha256(body).hexdigest()
     return body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
 
@@ -120,6 +157,7 @@ class AuditLog:
         self._buffer_records = max(1, buffer_records)
         self._lock = threading.Lock()
         self._pending: list[tuple[float, str, dict]] = []
+        self._good_end: int | None = None   # set after a failed write: cut the file back to it
         self._closed = False
         self._dirty = False
         self._sealed_dirty = False  # records durable in the log but not yet in the head
@@ -189,7 +227,13 @@ class AuditLog:
                 raise AuditError(f"{self.path}: audit log is closed (event={event})")
             self._pending.append((t, event, fields))
             if len(self._pending) >= self._buffer_records:
-                self._write_pending()
+                try:
+                    self._write_pending()
+                except AuditError as exc:
+                    # The records stay pending (see _write_pending); flush() reports the
+                    # failure to whoever is about to rely on them being durable.
+                    log.error("audit write failed; records kept pending path=%s pending=%d "
+                              "error=%s", self.path, len(self._pending), exc)
 
     def _append(self, t: float, event: str, fields: dict) -> bytes:
         self._seq += 1
@@ -206,25 +250,62 @@ class AuditLog:
             "signature": base64.b64encode(sig).decode("ascii")})
 
     def _write_pending(self, *, final_checkpoint: bool = False) -> None:
+        """Hash the pending records into the chain and append them in one write.
+
+        All or nothing: if the write fails (disk full, EFBIG from a file-size limit, I/O
+        error), whatever part of it reached the file is cut off again, the chain state
+        (seq, prev, checkpoint count) is rolled back and the records stay pending, so a later
+        successful write continues the chain without a gap and the caller, told by
+        AuditError, does not acknowledge anything that relied on them.
+        """
         if not self._pending and not final_checkpoint:
             return
+        if self._good_end is not None:
+            self._repair()
+        state = (self._seq, self._prev, self._since_checkpoint)
         out: list[bytes] = []
         for t, event, fields in self._pending:
             out.append(self._append(t, event, fields))
             self._since_checkpoint += 1
             if self._key is not None and self._since_checkpoint >= self._checkpoint_every:
                 out.append(self._checkpoint_line(t))
-        self._pending.clear()
         if final_checkpoint and self._key is not None and self._since_checkpoint:
             out.append(self._checkpoint_line(self._clock()))
-        if out:
-            try:
-                data = memoryview(b"".join(out))
-                while data:
-                    data = data[self._fh.write(data):]
-            except OSError as exc:
-                raise AuditError(f"{self.path}: cannot append audit records ({exc})") from exc
-            self._dirty = True
+        if not out:
+            return
+        try:
+            start = os.fstat(self._fh.fileno()).st_size
+        except OSError as exc:
+            self._seq, self._prev, self._since_checkpoint = state
+            raise AuditError(f"{self.path}: cannot append audit records ({exc})") from exc
+        try:
+            data = memoryview(b"".join(out))
+            while data:
+                written = self._fh.write(data)
+                if not written:
+                    raise OSError(errno.ENOSPC, "no bytes written")
+                data = data[written:]
+        except OSError as exc:
+            self._seq, self._prev, self._since_checkpoint = state
+            self._good_end = start
+            self._repair()
+            raise AuditError(f"{self.path}: cannot append audit records ({exc}); "
+                             f"{len(self._pending)} record(s) kept pending") from exc
+        self._pending.clear()
+        self._dirty = True
+
+    def _repair(self) -> None:
+        """Cut a failed write's partial bytes off the end of the file (shrinking a file works
+        on a full disk and under a size limit). If even that fails, it is tried again before
+        the next write, which is refused until then."""
+        try:
+            os.ftruncate(self._fh.fileno(), self._good_end)
+        except OSError as exc:
+            log.error("audit log cannot cut a failed write path=%s offset=%d error=%s",
+                      self.path, self._good_end, exc)
+            raise AuditError(f"{self.path}: cannot cut a failed write back to byte "
+                             f"{self._good_end} ({exc})") from exc
+        self._good_end = None
 
     def flush(self) -> None:
         """Write and fdatasync everything recorded so far (the outbox calls this before it

@@ -6,6 +6,8 @@ Plate text, images and HMAC keys never go into the audit log.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from agent.audit import events
 from agent.policy.model import Decision, Destination
 from agent.reads import ReadEvent
@@ -28,3 +30,37 @@ def record_read(audit, read: ReadEvent) -> None:
     """Audit that the tracker accepted a read (counted as 'reads seen' in the report)."""
     audit.record(events.READ_ACCEPTED, read_id=read.read_id, camera_id=read.camera_id, hit=read.is_hit,
                  purposes=sorted({h.purpose for h in read.hits}))
+
+
+def expand(event: str, fields: dict) -> Iterator[tuple[str, dict]]:
+    """The per-decision / per-delivery records one log record stands for.
+
+    The outbox writes batched forms to keep audit cost per read low (docs/audit.md):
+    ``read.accepted`` with a ``decisions`` list (one entry per destination, with the read's
+    read_id, hit, policy_version and policy_digest implied), and ``delivery.sent`` with
+    ``read_ids`` (one delivery per id, with ``seqs``/``purposes``/``policy_versions`` in the
+    same order). This yields the equivalent single records, so counting code sees one
+    ``decision`` per decision and one ``delivery.sent`` per delivery whichever form was
+    written. Other records are yielded as they are.
+    """
+    if event == events.READ_ACCEPTED and isinstance(fields.get("decisions"), list):
+        yield event, {k: v for k, v in fields.items() if k != "decisions"}
+        common = {"read_id": fields.get("read_id"), "hit": fields.get("hit"),
+                  "policy_version": fields.get("policy_version"),
+                  "policy_digest": fields.get("policy_digest")}
+        for entry in fields["decisions"]:
+            if isinstance(entry, dict):
+                yield events.DECISION, {**common, **entry}
+        return
+    if event == events.DELIVERY_SENT and isinstance(fields.get("read_ids"), list):
+        read_ids = fields["read_ids"]
+        columns = {name: fields.get(plural) for name, plural in
+                   (("seq", "seqs"), ("purposes", "purposes"), ("policy_version", "policy_versions"))}
+        for i, read_id in enumerate(read_ids):
+            one = {"read_id": read_id, "destination": fields.get("destination")}
+            for name, values in columns.items():
+                if isinstance(values, list) and len(values) == len(read_ids):
+                    one[name] = values[i]
+            yield event, one
+        return
+    yield event, fields

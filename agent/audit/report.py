@@ -3,6 +3,10 @@
 Everything here is recomputed from the audit log's records (no other state), so an outside
 auditor holding only the log file can reproduce every number. Counting rules (docs/audit.md):
 
+Batched records count as what they stand for (``agent.audit.records.expand``): a
+``read.accepted`` with a ``decisions`` list counts as that read plus one ``decision`` per
+entry, a ``delivery.sent`` with ``read_ids`` as one delivery per id.
+
 - reads seen: distinct read_id over ``read.accepted`` and ``decision`` records;
   hits: those of them recorded with ``hit`` true;
 - decisions: ``decision`` records, except re-checks (``recheck`` true: a queued delivery
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from agent.audit import events
 from agent.audit.log import verify_log
+from agent.audit.records import expand
 
 ALL_READS = "(all reads)"
 
@@ -78,49 +83,50 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
             records += 1
             first_time = t if first_time is None else first_time
             last_time = t
-            if event in (events.READ_ACCEPTED, events.DECISION):
-                rid = str(f.get("read_id"))
-                reads.add(rid)
-                if f.get("hit"):
-                    hits.add(rid)
-            if event == events.DECISION and f.get("recheck"):
-                rechecks += 1  # a queued delivery re-decided after a policy change, not a new share
-            elif event == events.DECISION:
-                decisions += 1
-                dest = str(f.get("destination") or "(no destination: no policy)")
-                if f.get("allowed"):
-                    allowed += 1
-                    by_dest[dest] += 1
-                    by_class[str(f.get("dest_class"))] += 1
-                    for purpose in (f.get("purposes") or [ALL_READS]):
-                        by_purpose[str(purpose)] += 1
-                else:
-                    denied += 1
-                    rule = str(f.get("rule_id"))
-                    denied_by_rule[rule] += 1
-                    denied_by_dest[dest] += 1
-                    if rule.startswith("prohibition:"):
-                        denied_by_prohibition[rule] += 1
-            elif event == events.DELIVERY_SENT:
-                sent[str(f.get("destination"))] += 1
-            elif event == events.DELIVERY_REFUSED:
-                refused[str(f.get("destination"))] += 1
-            elif event == events.DELIVERY_PURGED:
-                purged[str(f.get("destination"))] += 1
-            elif event == events.OUTBOX_EVICTED:
-                evicted[str(f.get("destination"))] += 1
-            elif event == events.RETENTION_DELETED:
-                deletion_events += 1
-                deleted += int(f.get("count", 0) or 0)
-            elif event == events.CONFIG_CHANGED:
-                config_changes += 1
-            elif event in (events.POLICY_INSTALLED, events.POLICY_REFUSED, events.POLICY_EXPIRED):
-                policy_changes.append({"time": _iso(t), "event": event, "version": f.get("version"),
-                                       "digest": f.get("digest"), "reason": f.get("reason"),
-                                       "source": f.get("source")})
-            elif event in (events.HOTLIST_INSTALLED, events.HOTLIST_REFUSED, events.HOTLIST_STALE):
-                hotlists.append({"time": _iso(t), "event": event, "list_id": f.get("list_id"),
-                                 "version": f.get("version"), "reason": f.get("reason")})
+            for event, f in expand(event, f):
+                if event in (events.READ_ACCEPTED, events.DECISION):
+                    rid = str(f.get("read_id"))
+                    reads.add(rid)
+                    if f.get("hit"):
+                        hits.add(rid)
+                if event == events.DECISION and f.get("recheck"):
+                    rechecks += 1  # a queued delivery re-decided after a policy change, not a new share
+                elif event == events.DECISION:
+                    decisions += 1
+                    dest = str(f.get("destination") or "(no destination: no policy)")
+                    if f.get("allowed"):
+                        allowed += 1
+                        by_dest[dest] += 1
+                        by_class[str(f.get("dest_class"))] += 1
+                        for purpose in (f.get("purposes") or [ALL_READS]):
+                            by_purpose[str(purpose)] += 1
+                    else:
+                        denied += 1
+                        rule = str(f.get("rule_id"))
+                        denied_by_rule[rule] += 1
+                        denied_by_dest[dest] += 1
+                        if rule.startswith("prohibition:"):
+                            denied_by_prohibition[rule] += 1
+                elif event == events.DELIVERY_SENT:
+                    sent[str(f.get("destination"))] += 1
+                elif event == events.DELIVERY_REFUSED:
+                    refused[str(f.get("destination"))] += 1
+                elif event == events.DELIVERY_PURGED:
+                    purged[str(f.get("destination"))] += 1
+                elif event == events.OUTBOX_EVICTED:
+                    evicted[str(f.get("destination"))] += 1
+                elif event == events.RETENTION_DELETED:
+                    deletion_events += 1
+                    deleted += int(f.get("count", 0) or 0)
+                elif event == events.CONFIG_CHANGED:
+                    config_changes += 1
+                elif event in (events.POLICY_INSTALLED, events.POLICY_REFUSED, events.POLICY_EXPIRED):
+                    policy_changes.append({"time": _iso(t), "event": event, "version": f.get("version"),
+                                           "digest": f.get("digest"), "reason": f.get("reason"),
+                                           "source": f.get("source")})
+                elif event in (events.HOTLIST_INSTALLED, events.HOTLIST_REFUSED, events.HOTLIST_STALE):
+                    hotlists.append({"time": _iso(t), "event": event, "list_id": f.get("list_id"),
+                                     "version": f.get("version"), "reason": f.get("reason")})
     report = {
         "schema": "plategate.transparency/1",
         "log": str(path),

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+
 from agent.delivery.records import Delivery, transport_digest
+from agent.policy.engine import decide
+from agent.policy.minimise import payload_conforms
 from agent.policy.model import Decision, Policy, Transport
 
 log = logging.getLogger(__name__)
@@ -28,16 +32,12 @@ log = logging.getLogger(__name__)
 # Refusals that keep the delivery queued: with no valid policy (none, not yet valid,
 # expired) the outbox holds reads for a policy to come instead of losing them.
 HOLD_RULES = frozenset({"default-deny:no-policy", "policy:not-yet-valid", "policy:expired"})
+# Payload conformance results remembered (see EgressGate._conformance); a few windows' worth.
+CONFORMANCE_CACHE_SIZE = 4096
 
 
-def _decide(read, destination, policy, now) -> Decision:
-    from agent.policy.engine import decide
-    return decide(read, destination, policy, now)
-
-
-def _payload_conforms(payload: dict, decision: Decision, destination) -> str | None:
-    from agent.policy.minimise import payload_conforms
-    return payload_conforms(payload, decision, destination)
+_decide = decide
+_payload_conforms = payload_conforms
 
 
 class EgressGate:
@@ -49,6 +49,8 @@ class EgressGate:
         self.outbox = outbox
         self.refused = 0
         self.passed = 0
+        self._conformance_cache: dict[tuple, tuple[str, str] | None] = {}
+        self._cache_lock = threading.Lock()
 
     def attach(self, outbox) -> None:
         """Give the gate the outbox it purges refused deliveries from."""
@@ -59,11 +61,19 @@ class EgressGate:
 
         A refusal is audited and the delivery purged (see the module docstring).
         """
+        return self.check_for_send(delivery, now, transport)[0]
+
+    def check_for_send(self, delivery: Delivery, now: float,
+                       transport: Transport | None = None) -> tuple[Decision, bool]:
+        """check(), plus whether a refused delivery is still queued: held (no valid policy)
+        or, if the copy in hand is stale (fetched before a policy change re-minimised or
+        re-bound the queued row), left for the sender to fetch and check again. A sender
+        that gets (refused, True) must not send anything after it before it has (order)."""
         policy = self.policy_store.active(now)
         decision = self._evaluate(delivery, policy, now, transport)
         if decision.allowed:
             self.passed += 1
-            return decision
+            return decision, True
         self.refused += 1
         log.warning("delivery refused dest=%s read_id=%s reason=%s", delivery.destination_id,
                     delivery.read_id, decision.reason)
@@ -71,9 +81,16 @@ class EgressGate:
                           destination=delivery.destination_id, rule_id=decision.rule_id,
                           reason=decision.reason,
                           policy_version=policy.version if policy else None)
-        if self.outbox is not None and decision.rule_id not in HOLD_RULES:
-            self.outbox.purge_delivery(delivery, f"gate: {decision.reason}", now)
-        return decision
+        kept = decision.rule_id in HOLD_RULES
+        if self.outbox is not None and not kept:
+            # Only the copy checked here is purged: a row the policy re-check has re-minimised
+            # or re-bound since it was fetched is an allowed read still (no loss).
+            kept = self.outbox.purge_delivery(delivery, f"gate: {decision.reason}",
+                                              now) == "changed"
+            if kept:
+                log.info("refused copy was stale; queued row kept dest=%s read_id=%s seq=%d",
+                         delivery.destination_id, delivery.read_id, delivery.seq)
+        return decision, kept
 
     def _evaluate(self, delivery: Delivery, policy: Policy | None, now: float,
                   transport: Transport | None) -> Decision:
@@ -96,16 +113,45 @@ class EgressGate:
         decision = _decide(delivery.read, dest, policy, now)
         if not decision.allowed:
             return decision
-        try:
-            payload = json.loads(delivery.payload)
-        except ValueError as exc:
-            return Decision(False, frozenset(), "integrity", f"stored payload unreadable: {exc}")
-        if not isinstance(payload, dict):
-            return Decision(False, frozenset(), "integrity", "stored payload is not an object")
         # Checked under every digest: a payload minimised under an older policy passes only
         # if the fresh decision still allows every field it carries, in the form it has
         # (plate clear or hashed, location grid, hit purposes).
-        problem = _payload_conforms(payload, decision, dest)
+        problem = self._conformance(delivery.payload, decision, dest)
         if problem is not None:
-            return Decision(False, frozenset(), "fields", f"stored payload: {problem}")
+            return Decision(False, frozenset(), problem[0], problem[1])
         return decision
+
+    def _conformance(self, payload_bytes: bytes, decision: Decision,
+                     dest) -> tuple[str, str] | None:
+        """(rule_id, reason) if the stored payload does not conform to `decision`, else None.
+
+        A pure function of the payload bytes and the parts of the decision and rule that
+        payload_conforms() reads, so its result is remembered under exactly those: the
+        destinations that share a rule share one projection of a read (the outbox stores
+        the same bytes for each), and each check after the first is a dictionary look-up.
+        """
+        rule = dest.rule
+        key = (payload_bytes, decision.fields, decision.purposes, rule.plate_form,
+               rule.location_precision_m)
+        try:
+            return self._conformance_cache[key]
+        except KeyError:
+            pass
+        result: tuple[str, str] | None = None
+        try:
+            payload = json.loads(payload_bytes)
+        except ValueError as exc:
+            result = ("integrity", f"stored payload unreadable: {exc}")
+        else:
+            if not isinstance(payload, dict):
+                result = ("integrity", "stored payload is not an object")
+            else:
+                problem = _payload_conforms(payload, decision, dest)
+                if problem is not None:
+                    result = ("fields", f"stored payload: {problem}")
+        with self._cache_lock:               # senders of several destinations share it
+            cache = self._conformance_cache
+            while len(cache) >= CONFORMANCE_CACHE_SIZE:
+                del cache[next(iter(cache))]     # oldest first (dicts keep insertion order)
+            cache[key] = result
+        return result

@@ -30,14 +30,16 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.policy.model import Transport
+from agent.policy.topics import MAX_TOPIC_BYTES, validate_topic  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-MAX_TOPIC_BYTES = 65535
+MAX_PAYLOAD_BYTES = 268435455 - 65535 - 1024   # MQTT's largest packet, less topic and properties
 PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -53,28 +55,6 @@ class IdentityError(LinkError):
         super().__init__(message)
         self.expected = expected
         self.got = got
-
-
-def validate_topic(topic: str) -> str:
-    """Return `topic` if it is a valid, fixed publish topic; raise ValueError saying why not.
-
-    Topics come from the policy only (never from plate text): no wildcards, no `$`
-    prefix (broker-internal topics), no empty levels, no NUL, at most 65535 UTF-8 bytes.
-    """
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"topic {topic!r}: must be a non-empty string")
-    if "+" in topic or "#" in topic:
-        raise ValueError(f"topic {topic!r}: must not contain MQTT wildcards (+, #)")
-    if topic.startswith("$"):
-        raise ValueError(f"topic {topic!r}: must not start with '$' (broker-internal topics)")
-    if "\x00" in topic:
-        raise ValueError(f"topic {topic!r}: must not contain NUL")
-    if any(level == "" for level in topic.split("/")):
-        raise ValueError(f"topic {topic!r}: must not have empty levels (leading, trailing or '//')")
-    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        raise ValueError(f"topic of {len(topic.encode('utf-8'))} bytes: longer than "
-                         f"{MAX_TOPIC_BYTES} bytes")
-    return topic
 
 
 def parse_broker_url(url: str) -> tuple[bool, str, int]:
@@ -183,6 +163,7 @@ class _PinnedClient(mqtt.Client):
         self._rbuf = bytearray()
         self._wbuf = bytearray()
         self._batching = False
+        self._fast_mids: set[int] = set()   # QoS 1 PUBLISHes framed by publish_qos1()
 
     def _create_socket(self):  # noqa: D401 - paho internal hook
         sock = super()._create_socket()
@@ -229,16 +210,88 @@ class _PinnedClient(mqtt.Client):
 
     def flush_writes(self) -> bool:
         """Send what was coalesced; True when nothing is left (False: socket buffer full)."""
-        while self._wbuf:
-            try:
-                sent = super()._sock_send(self._wbuf)
-            except BlockingIOError:
-                return False
-            del self._wbuf[:sent]
-        return True
+        wrote = False
+        try:
+            while self._wbuf:
+                try:
+                    sent = super()._sock_send(self._wbuf)
+                except BlockingIOError:
+                    return False
+                del self._wbuf[:sent]
+                wrote = True
+            return True
+        finally:
+            if wrote:   # paho's keepalive: a PINGREQ is due only after keepalive idle seconds
+                with self._msgtime_mutex:
+                    self._last_msg_out = mqtt.time_func()
+
+    def publish_qos1(self, topic16: bytes, payload: bytes, packed_properties: bytes) -> int | None:
+        """Frame one QoS 1 PUBLISH (MQTT 5.0 s. 3.3 / 3.1.1 s. 3.3) onto the coalesced write
+        buffer; returns its packet id, or None when there is no socket.
+
+        paho's publish() builds a message object, a message-info object with its own
+        threading.Condition, a queued-packet dict and a debug log call per message, which
+        was about half of the CPU of sending. Messages framed here are not kept by paho:
+        each connection is a fresh client and the outbox re-sends what was not
+        acknowledged, so paho's own retry queue is never needed. Their PUBACKs come back
+        through `fast_ack` (see _handle_pubackcomp). `topic16` is the topic as an MQTT
+        string (length-prefixed), `packed_properties` b"" for MQTT 3.1.1.
+        """
+        if self._sock is None:
+            return None
+        mid = self._mid_generate()
+        self._fast_mids.add(mid)
+        remaining = len(topic16) + 2 + len(packed_properties) + len(payload)
+        self._wbuf += b"\x32" + _varint(remaining) + topic16 + mid.to_bytes(2, "big") \
+            + packed_properties + payload
+        if not self._batching:
+            self.flush_writes()
+        return mid
 
     def pending_read(self) -> int:
         return len(self._rbuf)
+
+    def fill_read(self) -> bool:
+        """One non-blocking recv into the read buffer. False when the socket reported EOF or
+        an error: paho's loop_read() must then run to see it for itself."""
+        try:
+            data = super()._sock_recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._rbuf += data
+        return True
+
+    def read_pubacks(self) -> int:
+        """Handle the success PUBACKs of publish_qos1() messages at the front of the read
+        buffer without paho (three reads and a dispatch per packet there); stop at the
+        first other packet, which loop_read() then handles. Returns how many."""
+        if self.fast_ack is None or self._in_packet["command"] != 0:
+            return 0          # paho is in the middle of a packet: let it finish
+        buf, mids, ack = self._rbuf, self._fast_mids, self.fast_ack
+        end, pos, count = len(buf), 0, 0
+        while pos + 4 <= end and buf[pos] == 0x40:
+            size = buf[pos + 1]
+            if size == 3:       # with a reason code: only success codes (< 0x80) here
+                if pos + 5 > end or buf[pos + 4] >= 0x80:
+                    break
+            elif size != 2:
+                break
+            mid = (buf[pos + 2] << 8) | buf[pos + 3]
+            if mid not in mids:
+                break
+            mids.discard(mid)
+            ack(mid)
+            pos += 2 + size
+            count += 1
+        if pos:
+            del buf[:pos]
+            with self._msgtime_mutex:
+                self._last_msg_in = mqtt.time_func()
+        return count
 
     # A success PUBACK (MQTT 5 without properties, or 3.1.1) is the common case,
     # and paho builds two ReasonCode and two Properties objects to decode each one. With
@@ -247,6 +300,20 @@ class _PinnedClient(mqtt.Client):
 
     def _handle_pubackcomp(self, cmd):  # noqa: D401 - paho internal hook
         packet = self._in_packet["packet"]
+        if self.fast_ack is not None and cmd == "PUBACK" and len(packet) >= 2:
+            mid = (packet[0] << 8) | packet[1]
+            if mid in self._fast_mids:
+                # A message framed by publish_qos1(): paho does not know it, so its PUBACK,
+                # success or failure, is decoded here (failures and properties by paho's
+                # decoder) and handed to fast_ack.
+                self._fast_mids.discard(mid)
+                if len(packet) == 2 or (len(packet) == 3 and packet[2] < 0x80):
+                    self.fast_ack(mid)
+                else:
+                    result = _packet.decode_puback(self._in_packet["command"], packet,
+                                                   self._protocol)
+                    self.fast_ack(mid, result.reason.value, str(result.reason))
+                return mqtt.MQTT_ERR_SUCCESS
         # 2 bytes: mid only (success); 3 bytes: mid + a success reason code such as 0x10
         # "no matching subscribers"; anything else (failures, properties) goes to paho.
         if self.fast_ack is None or cmd != "PUBACK" or not (
@@ -288,6 +355,19 @@ def _utf8_cached(text: str) -> bytes:
     return _utf8(text)
 
 
+def pack_publish_properties(expiry_s: int | None, user_properties,
+                            content_type: str = "application/json") -> bytes:
+    """The PUBLISH properties block (length included) the delivery stage sends: payload
+    format indicator (1), message expiry interval (2), content type (3), user properties (38)."""
+    body = b"\x01\x01"
+    if expiry_s is not None:
+        body += b"\x02" + struct.pack("!L", expiry_s)
+    body += b"\x03" + _utf8_cached(content_type)
+    for key, value in user_properties:
+        body += b"\x26" + _utf8_cached(key) + _utf8(value)
+    return _varint(len(body)) + body
+
+
 class PublishProperties(Properties):
     """MQTT 5 PUBLISH properties encoded once, up front.
 
@@ -301,13 +381,8 @@ class PublishProperties(Properties):
     def __init__(self, expiry_s: int | None, user_properties: list[tuple[str, str]],
                  content_type: str = "application/json") -> None:
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        body = b"\x01\x01"
-        if expiry_s is not None:
-            body += b"\x02" + struct.pack("!L", expiry_s)
-        body += b"\x03" + _utf8_cached(content_type)
-        for key, value in user_properties:
-            body += b"\x26" + _utf8_cached(key) + _utf8(value)
-        object.__setattr__(self, "_packed", _varint(len(body)) + body)
+        object.__setattr__(self, "_packed", pack_publish_properties(expiry_s, user_properties,
+                                                                    content_type))
         object.__setattr__(self, "_user_properties", list(user_properties))
         object.__setattr__(self, "_expiry", expiry_s)
 
@@ -380,6 +455,7 @@ class MqttLink:
         self.transport = transport
         self.credentials = credentials or DestinationCredentials()
         self.topic = validate_topic(transport.topic)
+        self._topic16 = _utf8(self.topic)
         self.tls, self.host, self.port = parse_broker_url(transport.broker_url)
         if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
             raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
@@ -403,8 +479,8 @@ class MqttLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._lost = str(reason_code)
 
-    def _on_fast_ack(self, mid: int) -> None:
-        self.acks.append(Ack(mid, True, 0, "Success"))
+    def _on_fast_ack(self, mid: int, code: int = 0, reason: str = "Success") -> None:
+        self.acks.append(Ack(mid, code < 0x80, code, reason))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         code = getattr(reason_code, "value", 0)
@@ -499,19 +575,24 @@ class MqttLink:
         """Queue one QoS 1 message on the live connection; returns its mid (ack via `acks`)."""
         if not self.connected or self.client is None:
             raise LinkError(f"destination {self.destination_id}: not connected")
-        props = None
+        props = b""
         if self.protocol == mqtt.MQTTv5:
             expiry = None if expiry_s is None else max(1, min(int(math.ceil(expiry_s)), 2**32 - 1))
-            props = PublishProperties(expiry, [("purpose", purpose),
-                                               ("policy_version", str(policy_version)),
-                                               ("read_id", read_id)])
-        info = self.client.publish(self.topic, payload, qos=1, retain=False, properties=props)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise LinkError(f"destination {self.destination_id}: publish failed: "
-                            f"{mqtt.error_string(info.rc)}")
-        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            props = pack_publish_properties(expiry, (("purpose", purpose),
+                                                     ("policy_version", str(policy_version)),
+                                                     ("read_id", read_id)))
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise LinkError(f"destination {self.destination_id}: message of {len(payload)} "
+                            f"bytes is larger than MQTT allows")
+        try:
+            mid = self.client.publish_qos1(self._topic16, payload, props)
+        except OSError as exc:
+            self._lost = self._lost or f"send failed: {exc}"
+            raise LinkError(f"destination {self.destination_id}: publish failed: {exc}") from exc
+        if mid is None:
             self._lost = self._lost or "connection lost"
-        return info.mid
+            raise LinkError(f"destination {self.destination_id}: not connected")
+        return mid
 
     def begin_batch(self) -> None:
         """Publishes until end_batch() are written to the socket together."""
@@ -561,7 +642,22 @@ class MqttLink:
             return
         rc = mqtt.MQTT_ERR_SUCCESS
         if sock in readable or buffered():
-            rc = client.loop_read()
+            healthy = client.pending_read() > 0 or client.fill_read()
+            client.read_pubacks()
+            if healthy and not buffered():
+                rc = mqtt.MQTT_ERR_SUCCESS      # every byte read was a PUBACK
+            else:
+                rc = client.loop_read()
+            # paho reads one packet per loop_read() when it tracks no messages itself (it
+            # sizes the round by its own queues, and publish_qos1 messages are not in
+            # them): read on while whole packets wait in the buffer, so a burst of PUBACKs
+            # is handled in one round instead of one per select().
+            rounds = 0
+            while rc == mqtt.MQTT_ERR_SUCCESS and client.pending_read() > 0 and rounds < 4096:
+                if client.read_pubacks() and not client.pending_read():
+                    break
+                rc = client.loop_read()
+                rounds += 1
         if rc == mqtt.MQTT_ERR_SUCCESS and writable:
             try:
                 client.flush_writes()

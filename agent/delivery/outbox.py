@@ -26,8 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.audit.log import JSONFragment
 from agent.delivery.records import (Delivery, decode_read, encode_payload, encode_read,
                                     purpose_for, transport_digest)
+from agent.policy.engine import decide
+from agent.policy.minimise import project_fields
 from agent.policy.model import Decision, Destination, Policy, Retention
 from agent.reads import ReadEvent
 
@@ -103,15 +106,10 @@ class OutboxFull(OutboxError):
         self.hits_refused = hits_refused
 
 
-def _decide(read: ReadEvent, destination: Destination, policy: Policy, now: float) -> Decision:
-    from agent.policy.engine import decide
-    return decide(read, destination, policy, now)
-
-
-def _project(read: ReadEvent, decision: Decision, destination: Destination,
-             hmac_key: bytes | None) -> dict:
-    from agent.policy.minimise import project_fields
-    return project_fields(read, decision, destination, hmac_key)
+# Module-level names, not imports inside a wrapper: an import statement runs on every call
+# and cost as much as the decision itself.
+_decide = decide
+_project = project_fields
 
 
 class Outbox:
@@ -305,12 +303,17 @@ class Outbox:
                                               max_bytes=self.max_bytes)
                             continue
                         self._evict_for(conn, size, now)
-                    self._audit_plans(read, policy, plans)
+                    # One record per read carrying its per-destination decisions: a
+                    # quarter of the hashing and encoding of one record per decision, and
+                    # the report counts each entry as a decision (docs/audit.md).
                     self.audit.record("read.accepted", read_id=read.read_id,
                                       camera_id=read.camera_id, hit=read.is_hit,
                                       purposes=sorted({h.purpose for h in read.hits}),
                                       held=policy is None,
-                                      destinations=[p[0].id for p in allowed])
+                                      destinations=[p[0].id for p in allowed],
+                                      policy_version=policy.version if policy else None,
+                                      policy_digest=policy.digest if policy else None,
+                                      decisions=_decision_fragment(read, policy, plans))
                     if not keep:
                         continue
                     read_rows.append((read.read_id, read.seen_at, now, int(read.is_hit),
@@ -379,22 +382,41 @@ class Outbox:
 
     def _plan(self, read: ReadEvent, policy: Policy | None,
               now: float) -> list[tuple[Destination, Decision, bytes]]:
-        """One (destination, decision, payload) per destination of the policy; payload b"" if denied."""
+        """One (destination, decision, payload) per destination of the policy; payload b"" if denied.
+
+        Destinations whose rules cut the read the same way share one projection (see
+        _projection_key): the payload is a function of that key and the read alone.
+        """
         if policy is None:
             return []
         plans = []
+        payloads: dict[tuple, bytes] = {}
         for dest in policy.destinations:
-            decision, payload = self._decide_and_project(read, dest, policy, now)
+            decision, payload = self._decide_and_project(read, dest, policy, now, payloads)
             plans.append((dest, decision, payload))
         return plans
 
+    def _projection_key(self, dest: Destination, decision: Decision) -> tuple:
+        """Everything project_fields() reads besides the read itself (the HMAC key only
+        when the plate is hashed; the destination id only appears in its errors)."""
+        rule = dest.rule
+        key = self.hmac_keys.get(dest.id) if rule.plate_form != "clear" else None
+        return (decision.fields & rule.fields, rule.plate_form, key,
+                rule.location_precision_m, decision.purposes)
+
     def _decide_and_project(self, read: ReadEvent, dest: Destination, policy: Policy,
-                            now: float) -> tuple[Decision, bytes]:
+                            now: float, payloads: dict[tuple, bytes] | None = None
+                            ) -> tuple[Decision, bytes]:
         decision = _decide(read, dest, policy, now)
         if not decision.allowed:
             return decision, b""
+        key = self._projection_key(dest, decision) if payloads is not None else None
+        if key is not None and key in payloads:
+            return decision, payloads[key]
         try:
             payload = encode_payload(_project(read, decision, dest, self.hmac_keys.get(dest.id)))
+            if key is not None:
+                payloads[key] = payload
         except ValueError as exc:  # PolicyError (e.g. no_hmac_key): fail closed
             reason = getattr(exc, "reason", "projection_failed")
             log.error("projection refused read_id=%s dest=%s reason=%s", read.read_id, dest.id,
@@ -403,20 +425,11 @@ class Outbox:
         return decision, payload
 
     def _audit_plans(self, read: ReadEvent, policy: Policy | None, plans) -> None:
-        if policy is None:
-            self.audit.record("decision", read_id=read.read_id, destination=None, allowed=False,
-                              rule_id="default-deny:no-policy",
-                              reason="no valid policy; read held locally", hit=read.is_hit,
-                              purposes=sorted({h.purpose for h in read.hits}),
-                              policy_version=None, fields=[])
-            return
-        for dest, decision, _payload in plans:
-            self.audit.record("decision", read_id=read.read_id, destination=dest.id,
-                              allowed=decision.allowed, rule_id=decision.rule_id,
-                              reason=decision.reason, purposes=sorted(decision.purposes),
-                              hit=read.is_hit, dest_class=dest.dest_class,
-                              policy_version=policy.version, policy_digest=policy.digest,
-                              fields=sorted(decision.fields))
+        """One `decision` record per entry (held reads decided when a policy arrives)."""
+        for entry in _decision_entries(read, policy, plans):
+            self.audit.record("decision", read_id=read.read_id, hit=read.is_hit,
+                              policy_version=policy.version if policy else None,
+                              policy_digest=policy.digest if policy else None, **entry)
 
     def _insert_deliveries(self, conn: sqlite3.Connection, read: ReadEvent,
                            policy: Policy | None, plans, now: float) -> None:
@@ -475,19 +488,35 @@ class Outbox:
 
     def next_batch(self, destination_id: str, after_seq: int, limit: int) -> list[Delivery]:
         """The next queued deliveries of one destination, in order, after `after_seq`."""
+        # The full reads are fetched only for those not in the decoded-read cache (the
+        # destinations of a read are usually sent close together): copying every read's
+        # blob out of SQLite for every destination cost more than the rest of the query.
         with self._rlock:
-            rows = self._rconn.execute(
-                "SELECT d.seq, d.destination, d.read_id, d.policy_digest, d.policy_version,"
-                " d.transport_digest, d.purpose, d.payload, r.data, d.created_at"
-                " FROM deliveries d JOIN reads r ON r.read_id = d.read_id"
-                " WHERE d.destination=? AND d.seq>? ORDER BY d.seq LIMIT ?",
-                (destination_id, after_seq, limit)).fetchall()
-        sent = self._sent_seqs
+            conn = self._rconn
+            conn.execute("BEGIN")        # one snapshot for both queries
+            try:
+                rows = conn.execute(
+                    "SELECT seq, destination, read_id, policy_digest, policy_version,"
+                    " transport_digest, purpose, payload, created_at FROM deliveries"
+                    " WHERE destination=? AND seq>? ORDER BY seq LIMIT ?",
+                    (destination_id, after_seq, limit)).fetchall()
+                sent = self._sent_seqs
+                rows = [r for r in rows if r[0] not in sent]
+                with self._cache_lock:
+                    reads = {r[2]: self._cache.get(r[2]) for r in rows}
+                missing = [rid for rid, read in reads.items() if read is None]
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start:start + 500]
+                    for rid, data in conn.execute(
+                            f"SELECT read_id, data FROM reads WHERE read_id IN "
+                            f"({','.join('?' * len(chunk))})", chunk):
+                        reads[rid] = self._cached_read(rid, data)
+            finally:
+                conn.execute("COMMIT")
         return [Delivery(seq=r[0], destination_id=r[1], read_id=r[2], policy_digest=r[3],
                          policy_version=r[4], transport_digest=r[5], purpose=r[6],
-                         payload=bytes(r[7]), read=self._cached_read(r[2], r[8]),
-                         created_at=r[9])
-                for r in rows if r[0] not in sent]
+                         payload=bytes(r[7]), read=reads[r[2]], created_at=r[8])
+                for r in rows if reads.get(r[2]) is not None]
 
     def mark_sent(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Record deliveries the broker acknowledged (PUBACK): audited as delivery.sent now,
@@ -500,9 +529,17 @@ class Outbox:
         """
         if not deliveries:
             return
+        # One record per PUBACK batch and destination, listing its reads in order (the
+        # report counts each read_id as one delivery; docs/audit.md).
+        by_dest: dict[str, list[Delivery]] = {}
         for d in deliveries:
-            self.audit.record("delivery.sent", read_id=d.read_id, destination=d.destination_id,
-                              purposes=d.purpose, policy_version=d.policy_version, seq=d.seq)
+            by_dest.setdefault(d.destination_id, []).append(d)
+        for dest_id, batch in by_dest.items():
+            self.audit.record("delivery.sent", destination=dest_id, count=len(batch),
+                              read_ids=[d.read_id for d in batch],
+                              seqs=[d.seq for d in batch],
+                              purposes=[d.purpose for d in batch],
+                              policy_versions=[d.policy_version for d in batch])
         with self._pending_lock:
             if not self._sent_pending:
                 self._sent_since = time.monotonic()
@@ -542,13 +579,30 @@ class Outbox:
                 " RETURNING size", ids).fetchall()
             self._bytes -= sum(r[0] for r in freed)
 
-    def purge_delivery(self, delivery: Delivery, reason: str, now: float) -> None:
-        """Delete one delivery that may no longer be sent (audited as delivery.purged)."""
+    def purge_delivery(self, delivery: Delivery, reason: str, now: float) -> str:
+        """Delete one delivery that may no longer be sent (audited as delivery.purged), but
+        only the copy that was checked: returns "purged", "gone" (nothing queued under that
+        seq any more) or "changed" (the queued row was re-minimised or re-bound since it was
+        fetched, by the re-check after a policy change; it stays, to be checked afresh)."""
         with self._lock:
+            outcome = "gone"
+
             def work(conn: sqlite3.Connection) -> None:
+                nonlocal outcome
+                row = conn.execute("SELECT policy_digest, transport_digest, payload FROM"
+                                   " deliveries WHERE seq=?", (delivery.seq,)).fetchone()
+                if row is None:
+                    return
+                if (row[0], row[1], bytes(row[2])) != (delivery.policy_digest,
+                                                       delivery.transport_digest,
+                                                       delivery.payload):
+                    outcome = "changed"
+                    return
                 self._purge_one(conn, delivery.seq, delivery.read_id, delivery.destination_id,
                                 reason)
+                outcome = "purged"
             self._write(work, "purge_delivery")
+            return outcome
 
     def _purge_one(self, conn: sqlite3.Connection, seq: int, read_id: str, destination_id: str,
                    reason: str) -> None:
@@ -759,6 +813,41 @@ class Outbox:
         """Every read id still stored (tests and the soak runner)."""
         with self._rlock:
             return {r[0] for r in self._rconn.execute("SELECT read_id FROM reads")}
+
+
+_ENTRIES_CACHE: dict[tuple, JSONFragment] = {}
+_ENTRIES_CACHE_SIZE = 256
+
+
+def _decision_fragment(read: ReadEvent, policy: Policy | None, plans) -> JSONFragment:
+    """_decision_entries() encoded once per distinct outcome: every read a policy treats
+    alike (e.g. all non-hits) has the same entries, so the audit log writes the cached
+    encoding instead of encoding them again (see JSONFragment)."""
+    if policy is None:
+        key: tuple = (None, tuple(sorted({h.purpose for h in read.hits})))
+    else:
+        key = (policy.digest, tuple((dest.id, dest.dest_class, decision)
+                                    for dest, decision, _payload in plans))
+    fragment = _ENTRIES_CACHE.get(key)
+    if fragment is None:
+        fragment = JSONFragment(_decision_entries(read, policy, plans))
+        if len(_ENTRIES_CACHE) >= _ENTRIES_CACHE_SIZE:
+            _ENTRIES_CACHE.clear()
+        _ENTRIES_CACHE[key] = fragment
+    return fragment
+
+
+def _decision_entries(read: ReadEvent, policy: Policy | None, plans) -> list[dict]:
+    """The audit form of a read's decisions: one entry per destination of the policy, or
+    one "no policy" entry (the read is held)."""
+    if policy is None:
+        return [{"destination": None, "allowed": False, "rule_id": "default-deny:no-policy",
+                 "reason": "no valid policy; read held locally",
+                 "purposes": sorted({h.purpose for h in read.hits}), "fields": []}]
+    return [{"destination": dest.id, "allowed": decision.allowed, "rule_id": decision.rule_id,
+             "reason": decision.reason, "purposes": sorted(decision.purposes),
+             "dest_class": dest.dest_class, "fields": sorted(decision.fields)}
+            for dest, decision, _payload in plans]
 
 
 def _valid(policy: Policy | None, now: float) -> Policy | None:

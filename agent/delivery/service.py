@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 WINDOW = 256            # messages in flight per destination (the sender bounds it, not paho)
 IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
+REWIND_WAIT_S = 0.05    # wait before re-fetching a refused delivery that stayed queued
 
 
 def expiry_seconds(delivery: Delivery, dest: Destination, policy: Policy, now: float) -> float:
@@ -66,6 +67,7 @@ class _Sender:
         self._stalled = False
         self._kick = False                    # a policy change: retry at once, not after backoff
         self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
+        self._rewound = False                 # a refused delivery stayed queued: re-fetch
 
     def start(self) -> None:
         self.thread.start()
@@ -141,6 +143,13 @@ class _Sender:
             self._flush_acked(force=True)
             self._stalled, self.cursor = False, 0   # retry from the head of the queue
         published = self._publish_some(link, policy, dest, now)
+        if self._rewound:
+            # A refused delivery stays queued (see _publish_some): give the policy re-check
+            # a moment to finish before fetching it again, without missing PUBACKs.
+            self._rewound = False
+            link.poll(REWIND_WAIT_S, self.wake)
+            self._handle_acks(link)
+            return
         if not published:
             # Nothing more to send now: sleep until a PUBACK, new work or a stop request.
             link.poll(IDLE_WAIT_S if not self.inflight else ACK_POLL_S * 10, self.wake)
@@ -194,15 +203,29 @@ class _Sender:
         link.begin_batch()
         try:
             for delivery in batch:
-                self.cursor = delivery.seq
-                decision = gate.check(delivery, now, dest.transport)
+                decision, queued = gate.check_for_send(delivery, now, dest.transport)
                 if not decision.allowed:
                     self.refused += 1
+                    if queued:
+                        # Held, or a stale copy of a row a policy change re-wrote: nothing
+                        # after it goes out before it (order); it is fetched again shortly.
+                        self._rewound = True
+                        break
+                    self.cursor = delivery.seq
                     continue
-                mid = link.publish(build_message(delivery), read_id=delivery.read_id,
-                                   purpose=delivery.purpose,
-                                   policy_version=delivery.policy_version,
-                                   expiry_s=expiry_seconds(delivery, dest, policy, now))
+                self.cursor = delivery.seq
+                try:
+                    mid = link.publish(build_message(delivery), read_id=delivery.read_id,
+                                       purpose=delivery.purpose,
+                                       policy_version=delivery.policy_version,
+                                       expiry_s=expiry_seconds(delivery, dest, policy, now))
+                except LinkError as exc:
+                    # Connection gone under us: the next poll drops the link and the next
+                    # connection starts again from the head of the queue.
+                    self.last_error = str(exc)
+                    log.warning("publish failed dest=%s read_id=%s error=%s",
+                                self.destination_id, delivery.read_id, exc)
+                    break
                 self.inflight[mid] = delivery
                 count += 1
         finally:

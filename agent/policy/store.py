@@ -144,7 +144,7 @@ class PolicyStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            log.warning("no persisted policy path=%s; sharing nothing until one is installed", path)
+            log.info("no persisted policy path=%s; sharing nothing until one is installed", path)
             return None
         with self._lock:
             try:

@@ -140,9 +140,12 @@ class RecognizeStage(Stage):
             self.failed_frames += 1
             self._pending = None
             return
+        height, width = frame.image.shape[:2]
         for hit in self.recognizer.recognize(frame.image):
             if hit.confidence < self.min_confidence or not hit.text:
                 continue
+            if _touches_edge(hit.box, width, height):
+                continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
             self.sightings.put(_sighting(frame, hit))
         self.frames_done += 1
         self._pending = None
@@ -258,6 +261,11 @@ class AcceptStage(Stage):
         log.critical("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
                      len(hits), len(batch) - len(hits), exc)
         self.stop_requested.wait(1.0)
+
+
+def _touches_edge(box: Any, width: int, height: int, margin: int = 2) -> bool:
+    x, y, w, h = (int(v) for v in box)
+    return x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin
 
 
 def _sighting(frame: Frame, hit: Any) -> Sighting:
