@@ -158,6 +158,7 @@ class MosquittoBroker:
     acl: str | None = None
     passwords: dict[str, str] | None = None
     persistence: bool = False
+    max_inflight: int = 0          # mosquitto max_inflight_messages (MQTT 5 Receive Maximum)
     binary: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -186,7 +187,7 @@ class MosquittoBroker:
             f"log_dest file {self.log_path}",
             "log_type all",
             "max_queued_messages 0",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {self.max_inflight}",
             f"listener {self.port} 127.0.0.1",
         ]
         if os.geteuid() == 0:

@@ -236,6 +236,31 @@ def test_prepacked_publish_properties_match_paho():
     ref.ContentType = "application/json"
     ref.UserProperty = user
     assert PublishProperties(3600, user).pack() == ref.pack()
+    from agent.delivery.mqtt_link import _publish_properties
+    assert _publish_properties(3600, "stolen_vehicle", 3, "r1") == ref.pack()
+
+
+def test_framed_publish_matches_paho_packet():
+    """publish_qos1 frames PUBLISH itself; the bytes must be what paho would have sent."""
+    import paho.mqtt.client as mqtt
+
+    from agent.delivery.mqtt_link import _PinnedClient, _publish_properties, _utf8
+    for protocol, props in ((mqtt.MQTTv5, _publish_properties(60, "p", 1, "r1")),
+                            (mqtt.MQTTv311, b"")):
+        ours = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
+        ours.buffered_io = True
+        ours._sock = object()               # "connected": frames go to the write buffer
+        ours.begin_batch()
+        payload = b"x" * 300                # a two-byte remaining length
+        mid = ours.publish_qos1(_utf8("pg/city/reads"), payload, props)
+        theirs = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
+        theirs._sock = object()
+        theirs._packet_queue = lambda command, packet, mid, qos, info=None: \
+            setattr(theirs, "framed", bytes(packet)) or mqtt.MQTT_ERR_SUCCESS
+        theirs._send_publish(mid, b"pg/city/reads", payload, 1, False, False, None,
+                             type("P", (), {"pack": lambda self: props})() if props else None)
+        assert bytes(ours._wbuf) == theirs.framed
+        ours._sock = theirs._sock = None
 
 
 @pytest.mark.integration
@@ -258,3 +283,28 @@ def test_clean_stop_mid_stream_then_restart_loses_nothing(mosquitto, collector_f
         assert wait_drained(second, "city")
     finally:
         second.close()
+
+
+@pytest.mark.integration
+def test_in_flight_window_respects_the_brokers_receive_maximum(broker_factory, collector_factory,
+                                                                 stack_factory, monkeypatch):
+    """Regression: the sender kept up to its own window of QoS 1 messages in flight whatever
+    Receive Maximum the broker's CONNACK gave (MQTT 5 s. 3.2.2.3.3): a protocol error that a
+    strict broker answers by disconnecting, so a backlog never drained. It is now the bound."""
+    from agent.delivery import service
+    broker = broker_factory(max_inflight=10)
+    sub = collector_factory(broker)
+    most = [0]
+    real = service._Sender._publish_some
+
+    def publish_some(sender, link, policy, dest, now):
+        count = real(sender, link, policy, dest, now)
+        most[0] = max(most[0], len(sender.inflight))
+        return count
+
+    monkeypatch.setattr(service._Sender, "_publish_some", publish_some)
+    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads"))
+    ids = accept(stack, range(300))
+    assert sub.wait_count(300, timeout=30)
+    assert dedupe(read_ids(sub.snapshot())) == ids
+    assert 0 < most[0] <= 10

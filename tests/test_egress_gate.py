@@ -1,7 +1,6 @@
 """The egress gate re-decides every message against the policy active at send time."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -80,7 +79,7 @@ def test_stale_clear_plate_refused_when_rule_now_hashes(stack):
 
 def test_tampered_payload_is_refused(stack):
     policy, delivery = queue_one(stack, fields=["timestamp"])
-    forged = dataclasses.replace(delivery, payload=encode_payload(
+    forged = delivery._replace(payload=encode_payload(
         {"timestamp": "2026-01-01T00:00:00.000Z", "plate": "ABC123"}))
     decision = stack.gate.check(forged, time.time())
     assert not decision.allowed and "plate" in decision.reason
@@ -148,3 +147,20 @@ def test_refused_current_copy_is_still_purged(stack):
     assert stack.outbox.depth("city") == 0
     decision, kept = stack.gate.check_for_send(delivery, time.time())
     assert not decision.allowed and not kept
+
+
+def test_refusal_before_the_recheck_ran_leaves_the_row_to_it(stack):
+    """Regression (same loss, narrower window): the policy store makes a new policy active
+    before it tells the outbox, so the gate could refuse a row (made under the old policy)
+    and purge it before the re-check re-minimised it. Rows not yet re-checked are left to it."""
+    policy, delivery = queue_one(stack)
+    real_recheck = stack.outbox.recheck
+    stack.outbox.recheck = lambda policy, now: None          # the re-check has not run yet
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+                                                     fields=["timestamp"])], time.time()))
+    decision, kept = stack.gate.check_for_send(delivery, time.time())
+    assert not decision.allowed and decision.rule_id == "fields" and kept
+    now = time.time()
+    real_recheck(stack.rig.store.active(now), now)           # ... and now it has
+    (fresh,) = stack.outbox.next_batch("city", 0, 10)
+    assert set(json.loads(fresh.payload)) == {"timestamp"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -173,5 +174,46 @@ def test_destination_moved_to_another_broker_takes_its_backlog_along(broker_fact
         assert {m.topic for m in new_sub.snapshot()} == {"pg/city/v2"}
         time.sleep(1.0)
         assert old_sub.snapshot() == []
+    finally:
+        stack.close()
+
+
+@pytest.mark.integration
+def test_revocation_while_a_batch_is_being_framed_sends_none_of_it(broker_factory,
+                                                                     collector_factory,
+                                                                     tmp_path: Path):
+    """Regression: a sender checks a whole batch at the gate, then writes it in one send; a
+    revocation that landed between the first check and the write let the messages checked
+    before it go out after the destination was removed. The batch is now withdrawn when the
+    policy changed while it was framed, and checked again under the new policy."""
+    broker = broker_factory()
+    sub = collector_factory(broker)
+    stack = build_stack(tmp_path / "unit")
+    stack.rig.install(policy_doc(1, [destination_doc("city", broker.url, "pg/city/reads")],
+                                 time.time()))
+    gate = stack.gate
+    real_check = gate.check_for_send
+    revoked = threading.Event()
+
+    def check_then_revoke(delivery, now, transport=None):
+        result = real_check(delivery, now, transport)
+        if not revoked.is_set():          # the first message passed under policy 1 ...
+            revoked.set()                 # ... and policy 2 (city removed) lands right after
+            stack.rig.install(policy_doc(2, [destination_doc("other", broker.url, "pg/o")],
+                                         time.time()))
+        return result
+
+    gate.check_for_send = check_then_revoke
+    try:
+        now = time.time()
+        stack.outbox.accept([make_read(i, now) for i in range(20)], now)
+        stack.service.start()
+        assert revoked.wait(10)
+        deadline = time.monotonic() + 10
+        while stack.outbox.depth("city") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stack.outbox.depth("city") == 0          # purged by the re-check, audited
+        time.sleep(0.5)
+        assert [m for m in sub.snapshot() if m.topic == "pg/city/reads"] == []
     finally:
         stack.close()

@@ -182,7 +182,9 @@ def test_generators_reach_allowed_decisions() -> None:
     """Guard against a vacuous property test: the strategies must produce allowed shares."""
     allowed = 0
 
-    @settings(max_examples=400, deadline=None, database=None)
+    # derandomize: a fixed example sequence, so this guard cannot fail by chance (it did,
+    # rarely, with random draws).
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True)
     @given(cases())
     def count(case) -> None:
         nonlocal allowed

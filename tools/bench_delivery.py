@@ -10,6 +10,8 @@ Prints one JSON object:
 - drain: time for a backlog of N queued reads (queued while the broker was down) to drain
   once the broker is back;
 - rss: the process's peak resident set size;
+- thread_cpu_us_per_read (in throughput): CPU per read of the accepting thread and of the
+  sender threads together, from /proc/self/task (where the CPU goes);
 - raw_paho_qos1: bare paho QoS 1 to the same broker under the same load, for comparison.
 
 Usage: nice -n 10 .venv/bin/python tools/bench_delivery.py [--reads 20000] [--backlog 100000]

@@ -287,7 +287,7 @@ def time_frame_sizes(models_dir: Path, repeats: int = 15) -> dict:
 # --------------------------------------------------------------------------- scoring
 
 def score(system, items) -> dict:
-    found = top1 = top5 = plates = detections = 0
+    found = found50 = top1 = top5 = plates = detections = 0
     times = []
     for path, labels in items:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -301,12 +301,14 @@ def score(system, items) -> dict:
             if best is None or iou(best.box, box) < IOU_MATCH:
                 continue
             found += 1
+            found50 += iou(best.box, box) >= 0.5
             if best.texts and best.texts[0] == text:
                 top1 += 1
             if text in best.texts[:5]:
                 top5 += 1
     return {
         "detection_recall": round(found / max(plates, 1), 4),
+        "detection_recall_iou50": round(found50 / max(plates, 1), 4),
         "top1_accuracy": round(top1 / max(plates, 1), 4),
         "top5_accuracy": round(top5 / max(plates, 1), 4),
         "detections_per_image": round(detections / max(len(items), 1), 3),

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.vision.detector import decode_heatmap, iou_xyxy, nms  # noqa: E402
+from agent.vision.detector import iou_xyxy  # noqa: E402
 
 log = logging.getLogger("train_detector")
 

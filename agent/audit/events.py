@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 DECISION = "decision"                    # read_id, destination, allowed, rule_id, reason, purposes, hit, dest_class
-READ_ACCEPTED = "read.accepted"          # read_id, camera_id, hit, purposes (hit purposes)
+READ_ACCEPTED = "read.accepted"          # read_id, camera_id, hit, purposes (hit purposes);
+#                                          outbox: + decisions (list, see records.expand)
 POLICY_INSTALLED = "policy.installed"    # version, digest, signer, agency, source, expires_at
 POLICY_REFUSED = "policy.refused"        # reason, detail, source
 POLICY_EXPIRED = "policy.expired"        # version, digest
@@ -12,7 +13,8 @@ HOTLIST_STALE = "hotlist.stale"          # list_id, version, issued_at, max_stal
 RETENTION_DELETED = "retention.deleted"  # count, hits, oldest_age_s, where
 DELIVERY_PURGED = "delivery.purged"      # read_id, destination, rule_id, reason
 DELIVERY_REFUSED = "delivery.refused"    # read_id, destination, reason
-DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes
+DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes; or batched:
+#                                          destination, read_ids, seqs, purposes, policy_versions
 OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
 OUTBOX_REFUSED = "outbox.refused"        # read_id, reason (full, write_failed), bytes, max_bytes
 OUTBOX_FULL = "outbox.full"              # bytes, max_bytes, reason (alarm)

@@ -158,6 +158,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self._pending: list[tuple[float, str, dict]] = []
         self._good_end: int | None = None   # set after a failed write: cut the file back to it
+        self._unwritten = bytearray()       # chained lines a failed write left to write
+        self._unwritten_records = 0
         self._closed = False
         self._dirty = False
         self._sealed_dirty = False  # records durable in the log but not yet in the head
@@ -182,6 +184,7 @@ class AuditLog:
             # flushed as durable, so cutting it loses nothing that was acknowledged.
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
+        self._file_seq = self._seq
         self._since_checkpoint = 0
         # Unbuffered: each batch goes to the kernel in whole records (one write per batch), so a
         # killed process never leaves half a record behind; only power loss can.
@@ -253,45 +256,49 @@ class AuditLog:
         """Hash the pending records into the chain and append them in one write.
 
         All or nothing: if the write fails (disk full, EFBIG from a file-size limit, I/O
-        error), whatever part of it reached the file is cut off again, the chain state
-        (seq, prev, checkpoint count) is rolled back and the records stay pending, so a later
-        successful write continues the chain without a gap and the caller, told by
-        AuditError, does not acknowledge anything that relied on them.
+        error), whatever part of it reached the file is cut off again and the records stay
+        in memory, already chained (`_unwritten`), so the next attempt writes exactly the
+        same lines followed by the newer ones: no gap, no record hashed twice (a unit whose
+        disk stays full does not spend ever more CPU re-hashing a growing backlog), and the
+        caller, told by AuditError, acknowledges nothing that relied on them.
         """
-        if not self._pending and not final_checkpoint:
+        if self._pending or final_checkpoint:
+            out = self._unwritten
+            for t, event, fields in self._pending:
+                out += self._append(t, event, fields)
+                self._since_checkpoint += 1
+                if self._key is not None and self._since_checkpoint >= self._checkpoint_every:
+                    out += self._checkpoint_line(t)
+            if final_checkpoint and self._key is not None and self._since_checkpoint:
+                out += self._checkpoint_line(self._clock())
+            self._unwritten_records += len(self._pending)
+            self._pending.clear()
+        if not self._unwritten:
             return
         if self._good_end is not None:
             self._repair()
-        state = (self._seq, self._prev, self._since_checkpoint)
-        out: list[bytes] = []
-        for t, event, fields in self._pending:
-            out.append(self._append(t, event, fields))
-            self._since_checkpoint += 1
-            if self._key is not None and self._since_checkpoint >= self._checkpoint_every:
-                out.append(self._checkpoint_line(t))
-        if final_checkpoint and self._key is not None and self._since_checkpoint:
-            out.append(self._checkpoint_line(self._clock()))
-        if not out:
-            return
         try:
             start = os.fstat(self._fh.fileno()).st_size
         except OSError as exc:
-            self._seq, self._prev, self._since_checkpoint = state
             raise AuditError(f"{self.path}: cannot append audit records ({exc})") from exc
         try:
-            data = memoryview(b"".join(out))
-            while data:
-                written = self._fh.write(data)
-                if not written:
-                    raise OSError(errno.ENOSPC, "no bytes written")
-                data = data[written:]
+            data = memoryview(self._unwritten)
+            try:
+                while data:
+                    written = self._fh.write(data)
+                    if not written:
+                        raise OSError(errno.ENOSPC, "no bytes written")
+                    data = data[written:]
+            finally:
+                data.release()          # the buffer may grow again only once released
         except OSError as exc:
-            self._seq, self._prev, self._since_checkpoint = state
             self._good_end = start
             self._repair()
             raise AuditError(f"{self.path}: cannot append audit records ({exc}); "
-                             f"{len(self._pending)} record(s) kept pending") from exc
-        self._pending.clear()
+                             f"{self._unwritten_records} record(s) kept pending") from exc
+        self._unwritten.clear()
+        self._unwritten_records = 0
+        self._file_seq = self._seq
         self._dirty = True
 
     def _repair(self) -> None:
@@ -359,7 +366,7 @@ class AuditLog:
     @property
     def seq(self) -> int:
         """Seq of the last record written to the file (pending records not counted)."""
-        return self._seq
+        return self._file_seq
 
 
 # --- verification ---------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class EgressGate:
             return Decision(False, frozenset(), "not_listed",
                             f"destination {delivery.destination_id} is not in policy "
                             f"v{policy.version}")
-        if transport is not None and transport != dest.transport:
+        if transport is not None and transport is not dest.transport and transport != dest.transport:
             return Decision(False, frozenset(), "transport",
                             "the link's transport differs from the policy's for this destination")
         if delivery.transport_digest != transport_digest(dest.transport):

@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.policy.model import Transport
-from agent.policy.topics import MAX_TOPIC_BYTES, validate_topic  # noqa: F401 (re-exported)
+from agent.policy.topics import validate_topic  # also imported from here by status.py
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,14 @@ class _PinnedClient(mqtt.Client):
         self._wbuf = bytearray()
         self._batching = False
         self._fast_mids: set[int] = set()   # QoS 1 PUBLISHes framed by publish_qos1()
+        self._batch_start = 0                 # write-buffer length when the batch began
+        self._batch_mids: list[int] = []      # messages framed since begin_batch()
 
     def _create_socket(self):  # noqa: D401 - paho internal hook
         sock = super()._create_socket()
         self._rbuf.clear()
         self._wbuf.clear()
+        self._fast_mids.clear()
         if isinstance(sock, ssl.SSLSocket):
             der = sock.getpeercert(binary_form=True)
             self.peer_pin = spki_sha256_of_der_cert(der) if der else None
@@ -203,6 +206,18 @@ class _PinnedClient(mqtt.Client):
 
     def begin_batch(self) -> None:
         self._batching = self.buffered_io
+        self._batch_start = len(self._wbuf)
+        self._batch_mids = []
+
+    def discard_batch(self) -> list[int]:
+        """Take back every message framed since begin_batch(): none of it has reached the
+        socket (a batch is written only by end_batch()). Returns their packet ids."""
+        if not self._batching:
+            return []
+        del self._wbuf[self._batch_start:]
+        mids, self._batch_mids = self._batch_mids, []
+        self._fast_mids.difference_update(mids)
+        return mids
 
     def end_batch(self) -> None:
         self._batching = False
@@ -244,7 +259,9 @@ class _PinnedClient(mqtt.Client):
         remaining = len(topic16) + 2 + len(packed_properties) + len(payload)
         self._wbuf += b"\x32" + _varint(remaining) + topic16 + mid.to_bytes(2, "big") \
             + packed_properties + payload
-        if not self._batching:
+        if self._batching:
+            self._batch_mids.append(mid)
+        else:
             self.flush_writes()
         return mid
 
@@ -368,6 +385,27 @@ def pack_publish_properties(expiry_s: int | None, user_properties,
     return _varint(len(body)) + body
 
 
+_FORMAT_AND_TYPE = b"\x01\x01"
+_CONTENT_TYPE = b"\x03" + _utf8("application/json")
+_READ_ID_KEY = b"\x26" + _utf8("read_id")
+
+
+@functools.lru_cache(maxsize=64)
+def _purpose_and_version(purpose: str, policy_version: int) -> bytes:
+    return (b"\x26" + _utf8("purpose") + _utf8(purpose) + b"\x26" + _utf8("policy_version")
+            + _utf8(str(policy_version)))
+
+
+def _publish_properties(expiry_s: int | None, purpose: str, policy_version: int,
+                        read_id: str) -> bytes:
+    """pack_publish_properties(expiry_s, [("purpose", …), ("policy_version", …), ("read_id",
+    …)]) byte for byte, with the parts shared by many messages encoded once (per message)."""
+    body = (_FORMAT_AND_TYPE + (b"" if expiry_s is None else b"\x02" + struct.pack("!L", expiry_s))
+            + _CONTENT_TYPE + _purpose_and_version(purpose, policy_version)
+            + _READ_ID_KEY + _utf8(read_id))
+    return _varint(len(body)) + body
+
+
 class PublishProperties(Properties):
     """MQTT 5 PUBLISH properties encoded once, up front.
 
@@ -469,12 +507,17 @@ class MqttLink:
         self.connected = False
         self.peer_pin: str | None = None
         self.acks: deque[Ack] = deque()
+        self.receive_maximum = 65535          # from CONNACK (MQTT 5); see _on_connect
         self._connack: tuple[bool, str] | None = None
         self._lost: str | None = None
 
     # paho callbacks: append only, never block or raise
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connack = (not reason_code.is_failure, str(reason_code))
+        # MQTT 5: the broker's Receive Maximum bounds our QoS 1 messages in flight (more
+        # is a protocol error a strict broker disconnects for); absent means 65535.
+        limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        self.receive_maximum = int(limit) if isinstance(limit, int) and limit > 0 else 65535
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._lost = str(reason_code)
@@ -578,9 +621,7 @@ class MqttLink:
         props = b""
         if self.protocol == mqtt.MQTTv5:
             expiry = None if expiry_s is None else max(1, min(int(math.ceil(expiry_s)), 2**32 - 1))
-            props = pack_publish_properties(expiry, (("purpose", purpose),
-                                                     ("policy_version", str(policy_version)),
-                                                     ("read_id", read_id)))
+            props = _publish_properties(expiry, purpose, policy_version, read_id)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise LinkError(f"destination {self.destination_id}: message of {len(payload)} "
                             f"bytes is larger than MQTT allows")
@@ -598,6 +639,11 @@ class MqttLink:
         """Publishes until end_batch() are written to the socket together."""
         if self.client is not None:
             self.client.begin_batch()
+
+    def discard_batch(self) -> list[int]:
+        """Withdraw the messages published since begin_batch() (nothing of them was sent);
+        returns their mids. For a sender whose policy changed while it framed the batch."""
+        return self.client.discard_batch() if self.client is not None else []
 
     def end_batch(self) -> None:
         if self.client is None:

@@ -583,9 +583,11 @@ class Outbox:
         """Delete one delivery that may no longer be sent (audited as delivery.purged), but
         only the copy that was checked: returns "purged", "gone" (nothing queued under that
         seq any more) or "changed" (the queued row was re-minimised or re-bound since it was
-        fetched, by the re-check after a policy change; it stays, to be checked afresh)."""
+        fetched, or was made under another policy than the active one, whose re-check is
+        still to come; it stays, for the re-check and a fresh look by the gate)."""
         with self._lock:
             outcome = "gone"
+            active = self.policy_store.active(now)
 
             def work(conn: sqlite3.Connection) -> None:
                 nonlocal outcome
@@ -596,6 +598,11 @@ class Outbox:
                 if (row[0], row[1], bytes(row[2])) != (delivery.policy_digest,
                                                        delivery.transport_digest,
                                                        delivery.payload):
+                    outcome = "changed"
+                    return
+                if active is not None and row[0] != active.digest:
+                    # The policy store installs first and then tells the outbox, so a sender
+                    # can see the new policy before the re-check has re-minimised this row.
                     outcome = "changed"
                     return
                 self._purge_one(conn, delivery.seq, delivery.read_id, delivery.destination_id,

@@ -28,7 +28,8 @@ from agent.policy.model import Destination, Policy
 
 log = logging.getLogger(__name__)
 
-WINDOW = 256            # messages in flight per destination (the sender bounds it, not paho)
+WINDOW = 1024           # messages in flight per destination (the sender bounds it, not paho),
+                        # at most the broker's Receive Maximum; a backlog drains per round trip
 IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
 REWIND_WAIT_S = 0.05    # wait before re-fetching a refused delivery that stayed queued
@@ -194,7 +195,7 @@ class _Sender:
         self._backoff.reset()
 
     def _publish_some(self, link: MqttLink, policy: Policy, dest: Destination, now: float) -> int:
-        room = WINDOW - len(self.inflight)
+        room = min(WINDOW, link.receive_maximum) - len(self.inflight)
         if room <= 0:
             return 0
         batch = self.service.outbox.next_batch(self.destination_id, self.cursor, room)
@@ -228,6 +229,17 @@ class _Sender:
                     break
                 self.inflight[mid] = delivery
                 count += 1
+            if count and self.service.policy_store.active(time.time()) is not policy:
+                # The policy changed while this batch was checked and framed: nothing of it
+                # has reached the socket yet, so withdraw it all and check it again under
+                # the new policy (a revoked destination must not get even one more message).
+                withdrawn = [self.inflight.pop(mid) for mid in link.discard_batch()
+                             if mid in self.inflight]
+                if withdrawn:
+                    self.cursor = min(d.seq for d in withdrawn) - 1
+                    count -= len(withdrawn)
+                    log.info("policy changed mid-batch; withdrew dest=%s messages=%d",
+                             self.destination_id, len(withdrawn))
         finally:
             link.end_batch()
         return count

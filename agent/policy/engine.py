@@ -37,10 +37,14 @@ def decide(read: ReadEvent, destination: Destination, policy: Policy | None, now
         return _deny("policy:not-yet-valid", f"policy version {policy.version} is not valid yet")
     if now >= policy.expires_at:
         return _deny("policy:expired", f"policy version {policy.version} has expired, so nothing is shared")
-    if destination not in policy.destinations:
-        return _deny("default-deny:unlisted",
-                     f"destination {destination.id!r} is not listed (as configured) in policy "
-                     f"version {policy.version}")
+    for listed in policy.destinations:
+        if listed is destination:   # the usual case, without comparing every field of the
+            break                   # destinations listed before it; same answer as `in`
+    else:
+        if destination not in policy.destinations:
+            return _deny("default-deny:unlisted",
+                         f"destination {destination.id!r} is not listed (as configured) in "
+                         f"policy version {policy.version}")
 
     proh = policy.prohibitions
     cls = destination.dest_class
