@@ -44,7 +44,14 @@ def test_sigkill_mid_stream_loses_nothing(broker_factory, collector_factory, tmp
     progress = 0
     for _ in range(6):
         proc = soak(state, broker.url)
-        time.sleep(rng.uniform(0.6, 1.6))
+        # Kill at a random point *after* this run started accepting: waiting a fixed time
+        # from the spawn made "mid-stream" depend on how fast the interpreter started on a
+        # loaded machine (every kill could land before the first read; seen under load).
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and time.monotonic() < deadline
+               and len(ids_in(read_ranges(state / "attempted.log", "A"))) <= progress):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -51,6 +51,7 @@ class Read:
 
     box: tuple[float, float, float, float]
     texts: list[str] = field(default_factory=list)
+    confidence: float | None = None
 
 
 def normalise(text: str) -> str:
@@ -167,8 +168,9 @@ class OurRecognizer:
     def read(self, bgr: np.ndarray) -> list[Read]:
         out = []
         for plate in self.recognizer.recognize(bgr):
-            texts = [plate.text] + [text for text, _ in plate.candidates]
-            out.append(Read(tuple(plate.box), [normalise(t) for t in texts if t]))
+            texts = [normalise(t) for t in [plate.text] + [t for t, _ in plate.candidates] if t]
+            unique = list(dict.fromkeys(texts))  # the best text may repeat as candidate 1
+            out.append(Read(tuple(plate.box), unique, float(plate.confidence)))
         return out
 
 
@@ -238,7 +240,8 @@ def plate_free_frames(datasets_dir: Path, count: int, seed: int = 0
 
 
 def false_reads(system, frames, sheet: Path | None) -> dict:
-    """How many plate-free frames give a read (with text, or any detection for DetectorOnly)."""
+    """How many plate-free frames give a read (with text, or any detection for DetectorOnly),
+    in all and at the agent's `recognizer.min_confidence` cut (0.5 by default) and 0.7."""
     hits = []
     frames_hit = 0
     for name, image in frames:
@@ -258,8 +261,13 @@ def false_reads(system, frames, sheet: Path | None) -> dict:
             tiles.append(np.zeros((240, 320, 3), np.uint8))
         cv2.imwrite(str(sheet), np.vstack([np.hstack(tiles[i:i + 4])
                                            for i in range(0, len(tiles), 4)]))
+    confident = {str(c): sum(1 for _, _, rs in hits
+                             if any((r.confidence or 0.0) >= c for r in rs))
+                 for c in (0.5, 0.7)}
     return {"frames": len(frames), "frames_with_reads": frames_hit,
+            "frames_with_reads_at_min_confidence": confident,
             "reads": [{"frame": n, "texts": [r.texts[:1] for r in rs],
+                       "confidences": [r.confidence for r in rs],
                        "boxes": [[int(v) for v in r.box] for r in rs]} for n, _, rs in hits]}
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.synth.render import render_plate  # noqa: E402
+from tools.synth.render import (US_SLOGANS, US_STATES, font_sets, paint,  # noqa: E402
+                                render_plate, text_mask)
 from tools.synth.text import choose_format, random_from_format  # noqa: E402
 
 log = logging.getLogger("synth_composite")
@@ -123,7 +124,49 @@ def _overlaps(box: tuple[float, float, float, float], boxes: list) -> bool:
     return False
 
 
-def make_composite(rows: list[dict], seed: int, index: int) -> tuple[np.ndarray, list[list[int]]]:
+NEGATIVE_WORDS = ("ARRIVA", "Wrexham", "POLICE", "Taxi", "SALE", "Open", "EXIT", "STOP",
+                  "Pharmacy", "Der neue", "Bus Stop", "HIGHWAY PATROL", "Parking", "Hotel",
+                  "DIESEL", "Service", "Welcome", "Coffee", "Bakery", "Express") \
+    + US_STATES + US_SLOGANS
+
+
+def add_text_negatives(scene: np.ndarray, boxes: list, rng: np.random.Generator,
+                       count: int) -> None:
+    """Paint ``count`` non-plate texts (sign and livery lettering) away from the plates.
+
+    They stay unlabelled, so the detector learns that words on signs, buses and shop fronts are
+    background: the main source of its false alarms on plate-free frames.
+    """
+    sh, sw = scene.shape[:2]
+    fonts = [f for group in font_sets().values() for f in group]
+    canvas = scene.astype(np.float32) / 255.0
+    for _ in range(count):
+        word = str(NEGATIVE_WORDS[int(rng.integers(len(NEGATIVE_WORDS)))])
+        if rng.random() < 0.3:
+            word = word.upper()
+        mask = text_mask(word, fonts[int(rng.integers(len(fonts)))], 64)
+        th = int(rng.uniform(7, 36))
+        tw = int(th * mask.shape[1] / max(mask.shape[0], 1))
+        if tw < 10 or tw > sw - 4 or th > sh - 4:
+            continue
+        x, y = int(rng.integers(0, sw - tw)), int(rng.integers(0, sh - th))
+        pad = int(th * 0.4)
+        area = (x - pad, y - pad, tw + 2 * pad, th + 2 * pad)
+        grown = [(bx - bw * 0.3, by - bh * 0.3, bw * 1.6, bh * 1.6) for bx, by, bw, bh in boxes]
+        if _overlaps(area, grown):
+            continue
+        ink = rng.uniform(0, 1, size=3).astype(np.float32)
+        if rng.random() < 0.5:  # a sign panel behind the text
+            panel = rng.uniform(0, 1, size=3).astype(np.float32)
+            x0, y0 = max(0, area[0]), max(0, area[1])
+            x1, y1 = min(sw, area[0] + area[2]), min(sh, area[1] + area[3])
+            canvas[y0:y1, x0:x1] = panel
+        paint(canvas, mask, x, y, tw, th, ink)
+    scene[:] = np.clip(canvas * 255.0, 0, 255).astype(np.uint8)
+
+
+def make_composite(rows: list[dict], seed: int, index: int,
+                   text_negatives: int = 0) -> tuple[np.ndarray, list[list[int]]]:
     """Composite ``index`` of the set ``seed``: (BGR image, plate boxes x, y, w, h)."""
     rng = np.random.default_rng([seed, index])
     row = rows[int(rng.integers(len(rows)))]
@@ -165,6 +208,8 @@ def make_composite(rows: list[dict], seed: int, index: int) -> tuple[np.ndarray,
         pasted = paste_plate(scene, rendered_plate(rng, region), box, rng)
         if pasted:
             boxes.append(list(pasted))
+    if text_negatives:
+        add_text_negatives(scene, boxes, rng, int(rng.integers(0, text_negatives + 1)))
     return scene, boxes
 
 
@@ -174,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=61, help="random seed")
     parser.add_argument("--out", type=Path, default=Path("runs/synth_det"), help="output folder")
     parser.add_argument("--datasets", type=Path, default=DATASETS_DIR, help="datasets folder")
+    parser.add_argument("--text-negatives", type=int, default=0,
+                        help="up to this many unlabelled non-plate texts (signs, lettering) "
+                             "per composite; 0 = none")
     parser.add_argument("--sheet", type=Path, default=None,
                         help="also write a contact sheet PNG of the first 16 composites")
     args = parser.parse_args(argv)
@@ -183,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     sheet = []
     with open(args.out / "labels.jsonl", "w", encoding="utf-8") as fh:
         for i in range(args.count):
-            image, boxes = make_composite(rows, args.seed, i)
+            image, boxes = make_composite(rows, args.seed, i, args.text_negatives)
             name = f"images/{i:06d}.jpg"
             cv2.imwrite(str(args.out / name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
             h, w = image.shape[:2]

@@ -75,21 +75,24 @@ class EgressGate:
             self.passed += 1
             return decision, True
         self.refused += 1
+        kept = decision.rule_id in HOLD_RULES
+        if self.outbox is not None and not kept:
+            # Only the copy checked here is purged: a row the policy re-check has re-minimised
+            # or re-bound since it was fetched (or has yet to) is an allowed read still.
+            if self.outbox.purge_delivery(delivery, f"gate: {decision.reason}",
+                                          now) == "changed":
+                # Not a decision about the queued row, which the gate checks on its own when
+                # the sender fetches it again: logged, not audited (no record per retry).
+                log.info("refused copy was stale; queued row kept dest=%s read_id=%s seq=%d "
+                         "reason=%s", delivery.destination_id, delivery.read_id, delivery.seq,
+                         decision.reason)
+                return decision, True
         log.warning("delivery refused dest=%s read_id=%s reason=%s", delivery.destination_id,
                     delivery.read_id, decision.reason)
         self.audit.record("delivery.refused", read_id=delivery.read_id,
                           destination=delivery.destination_id, rule_id=decision.rule_id,
                           reason=decision.reason,
                           policy_version=policy.version if policy else None)
-        kept = decision.rule_id in HOLD_RULES
-        if self.outbox is not None and not kept:
-            # Only the copy checked here is purged: a row the policy re-check has re-minimised
-            # or re-bound since it was fetched is an allowed read still (no loss).
-            kept = self.outbox.purge_delivery(delivery, f"gate: {decision.reason}",
-                                              now) == "changed"
-            if kept:
-                log.info("refused copy was stale; queued row kept dest=%s read_id=%s seq=%d",
-                         delivery.destination_id, delivery.read_id, delivery.seq)
         return decision, kept
 
     def _evaluate(self, delivery: Delivery, policy: Policy | None, now: float,
