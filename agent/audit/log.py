@@ -36,6 +36,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.atomic import write_atomic
 from agent.audit import events
 from agent.policy.signing import key_id as _key_id
 
@@ -106,17 +107,6 @@ def _encode(seq: int, t: float, event: str, fields: dict, prev: str) -> tuple[by
     body = text.encode("ascii")
     digest = hashlib.sha256(body).hexdigest()
     return body[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _read_tail(path: Path) -> tuple[bytes | None, int]:
@@ -199,7 +189,7 @@ class AuditLog:
         if not hp.exists():
             if not self._seq:
                 # A new log: seal "nothing yet" so a later missing head means tampering.
-                _write_atomic(hp, json.dumps({"seq": 0, "hash": GENESIS, "key_id": self._key_id,
+                write_atomic(hp, json.dumps({"seq": 0, "hash": GENESIS, "key_id": self._key_id,
                                               "signature": None, "time": None}).encode() + b"\n")
             if self._seq:
                 log.error("audit head file missing path=%s log_seq=%d", hp, self._seq)
@@ -346,7 +336,7 @@ class AuditLog:
         if self._key is not None:
             sig = self._key.sign(_HEAD_MSG % (self._seq, self._prev.encode("ascii")))
             head["signature"] = base64.b64encode(sig).decode("ascii")
-        _write_atomic(head_path(self.path), json.dumps(head, sort_keys=True).encode() + b"\n")
+        write_atomic(head_path(self.path), json.dumps(head, sort_keys=True).encode() + b"\n")
 
     def close(self) -> None:
         """Flush, add a final signed checkpoint, and stop accepting records."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import tomllib
 import types
 import typing
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from agent.atomic import write_atomic
 from agent.config.fields import constraint_of
 from agent.config.schema import DeviceConfig
 
@@ -72,21 +72,7 @@ def write_config_atomically(path: Path, text: str) -> DeviceConfig:
     """
     path = Path(path)
     config = parse_config(text, source=str(path), base_dir=path.resolve().parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, text.encode("utf-8"))
     return config
 
 

@@ -31,7 +31,7 @@ from agent.policy.model import PURPOSES
 from agent.policy.plates import normalise_plate
 from agent.policy.schema import ID_RE, Errors, check_object, format_time, get_enum, get_number, get_str, get_time
 from agent.policy.signing import canonical_json, open_envelope, peek_payload, seal
-from agent.policy.store import write_atomic
+from agent.atomic import write_atomic
 from agent.reads import HotlistHit
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.atomic import write_atomic
 from agent.audit import events
 from agent.policy.bundle import load_bundle
 from agent.policy.errors import PolicyError
@@ -31,23 +31,6 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "policy.bundle"
 HIGHWATER_FILE = "policy.highwater"
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Temp file, fsync, rename, fsync the directory: the file is old or new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class PolicyStore:
