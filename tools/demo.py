@@ -96,7 +96,7 @@ level = "WARNING"
 [source]
 kind = "video_file"
 path = "{clip}"
-fps = 20.0
+fps = 10.0
 exit_at_end = true
 
 [recognizer]

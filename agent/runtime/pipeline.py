@@ -92,7 +92,11 @@ class Pipeline:
         self.final_stats = self.stats()
         self.outbox.close()
         self.audit.close()
-        log.info("pipeline stopped clean=%s", clean)
+        stats = self.final_stats
+        log.info("pipeline stopped clean=%s frames_read=%d frames_dropped=%d frames_corrupt=%d reads_accepted=%d "
+                 "reads_refused_full=%d restarts=%s", clean, stats["frames_read"], stats["frames_dropped"],
+                 stats["frames_corrupt"], stats["reads_accepted"], stats["reads_refused_full"],
+                 stats["stage_restarts"])
         return clean
 
     def stats(self) -> dict[str, Any]:
