@@ -10,7 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
+
+import agent
 
 from agent.config.loader import load_config
 from agent.delivery.soak import destination_doc, policy_doc
@@ -23,6 +26,7 @@ from test_pipeline import PLATES, ScriptedRecognizer, write_frames
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"
 pytestmark = pytest.mark.integration
+READ_SCHEMA = json.loads((Path(agent.__file__).parent / "schemas" / "read-message.json").read_text())
 
 
 def wait_until(predicate, timeout: float = 30.0) -> bool:
@@ -72,6 +76,8 @@ trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
         collector = collector_factory(broker)
         assert wait_until(lambda: len({json.loads(m.payload)["read_id"] for m in collector.snapshot()})
                           == len(PLATES), timeout=60)
+        for message in collector.snapshot():
+            jsonschema.validate(json.loads(message.payload), READ_SCHEMA)
         plates = sorted({json.loads(m.payload)["read"]["plate"] for m in collector.snapshot()})
         assert plates == sorted(PLATES)
         assert {json.loads(m.payload)["policy_version"] for m in collector.snapshot()} <= {1, 2}
