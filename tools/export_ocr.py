@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     train_metrics = (json.loads(args.train_metrics.read_text())
                      if args.train_metrics.exists() else {})
     chosen = report[report["shipped"]]
+    seeds = [int(x) for x in str(args.synthetic_seed).split(",") if x.strip()]
     entry = {
         "version": args.version,
         "file": main_file.name,
@@ -207,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": TRAINED_ON,
         "synthetic_samples": train_metrics.get("synthetic_samples"),
         "synthetic_sets": train_metrics.get("synthetic_sets"),
-        "synthetic_seed": args.synthetic_seed,
+        "synthetic_seed": seeds[0] if len(seeds) == 1 else seeds,
+        "synthetic_generator": "python -m tools.synth.generate --count N --seed S "
+                               "(deterministic per seed)",
         "synthetic_val_seed": 2,
         "training": {k: train_metrics.get(k) for k in ("steps", "seed", "batch", "real_share",
                                                        "real_train_crops")},

@@ -11,7 +11,6 @@ FORMAT_PRIOR times more probable, so a confident vanity plate is never "correcte
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,9 +181,10 @@ class PlateReader:
         self.entry = entry
         self._input = session.get_inputs()[0].name
         self.charset = entry.get("charset", CHARSET)
-        if len(self.charset) + 1 != session.get_outputs()[0].shape[-1]:
-            raise ModelError(f"OCR model {entry.get('file')} has {session.get_outputs()[0].shape[-1]}"
-                             f" classes but its manifest charset has {len(self.charset)} + blank")
+        classes = session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.charset) + 1:
+            raise ModelError(f"OCR model {entry.get('file')} has {classes} classes but its "
+                             f"manifest charset has {len(self.charset)} + blank")
 
     @classmethod
     def from_models(cls, models_dir: Path, threads: int = 1,
@@ -206,10 +206,3 @@ class PlateReader:
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result
 
-
-def sequence_confidence(char_confidences: list[float]) -> float:
-    """Geometric-mean style summary of per-character confidences (0 for no characters)."""
-    if not char_confidences:
-        return 0.0
-    return math.exp(sum(math.log(max(c, 1e-9)) for c in char_confidences)
-                    / len(char_confidences))
