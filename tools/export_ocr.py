@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="1.0.0", help="model version for the manifest")
     p.add_argument("--synthetic-seed", default="1", help="seed(s) of the synthetic training "
                    "sets, for the manifest (e.g. \"1,3\")")
+    p.add_argument("--training-note", default=None,
+                   help="free text for the manifest describing the training run(s)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation sets")
     p.add_argument("--dry-run", action="store_true",
                    help="write into a temporary folder, not models/ (pipeline check)")
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                                "(deterministic per seed)",
         "synthetic_val_seed": 2,
         "training": {k: train_metrics.get(k) for k in ("steps", "seed", "batch", "real_share",
-                                                       "real_train_crops")},
+                                                       "real_train_crops", "init", "best")},
+        "training_note": args.training_note,
         "accuracy": {
             "selection_sets": {"plate_text_val_top1": chosen["plate_text_val_top1"],
                                "synthetic_val_top1": chosen["synthetic_val_top1"]},
