@@ -28,6 +28,7 @@ class Hit:
     confidence: float
     box: tuple[int, int, int, int]
     candidates: tuple = ()
+    format: str | None = None
 
 
 class ScriptedRecognizer:
@@ -35,7 +36,7 @@ class ScriptedRecognizer:
         number = int(image[0, 0, 0])
         if number == 255:
             return []
-        return [Hit(PLATES[number], 0.9, (40, 40, 80, 20))]
+        return [Hit(PLATES[number], 0.95, (40, 40, 80, 20), format="test.LLLDDDD")]
 
 
 class RecordingQueue(queue.Queue):

@@ -52,9 +52,11 @@ class SourceConfig:
 class RecognizerConfig:
     models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
-    min_confidence: float = setting(0.7, help="Plate reads below this confidence are ignored (0.7 gives no "
-                                              "false read on 300 plate-free frames of the training sets' val "
-                                              "scenes; see docs/detection.md).", min=0, max=1)
+    min_confidence: float = setting(0.7, help="Plate reads below this confidence are ignored.", min=0, max=1)
+    min_confidence_no_format: float = setting(
+        0.9, help="Reads matching no known plate format (sign or vehicle lettering) need this confidence. "
+                  "With min_confidence these give no false read on 300 plate-free frames of the training "
+                  "sets' val scenes (docs/detection.md).", min=0, max=1)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
 from agent.tracking.tracker import WindowTracker
+from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,6 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
 
     if recognizer is None:
-        from agent.vision.recognizer import Recognizer  # loads ONNX models: an effect, so only here
         recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads)
 
     restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
@@ -152,7 +152,10 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     reads: queue.Queue = queue.Queue()
     source = config.source
     capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
-    recognize = RecognizeStage(stop, capture, frames, recognizer, config.recognizer.min_confidence, sightings)
+    cut = config.recognizer
+    recognize = RecognizeStage(stop, capture, frames, recognizer,
+                               lambda hit: is_confident(hit, cut.min_confidence, cut.min_confidence_no_format),
+                               sightings)
     tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
                             config.unit.latitude, config.unit.longitude)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)

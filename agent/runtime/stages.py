@@ -105,11 +105,12 @@ class RecognizeStage(Stage):
     name = "recognize"
 
     def __init__(self, stop: threading.Event, upstream: CaptureStage, frames: DropOldestQueue[Frame],
-                 recognizer: PlateRecognizer, min_confidence: float, sightings: "queue.Queue[Sighting]"):
+                 recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],
+                 sightings: "queue.Queue[Sighting]"):
         super().__init__(stop, upstream)
         self.frames = frames
         self.recognizer = recognizer
-        self.min_confidence = min_confidence
+        self.accept_hit = accept_hit  # the confidence cut (agent.vision.recognizer.is_confident)
         self.sightings = sightings
         self.frames_done = 0
         self.failed_frames = 0
@@ -142,7 +143,7 @@ class RecognizeStage(Stage):
             return
         height, width = frame.image.shape[:2]
         for hit in self.recognizer.recognize(frame.image):
-            if hit.confidence < self.min_confidence or not hit.text:
+            if not self.accept_hit(hit):
                 continue
             if _touches_edge(hit.box, width, height):
                 continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole

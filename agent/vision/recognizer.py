@@ -44,6 +44,19 @@ class PlateHit:
                                for t, c in self.candidates]}
 
 
+def is_confident(hit: PlateHit, min_confidence: float, min_confidence_no_format: float) -> bool:
+    """The agent's cut: does this read count as a plate?
+
+    Text that matches no plate format of our tables (bus lettering such as "ARRIVA", shop
+    signs) needs stronger evidence than a read that fits a format. Both cuts were chosen on
+    training-derived data only (plate-free crops of the training sets' val scenes and the
+    plate-text val split; see docs/detection.md), never on the evaluation sets.
+    """
+    if not hit.text or hit.confidence < min_confidence:
+        return False
+    return getattr(hit, "format", None) is not None or hit.confidence >= min_confidence_no_format
+
+
 def _hit(read: PlateText, box, score: float | None = None) -> PlateHit:
     return PlateHit(read.text, read.confidence, tuple(int(round(v)) for v in box),
                     list(read.candidates), read.format, list(read.char_confidences), score)
