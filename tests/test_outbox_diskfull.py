@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 RUNNER = textwrap.dedent('''
     import json, logging, resource, signal, sys, time

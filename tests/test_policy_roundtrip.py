@@ -5,7 +5,6 @@ import dataclasses
 from pathlib import Path
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from agent.policy.bundle import load_bundle, parse_policy_json, sign_bundle
 from agent.policy.schema import policy_to_dict
