@@ -100,6 +100,11 @@ def test_cross_field_rules_are_named_and_testable_alone():
     assert problems == ["supervisor.backoff_initial_s: 5.0 is larger than supervisor.backoff_max_s (1.0)"]
 
 
+def test_plate_size_range_must_be_ordered():
+    assert problems_of('[source]\npath = "a"\n[recognizer]\nmin_plate_px = 500\n') == [
+        "recognizer.min_plate_px: 500 is not smaller than recognizer.max_plate_px (400)"]
+
+
 def test_secrets_are_redacted():
     config = parse_config('[source]\npath = "a.mp4"\n[[mqtt.destinations]]\nid = "x"\npassword = "hunter2"\n',
                           base_dir=Path("/tmp"))

@@ -207,6 +207,14 @@ def location_complete(config: DeviceConfig) -> list[Problem]:
     return []
 
 
+def plate_sizes_ordered(config: DeviceConfig) -> list[Problem]:
+    rec = config.recognizer
+    if rec.min_plate_px >= rec.max_plate_px:
+        return [Problem("recognizer.min_plate_px",
+                        f"{rec.min_plate_px} is not smaller than recognizer.max_plate_px ({rec.max_plate_px})")]
+    return []
+
+
 def policy_has_trusted_key(config: DeviceConfig) -> list[Problem]:
     if (config.policy.bundle is not None or config.policy.hotlists) and not config.policy.trusted_keys:
         return [Problem("policy.trusted_keys", "is empty, so no policy or hotlist could ever be accepted")]
@@ -219,5 +227,6 @@ CROSS_FIELD_RULES: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
     destination_ids_unique,
     client_cert_has_key,
     location_complete,
+    plate_sizes_ordered,
     policy_has_trusted_key,
 )

@@ -52,6 +52,9 @@ class SourceConfig:
 class RecognizerConfig:
     models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
+    min_plate_px: int = setting(40, help="Narrowest plate to find, in frame pixels; larger values let big "
+                                         "frames (4K) be scaled down further, which is faster.", min=8, max=2000)
+    max_plate_px: int = setting(400, help="Widest plate to find, in frame pixels.", min=16, max=4000)
     min_confidence: float = setting(0.7, help="Plate reads below this confidence are ignored.", min=0, max=1)
     min_confidence_no_format: float = setting(
         0.9, help="Reads matching no known plate format (sign or vehicle lettering) need this confidence. "

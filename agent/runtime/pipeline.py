@@ -143,7 +143,9 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
 
     if recognizer is None:
-        recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads)
+        recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads,
+                                            min_plate_px=config.recognizer.min_plate_px,
+                                            max_plate_px=config.recognizer.max_plate_px)
 
     restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
                             config.supervisor.backoff_initial_s, config.supervisor.backoff_max_s)

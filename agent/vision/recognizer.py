@@ -70,14 +70,18 @@ class Recognizer:
         self.detector = detector
 
     @classmethod
-    def from_models(cls, models_dir: Path, threads: int = 1) -> "Recognizer":
-        """The OCR from ``models_dir``, plus the detector when the manifest lists one."""
+    def from_models(cls, models_dir: Path, threads: int = 1, **detector_options) -> "Recognizer":
+        """The OCR from ``models_dir``, plus the detector when the manifest lists one.
+
+        ``detector_options`` (min_plate_px, max_plate_px, ...) go to PlateDetector; they set the
+        plate sizes this camera sees, which decides how far large frames are scaled down.
+        """
         models_dir = Path(models_dir)
         reader = PlateReader.from_models(models_dir, threads)
         detector = None
         if DETECTOR_NAME in load_manifest(models_dir)["models"]:
             from agent.vision.detector import PlateDetector  # the detector's own module
-            detector = PlateDetector.from_models(models_dir, threads=threads)
+            detector = PlateDetector.from_models(models_dir, threads=threads, **detector_options)
         else:
             log.warning("no plate detector in %s; only plate crops can be read",
                         models_dir / "manifest.json")
