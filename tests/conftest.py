@@ -1,11 +1,15 @@
 """Shared pytest fixtures.
 
 Keep this file to fixtures that more than one area uses; area-specific helpers live in
-their own modules under tests/ and are imported from here. Sections: MQTT brokers.
+their own modules under tests/ and are imported from here. Sections: MQTT brokers, signing
+keys, models.
 """
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -93,3 +97,41 @@ def collector_factory() -> Iterator[Callable[..., Collector]]:
     finally:
         for collector in started:
             collector.stop()
+
+
+# --- signing keys (firmware_config/policies/test-keys) ------------------------------------------
+
+POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
+
+
+@pytest.fixture(scope="session")
+def dept():
+    """The department's TEST-ONLY signing key."""
+    from agent.policy.signing import load_private_key
+    return load_private_key(POLICIES / "test-keys" / "department-TEST-ONLY.key")
+
+
+@pytest.fixture(scope="session")
+def trusted(dept):
+    """The unit's trusted keys: only the department's."""
+    from agent.policy.signing import key_id
+    return {key_id(dept.public_key()): dept.public_key()}
+
+
+# --- models ---------------------------------------------------------------------------------
+
+MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
+
+
+@pytest.fixture()
+def ocr_models(tmp_path) -> Path:
+    """A private copy of the OCR model files with a manifest naming only the OCR (no detector)."""
+    from agent.vision.models import load_manifest
+    entry = load_manifest(MODELS)["models"]["plate_ocr"]
+    out = tmp_path / "models"
+    out.mkdir()
+    for key, value in entry.items():
+        if key == "file" or key.startswith("file_"):
+            shutil.copyfile(MODELS / value, out / value)
+    (out / "manifest.json").write_text(json.dumps({"models": {"plate_ocr": entry}}))
+    return out

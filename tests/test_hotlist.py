@@ -9,21 +9,11 @@ import pytest
 from agent.audit.log import AuditLog
 from agent.policy.errors import PolicyError
 from agent.policy.hotlist import HotlistStore, sign_hotlist
-from agent.policy.signing import key_id, load_private_key
+from agent.policy.signing import load_private_key
 from agent.reads import HotlistHit
 
 POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
 ISSUED = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def dept():
-    return load_private_key(POLICIES / "test-keys" / "department-TEST-ONLY.key")
-
-
-@pytest.fixture(scope="module")
-def trusted(dept):
-    return {key_id(dept.public_key()): dept.public_key()}
 
 
 def hotlist(dept, version=1, list_id="ct-stolen", purpose="stolen_vehicle", hours=24, plates=("ABC-1234", "xy 99")):

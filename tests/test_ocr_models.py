@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +9,7 @@ import pytest
 from agent.vision.models import ModelError, file_sha256, load_manifest, open_session
 from agent.vision.ocr import PlateReader
 from agent.vision.plate_formats import CHARSET
-
-MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
-
-
-@pytest.fixture()
-def ocr_models(tmp_path) -> Path:
-    """A private copy of the OCR model files and a manifest naming only the OCR."""
-    entry = load_manifest(MODELS)["models"]["plate_ocr"]
-    out = tmp_path / "models"
-    out.mkdir()
-    for key, value in entry.items():
-        if key == "file" or key.startswith("file_"):
-            shutil.copyfile(MODELS / value, out / value)
-    (out / "manifest.json").write_text(json.dumps({"models": {"plate_ocr": entry}}))
-    return out
+from conftest import MODELS
 
 
 def test_manifest_entry_describes_the_model():

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.policy.bundle import PolicyError, load_bundle, sign_bundle
 from agent.policy.hotlist import sign_hotlist
@@ -14,16 +13,6 @@ from agent.policy.signing import key_id, load_private_key
 
 POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def dept() -> Ed25519PrivateKey:
-    return load_private_key(POLICIES / "test-keys" / "department-TEST-ONLY.key")
-
-
-@pytest.fixture(scope="module")
-def trusted(dept):
-    return {key_id(dept.public_key()): dept.public_key()}
 
 
 @pytest.fixture()

@@ -9,21 +9,10 @@ import pytest
 
 from agent.audit.log import AuditLog
 from agent.policy.bundle import PolicyError, sign_bundle
-from agent.policy.signing import key_id, load_private_key
 from agent.policy.store import PolicyStore
 
 POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def dept():
-    return load_private_key(POLICIES / "test-keys" / "department-TEST-ONLY.key")
-
-
-@pytest.fixture(scope="module")
-def trusted(dept):
-    return {key_id(dept.public_key()): dept.public_key()}
 
 
 def bundle(dept, version: int, expires: str = "2036-01-01T00:00:00Z", **changes) -> bytes:

@@ -2,35 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.cli import main  # noqa: E402
-from agent.vision.models import load_manifest  # noqa: E402
 from tools.synth.render import render_plate  # noqa: E402
 
-MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
-
-
-@pytest.fixture()
-def ocr_models(tmp_path) -> Path:
-    """The OCR only (no detector entry), so the no-detector paths are deterministic."""
-    entry = load_manifest(MODELS)["models"]["plate_ocr"]
-    out = tmp_path / "models"
-    out.mkdir()
-    for key, value in entry.items():
-        if key == "file" or key.startswith("file_"):
-            shutil.copyfile(MODELS / value, out / value)
-    (out / "manifest.json").write_text(json.dumps({"models": {"plate_ocr": entry}}))
-    return out
 
 
 def _plate_image(path: Path, text: str, seed: int = 0) -> None:
