@@ -135,3 +135,15 @@ def ocr_models(tmp_path) -> Path:
             shutil.copyfile(MODELS / value, out / value)
     (out / "manifest.json").write_text(json.dumps({"models": {"plate_ocr": entry}}))
     return out
+
+
+# --- delivery stack (agent/delivery/soak.py: outbox + policy rig + audit, no broker) --------------
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    """A real outbox, policy store and audit log in a temp state dir; closed at teardown."""
+    from agent.delivery.soak import build_stack
+    s = build_stack(tmp_path / "state")
+    yield s
+    s.outbox.close()
+    s.audit.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.audit.log import verify_log
-from agent.audit.records import expand
+from agent.audit.records import expanded_records
 from agent.delivery.soak import read_ranges
 
 COUNT = 4000
@@ -89,9 +89,7 @@ def test_sigkill_mid_stream_loses_nothing(broker_factory, collector_factory, tmp
     result = verify_log(state / "audit.log")
     assert result.ok, result.problem
     # No read was acknowledged unaudited: every delivered read has its read.accepted record.
-    records = [{"event": e, "fields": f}
-               for r in map(json.loads, (state / "audit.log").read_text().splitlines())
-               for e, f in expand(r["event"], r["fields"])]
+    records = expanded_records(state / "audit.log")
     audited = {r["fields"]["read_id"] for r in records if r["event"] == "read.accepted"}
     assert delivered <= audited
     # ... and every delivery that left the outbox has its delivery.sent record, kills or not.

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 import agent
-from agent.audit.records import expand
+from agent.audit.records import expanded_records
 from agent.delivery.mqtt_link import Backoff, DestinationCredentials, validate_topic
 from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
 from mqtt_broker import make_tls_files
@@ -21,10 +21,7 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 def audit_events(stack, event: str) -> list[dict]:
     stack.audit.flush()
-    # Batched records (a read's decisions, a PUBACK batch) count as what they stand for.
-    return [{**r, "event": e, "fields": f}
-            for r in map(json.loads, stack.audit.path.read_text().splitlines())
-            for e, f in expand(r["event"], r["fields"]) if e == event]
+    return expanded_records(stack.audit.path, event)
 
 
 def read_ids(messages) -> list[str]:

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import pytest
-
-from agent.audit.records import expand
+from agent.audit.records import expanded_records
 from agent.delivery.records import encode_payload
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from agent.delivery.soak import destination_doc, make_read, policy_doc
 from agent.policy.model import Transport
 
 BROKER = "mqtt://127.0.0.1:1"
@@ -17,18 +14,7 @@ BROKER = "mqtt://127.0.0.1:1"
 
 def audit_events(stack, event: str) -> list[dict]:
     stack.audit.flush()
-    # Batched records (a read's decisions, a PUBACK batch) count as what they stand for.
-    return [{**r, "event": e, "fields": f}
-            for r in map(json.loads, stack.audit.path.read_text().splitlines())
-            for e, f in expand(r["event"], r["fields"]) if e == event]
-
-
-@pytest.fixture
-def stack(tmp_path: Path):
-    s = build_stack(tmp_path / "state")
-    yield s
-    s.outbox.close()
-    s.audit.close()
+    return expanded_records(stack.audit.path, event)
 
 
 def queue_one(stack, **rule) -> tuple:

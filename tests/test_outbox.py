@@ -6,9 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
-from agent.audit.records import expand
+from agent.audit.records import expanded_records
 from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
 
@@ -17,18 +15,7 @@ BROKER = "mqtt://127.0.0.1:1"   # never contacted: these tests run no sender
 
 def audit_events(stack, event: str | None = None) -> list[dict]:
     stack.audit.flush()
-    records = [json.loads(line) for line in stack.audit.path.read_text().splitlines()]
-    # Batched records (a read's decisions, a PUBACK batch) count as what they stand for.
-    return [{**r, "event": e, "fields": f} for r in records
-            for e, f in expand(r["event"], r["fields"]) if event is None or e == event]
-
-
-@pytest.fixture
-def stack(tmp_path: Path):
-    s = build_stack(tmp_path / "state")
-    yield s
-    s.outbox.close()
-    s.audit.close()
+    return expanded_records(stack.audit.path, event)
 
 
 def dests(*docs: dict) -> list[dict]:

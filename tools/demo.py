@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.audit.records import expand  # noqa: E402
+from agent.audit.records import expanded_records  # noqa: E402
 from agent.policy.bundle import sign_bundle  # noqa: E402
 from agent.policy.signing import load_private_key  # noqa: E402
 from tests.mqtt_broker import MosquittoBroker, find_mosquitto  # noqa: E402
@@ -141,13 +141,12 @@ def summarise(policy: dict, received: dict[str, list[dict]], audit_path: Path) -
     """Per destination: the policy's decisions (from the audit log) and what its topic received."""
     decisions: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     if audit_path.exists():
-        for line in audit_path.read_text().splitlines():
-            record = json.loads(line)
-            # A read's decisions may sit inside its read.accepted record (agent.audit.records).
-            for event, fields in expand(record.get("event"), record.get("fields", record)):
-                if event == "decision" and not fields.get("recheck"):
-                    verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
-                    decisions[fields.get("destination")][verdict] += 1
+        # A read's decisions sit inside its read.accepted record; expanded_records unpacks them.
+        for record in expanded_records(audit_path, "decision"):
+            fields = record["fields"]
+            if not fields.get("recheck"):
+                verdict = "allowed" if fields.get("allowed") else f"denied by {fields.get('rule_id')}"
+                decisions[fields.get("destination")][verdict] += 1
     topics = {d["transport"]["topic"] for d in policy["destinations"]}
     summary = {"destinations": [], "unexpected_topics": sorted(t for t in received if t not in topics
                                                                 and not t.endswith(("/status", "/heartbeat")))}

@@ -6,7 +6,9 @@ Plate text, images and HMAC keys never go into the audit log.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 from agent.audit import events
 from agent.policy.model import Decision, Destination
@@ -64,3 +66,18 @@ def expand(event: str, fields: dict) -> Iterator[tuple[str, dict]]:
             yield event, one
         return
     yield event, fields
+
+
+def expanded_records(path: Path, event: str | None = None) -> list[dict]:
+    """Every record of the log at `path`, batched ones expanded (see `expand`), optionally one event.
+
+    Each result is the raw record with its `event` and `fields` replaced by the expanded ones,
+    so counting code (tests, the demo) sees one record per decision and per delivery.
+    """
+    out = []
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        for name, fields in expand(record.get("event"), record.get("fields", {})):
+            if event is None or name == event:
+                out.append({**record, "event": name, "fields": fields})
+    return out
