@@ -28,7 +28,7 @@ from agent.policy.model import Policy
 from agent.policy.schema import format_time, policy_from_dict
 from agent.policy.signing import canonical_json, open_envelope, peek_payload, seal
 
-__all__ = ["PolicyError", "sign_bundle", "load_bundle", "parse_policy_json", "policy_digest"]
+__all__ = ["PolicyError", "sign_bundle", "load_bundle", "parse_policy_json", "policy_digest", "rollback_floor"]
 
 
 def sign_bundle(policy_json: dict, private_key: Ed25519PrivateKey, key_id: str | None = None,
@@ -53,6 +53,17 @@ def _decode_payload(payload: bytes) -> object:
         return json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicyError("invalid_json", f"policy payload is not valid JSON ({exc})") from exc
+
+
+def rollback_floor(*known_versions: int, reoffer_of_persisted: bool) -> int | None:
+    """The version an offered bundle must exceed (None: any), for policies and hotlists alike.
+
+    `known_versions` are the active one and the persisted high-water marks. The persisted
+    bundle offered again before it was loaded (from the config at boot) may keep its own
+    version; anything older is a rollback.
+    """
+    floor = max(known_versions, default=0) - (1 if reoffer_of_persisted else 0)
+    return floor if floor > 0 else None
 
 
 def check_times(policy: Policy, now: float) -> None:

@@ -25,13 +25,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.atomic import write_atomic
 from agent.audit import events
+from agent.policy.bundle import rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import PURPOSES
 from agent.policy.plates import normalise_plate
 from agent.policy.schema import ID_RE, Errors, check_object, format_time, get_enum, get_number, get_str, get_time
 from agent.policy.signing import canonical_json, open_envelope, peek_payload, seal
-from agent.atomic import write_atomic
 from agent.reads import HotlistHit
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,9 @@ class HotlistStore:
                     log.debug("hotlist unchanged list_id=%s version=%d source=%s", opened_id,
                               current.version, source)
                     return current
-                floor = max(hw.get(opened_id, 0), hw.get("*", 0), current.version if current else 0)
-                if same and current is None:
-                    # The persisted list offered again at boot (e.g. from the config) before or
-                    # instead of load_persisted: its own version is fine, anything older is not.
-                    floor -= 1
-                hotlist = load_hotlist(data, self._trusted, now, floor if floor > 0 else None)
+                floor = rollback_floor(hw.get(opened_id, 0), hw.get("*", 0), current.version if current else 0,
+                                       reoffer_of_persisted=same and current is None)
+                hotlist = load_hotlist(data, self._trusted, now, floor)
                 write_atomic(self.dir / f"{hotlist.list_id}.bundle", data)
                 hw[hotlist.list_id] = hotlist.version
                 write_atomic(self.dir / "highwater.json", json.dumps(hw, sort_keys=True).encode() + b"\n")

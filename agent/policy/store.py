@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import write_atomic
 from agent.audit import events
-from agent.policy.bundle import load_bundle
+from agent.policy.bundle import load_bundle, rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import Policy
 from agent.policy.schema import format_time
@@ -100,13 +100,10 @@ class PolicyStore:
                 # reconnect): nothing changes, so nothing to refuse or audit.
                 log.debug("policy unchanged version=%d source=%s", current.version, source)
                 return current
-            floor = max(current.version if current else 0, self.highwater())
-            if same and current is None:
-                # The persisted bundle offered again before load_persisted ran (e.g. from the
-                # config at boot): its own version is fine, anything older is not.
-                floor -= 1
+            floor = rollback_floor(current.version if current else 0, self.highwater(),
+                                   reoffer_of_persisted=same and current is None)
             try:
-                policy = load_bundle(data, self._trusted, now, floor if floor > 0 else None)
+                policy = load_bundle(data, self._trusted, now, floor)
                 self._persist(data, policy)
             except PolicyError as exc:
                 self._refused(exc, source)
