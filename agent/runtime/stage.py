@@ -85,8 +85,7 @@ class Stage:
                     self.fatal.set()
                     break
                 self.restarts += 1
-                if self.stop_requested.wait(backoff) and self.upstream is None:
-                    continue  # a source asked to stop goes straight to should_finish()
+                self.stop_requested.wait(backoff)  # a stop request ends the wait early
                 backoff = min(backoff * 2 or 0.05, self.restart_policy.backoff_max_s)
                 log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
         self.finished.set()
