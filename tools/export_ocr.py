@@ -30,7 +30,7 @@ from agent.vision.models import file_sha256, update_manifest_entry  # noqa: E402
 from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
-from tools.ocr_net import PlateCRNN  # noqa: E402
+from tools.ocr_net import build  # noqa: E402
 from tools.train_ocr import DATASETS, load_real  # noqa: E402
 
 ATTRIBUTION = (
@@ -48,15 +48,17 @@ TRAINED_ON = [
 ]
 
 
-def export_fp32(checkpoint: Path, out: Path) -> dict:
+def export_fp32(checkpoint: Path, out: Path) -> tuple[dict, str]:
+    """Write the fp32 ONNX of ``checkpoint``; return its selection metrics and network size."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = PlateCRNN()
+    arch = ck.get("arch", "small")  # checkpoints from before ARCHS existed hold "small"
+    model = build(arch)
     model.load_state_dict(ck["model"])
     model.eval()
     dummy = torch.zeros(1, 1, OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH)
     torch.onnx.export(model, (dummy,), str(out), input_names=["image"], output_names=["probs"],
                       opset_version=17, do_constant_folding=True, dynamo=False)
-    return ck.get("metrics", {})
+    return ck.get("metrics", {}), arch
 
 
 class _Calibration:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ocr_export_"))
     fp32, int8 = work / "plate_ocr_fp32.onnx", work / "plate_ocr_int8.onnx"
-    ck_metrics = export_fp32(args.checkpoint, fp32)
+    ck_metrics, arch = export_fp32(args.checkpoint, fp32)
 
     real_train, _, _ = load_real("train", args.datasets)
     val_x, val_t, val_names = load_real("val", args.datasets)
@@ -205,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "output": {"name": "probs", "shape": [1, 36, len(CHARSET) + 1],
                    "meaning": "per-column CTC class probabilities, class 0 = blank"},
         "charset": CHARSET,
-        "architecture": "CNN (strided conv) + dilated 1-D conv sequence head, CTC "
-                        "(tools/ocr_net.py)",
+        "architecture": f"CNN (strided conv) + dilated 1-D conv sequence head, CTC "
+                        f"(tools/ocr_net.py, ARCHS[{arch!r}])",
         "trained_on": TRAINED_ON,
         "synthetic_samples": train_metrics.get("synthetic_samples"),
         "synthetic_sets": train_metrics.get("synthetic_sets"),
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                                "(deterministic per seed)",
         "synthetic_val_seed": 2,
         "training": {k: train_metrics.get(k) for k in ("steps", "seed", "batch", "real_share",
-                                                       "real_train_crops", "init", "best")},
+                                                       "real_train_crops", "init", "best",
+                                                       "arch", "precision")},
         "training_note": args.training_note,
         "accuracy": {
             "selection_sets": {"plate_text_val_top1": chosen["plate_text_val_top1"],

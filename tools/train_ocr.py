@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
-from tools.ocr_net import PlateCRNN  # noqa: E402
+from tools.ocr_net import ARCHS, build  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TRAINING_SETS = ("plate-text", "ar-crops")  # the README's TRAINING sets with text
@@ -194,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=0,
                    help="minutes after which to stop cleanly (0: none); resumable later")
     p.add_argument("--init", type=Path, help="start from these weights (fine-tuning)")
+    p.add_argument("--arch", choices=sorted(ARCHS), default="base",
+                   help="network size (tools/ocr_net.py ARCHS); kept in the checkpoints")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: autocast the forward pass (about 1.8x faster on CPUs with "
+                        "AMX/AVX512-BF16; weights and the CTC loss stay fp32)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                       "val_plate_text": len(pt_idx), "val_ar": len(ar_idx),
                       "val_synth": len(sval_t)}), flush=True)
 
-    model = PlateCRNN()
+    model = build(args.arch)
     if args.init:
         model.load_state_dict(torch.load(args.init, map_location="cpu")["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -244,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             g["lr"] = lr_at(step, args.steps, args.lr)
         x, targets, lengths = make_batch(step, args.seed, synth_x, synth_t, real_x, real_t,
                                          args.batch, args.real_share)
-        logp = model.logits(x).log_softmax(-1).permute(1, 0, 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = model.logits(x)
+        logp = logits.float().log_softmax(-1).permute(1, 0, 2)
         in_len = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
         loss = ctc(logp, targets, in_len, lengths)
         opt.zero_grad()
@@ -267,14 +274,15 @@ def main(argv: list[str] | None = None) -> int:
                 if score > best["score"]:
                     best = {"score": score, "step": step, **{k: row[k] for k in
                             ("val_plate_text", "val_ar", "val_synth")}}
-                    torch.save({"model": model.state_dict(), "step": step, "metrics": best},
+                    torch.save({"model": model.state_dict(), "arch": args.arch, "step": step,
+                                "metrics": best},
                                args.out / "best.pt")
             rows.append(row)
             print(json.dumps(row), flush=True)
             with open(curves_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "best": best}, last)
+            torch.save({"model": model.state_dict(), "arch": args.arch, "opt": opt.state_dict(),
+                        "step": step, "best": best}, last)
             if args.time_limit and time.monotonic() - t0 > args.time_limit * 60:
                 print(f"time limit reached at step={step}; rerun to resume", flush=True)
                 break
@@ -284,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                "init": str(args.init) if args.init else None,
                "real_train_crops": len(real_t), "seed": args.seed,
                "train_seconds_this_session": round(time.monotonic() - t0, 1),
-               "batch": args.batch, "real_share": args.real_share}
+               "batch": args.batch, "real_share": args.real_share, "arch": args.arch,
+               "precision": args.precision}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics), flush=True)
     return 0
