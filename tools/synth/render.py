@@ -166,6 +166,39 @@ def _draw_serial(rng, canvas, display, font, x, y, w, h, colour, emboss: bool) -
     paint(canvas, mask, x, y, w, h, colour)
 
 
+def _separator_mark(rng, canvas, cx: int, cy: int, size: int, colour) -> None:
+    """A small graphic between serial groups (a star, dot, heart-like blob, state outline or
+    keystone, as many US states print): ink the reader must not turn into a character."""
+    col = tuple(float(c) for c in colour)
+    r = max(2, size // 2)
+    kind = int(rng.integers(4))
+    if kind == 0:  # five-pointed star
+        ang = np.linspace(-np.pi / 2, 1.5 * np.pi, 11)[:-1]
+        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+    elif kind == 1:  # dot
+        cv2.circle(canvas, (cx, cy), max(2, r // 2), col, -1, cv2.LINE_AA)
+        return
+    else:  # a random outline (state shape, keystone, heart): a jittered polygon
+        n = int(rng.integers(5, 9))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = r * rng.uniform(0.6, 1.0, n)
+        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+    cv2.fillPoly(canvas, [pts.astype(np.int32)], col, cv2.LINE_AA)
+
+
+def _stacked_letters(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
+    """Two or three small letters stacked vertically beside the serial (county codes, "DV",
+    "HP" and similar markers that plates print but that are not part of the registration)."""
+    n = int(rng.integers(2, 4))
+    fonts = font_sets()["small"] + font_sets()["us"]
+    font = fonts[rng.integers(len(fonts))]
+    ch = h // n
+    for k in range(n):
+        letter = chr(ord("A") + int(rng.integers(26)))
+        paint(canvas, text_mask(letter, font, 40), x, y + k * ch, w, int(ch * 0.85), colour)
+
+
 def _small_text(rng, canvas, text, x, y, w, h, colour) -> None:
     fonts = font_sets()["decor"] + font_sets()["small"]
     paint(canvas, text_mask(text, fonts[rng.integers(len(fonts))], 40), x, y, w, h, colour)
@@ -207,7 +240,23 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
     n = max(len(display), 2)
     tw = int(min(w * rng.uniform(0.72, 0.92), th * n * rng.uniform(0.5, 0.72)))
     tx = (w - tw) // 2 + int(rng.integers(-w // 30, w // 30 + 1))
+    gaps = [i for i, c in enumerate(display) if c in " -"]
+    mark_at = None
+    if gaps and rng.random() < 0.3:  # a graphic in the gap between groups
+        k = gaps[int(rng.integers(len(gaps)))]
+        display = display[:k] + "  " + display[k + 1:]
+        mark_at = k
     _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.35)
+    if mark_at is not None:
+        f = _font(font, 72)
+        frac = (f.getlength(display[:mark_at + 1]) / max(1.0, f.getlength(display)))
+        _separator_mark(rng, canvas, tx + int(frac * tw), ty + th // 2,
+                        int(th * rng.uniform(0.3, 0.6)), colour if rng.random() < 0.6
+                        else _rand_colour(rng, 0.0, 0.9))
+    if rng.random() < 0.15 and tx > w * 0.09:  # stacked marker letters left or right
+        sw = int(min(tx * 0.6, th * 0.3))
+        sx = tx - sw - int(w * 0.01) if rng.random() < 0.6 else tx + tw + int(w * 0.01)
+        _stacked_letters(rng, canvas, sx, ty, sw, th, colour)
     # State name on top, slogan below: the clutter the reader has to ignore.
     state_col = _rand_colour(rng, 0.0, 0.7)
     if rng.random() < 0.92:
@@ -220,12 +269,14 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
         sw = int(w * rng.uniform(0.3, 0.6))
         _small_text(rng, canvas, slogan, (w - sw) // 2, int(h * rng.uniform(0.82, 0.87)), sw,
                     int(h * rng.uniform(0.08, 0.12)), state_col)
-    # Registration stickers in the top corners.
+    # Registration stickers in the top corners, sometimes lower down beside the serial.
     for corner in (0, 1):
         if rng.random() < 0.45:
             sw, sh = int(w * rng.uniform(0.08, 0.14)), int(h * rng.uniform(0.12, 0.2))
             sx = int(w * 0.04) if corner == 0 else w - sw - int(w * 0.04)
-            sy = int(h * rng.uniform(0.04, 0.1))
+            beside = sx + sw < tx if corner == 0 else sx > tx + tw  # clear of the serial
+            sy = int(h * (rng.uniform(0.3, 0.6) if beside and rng.random() < 0.4
+                          else rng.uniform(0.04, 0.1)))
             cv2.rectangle(canvas, (sx, sy), (sx + sw, sy + sh),
                           tuple(float(c) for c in _rand_colour(rng, 0, 1)), -1)
             if rng.random() < 0.6:
