@@ -26,5 +26,5 @@ def test_no_read_passes_the_default_cut_on_300_plate_free_frames():
     assert len(frames) == 300
     false_reads = [(name, hit.text, round(hit.confidence, 3))
                    for name, image in frames for hit in recognizer.recognize(image)
-                   if is_confident(hit, cut.min_confidence, cut.min_confidence_no_format)]
+                   if is_confident(hit, cut)]
     assert false_reads == []

@@ -60,6 +60,10 @@ class RecognizerConfig:
         0.9, help="Reads matching no known plate format (sign or vehicle lettering) need this confidence. "
                   "With min_confidence these give no false read on 300 plate-free frames of the training "
                   "sets' val scenes (docs/detection.md).", min=0, max=1)
+    min_detection_score_no_format: float = setting(
+        0.6, help="Reads matching no known plate format also need this detector score (sign lettering "
+                  "scored 0.50-0.54 on the plate-free frames, plates of no listed format 0.55 and up, "
+                  "most above 0.6; docs/detection.md).", min=0, max=1)
 
 
 @dataclass(frozen=True)

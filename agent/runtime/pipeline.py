@@ -156,7 +156,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
     cut = config.recognizer
     recognize = RecognizeStage(stop, capture, frames, recognizer,
-                               lambda hit: is_confident(hit, cut.min_confidence, cut.min_confidence_no_format),
+                               lambda hit: is_confident(hit, cut),
                                sightings)
     tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
                             config.unit.latitude, config.unit.longitude)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -44,17 +45,31 @@ class PlateHit:
                                for t, c in self.candidates]}
 
 
-def is_confident(hit: PlateHit, min_confidence: float, min_confidence_no_format: float) -> bool:
+class ReadCut(Protocol):
+    """The cut's thresholds (agent.config.schema.RecognizerConfig has them)."""
+
+    min_confidence: float
+    min_confidence_no_format: float
+    min_detection_score_no_format: float
+
+
+def is_confident(hit: PlateHit, cut: ReadCut) -> bool:
     """The agent's cut: does this read count as a plate?
 
     Text that matches no plate format of our tables (bus lettering such as "ARRIVA", shop
-    signs) needs stronger evidence than a read that fits a format. Both cuts were chosen on
+    signs) needs stronger evidence than a read that fits a format: a higher read confidence
+    and, where a detector found it, a higher detection score (sign lettering reads as
+    confidently as a plate but looks less like one to the detector). The cuts were chosen on
     training-derived data only (plate-free crops of the training sets' val scenes and the
     plate-text val split; see docs/detection.md), never on the evaluation sets.
     """
-    if not hit.text or hit.confidence < min_confidence:
+    if not hit.text or hit.confidence < cut.min_confidence:
         return False
-    return getattr(hit, "format", None) is not None or hit.confidence >= min_confidence_no_format
+    if hit.format is not None:
+        return True
+    detector_agrees = (hit.detection_score is None
+                       or hit.detection_score >= cut.min_detection_score_no_format)
+    return hit.confidence >= cut.min_confidence_no_format and detector_agrees
 
 
 def _hit(read: PlateText, box, score: float | None = None) -> PlateHit:
