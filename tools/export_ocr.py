@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="synthetic training set (calibration samples)")
     p.add_argument("--train-metrics", type=Path, default=Path("runs/ocr/metrics.json"),
                    help="metrics.json of the training run (sample counts, seed)")
-    p.add_argument("--version", default="1.0.0", help="model version for the manifest")
+    p.add_argument("--version", required=True,
+                   help="model version for the manifest (e.g. 1.2.0; bump it for every export)")
     p.add_argument("--synthetic-seed", default="1", help="seed(s) of the synthetic training "
                    "sets, for the manifest (e.g. \"1,3\")")
     p.add_argument("--training-note", default=None,
