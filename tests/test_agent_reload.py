@@ -21,7 +21,7 @@ from agent.policy.bundle import sign_bundle
 from agent.policy.signing import load_private_key
 from agent.runtime.agent import Agent
 from mqtt_broker import MosquittoBroker
-from test_pipeline import PLATES, ScriptedRecognizer, write_frames
+from test_pipeline import PLATES, ScriptedRecognizer, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"
@@ -44,19 +44,7 @@ def test_sighup_reload_installs_new_policy_without_losing_queued_reads(tmp_path,
     bundle = tmp_path / "policy.bundle"
     dest = destination_doc("county", broker.url, "pg/county/reads")
     bundle.write_bytes(sign_bundle(policy_doc(1, [dest], time.time()), key))
-    write_frames(tmp_path / "frames")
-    config_path = tmp_path / "unit.toml"
-    config_path.write_text(f"""
-[unit]
-state_dir = "{tmp_path / 'state'}"
-[source]
-kind = "image_folder"
-path = "{tmp_path / 'frames'}"
-fps = 60
-frame_queue = 256
-[tracker]
-merge_window_s = 0.1
-[policy]
+    config_path = make_config(tmp_path, f"""[policy]
 bundle = "{bundle}"
 trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
 """)

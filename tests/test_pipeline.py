@@ -62,7 +62,8 @@ def write_frames(folder: Path) -> None:
             index += 1
 
 
-def make_config(tmp_path: Path) -> Path:
+def make_config(tmp_path: Path, extra: str = "") -> Path:
+    """A unit config replaying the scripted frames; ``extra`` is appended TOML (more tables)."""
     write_frames(tmp_path / "frames")
     config = tmp_path / "unit.toml"
     config.write_text(f"""
@@ -78,7 +79,7 @@ merge_window_s = 0.1
 [supervisor]
 backoff_initial_s = 0.01
 backoff_max_s = 0.05
-""")
+{extra}""")
     return config
 
 
