@@ -30,7 +30,7 @@ from agent.vision.models import file_sha256, update_manifest_entry  # noqa: E402
 from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
-from tools.ocr_net import build  # noqa: E402
+from tools.ocr_net import build, checkpoint_arch, load_weights  # noqa: E402
 from tools.train_ocr import DATASETS, load_real  # noqa: E402
 
 ATTRIBUTION = (
@@ -51,9 +51,9 @@ TRAINED_ON = [
 def export_fp32(checkpoint: Path, out: Path) -> tuple[dict, str]:
     """Write the fp32 ONNX of ``checkpoint``; return its selection metrics and network size."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    arch = ck.get("arch", "small")  # checkpoints from before ARCHS existed hold "small"
+    arch = checkpoint_arch(ck)
     model = build(arch)
-    model.load_state_dict(ck["model"])
+    load_weights(model, arch, ck, checkpoint)
     model.eval()
     dummy = torch.zeros(1, 1, OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH)
     torch.onnx.export(model, (dummy,), str(out), input_names=["image"], output_names=["probs"],

@@ -68,8 +68,23 @@ class PlateCRNN(nn.Module):
         return torch.softmax(self.logits(x), dim=-1)
 
 
-def build(arch: str = "small") -> PlateCRNN:
+def build(arch: str) -> PlateCRNN:
     """The network of a named size (``ARCHS``)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown OCR architecture {arch!r}; known: {', '.join(ARCHS)}")
     return PlateCRNN(**ARCHS[arch])
+
+
+def checkpoint_arch(checkpoint: dict) -> str:
+    """The network size a checkpoint holds; those from before ARCHS existed hold "small"."""
+    return checkpoint.get("arch", "small")
+
+
+def load_weights(model: PlateCRNN, arch: str, checkpoint: dict, source: object) -> None:
+    """Load a checkpoint's weights into ``model`` (of size ``arch``), refusing a checkpoint of
+    another size with a message naming both, rather than torch's list of mismatched tensors."""
+    held = checkpoint_arch(checkpoint)
+    if held != arch:
+        raise ValueError(f"{source}: checkpoint holds the {held!r} network, not {arch!r} "
+                         f"(pass --arch {held})")
+    model.load_state_dict(checkpoint["model"])

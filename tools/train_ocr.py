@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
-from tools.ocr_net import ARCHS, build  # noqa: E402
+from tools.ocr_net import ARCHS, build, load_weights  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TRAINING_SETS = ("plate-text", "ar-crops")  # the README's TRAINING sets with text
@@ -226,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build(args.arch)
     if args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu")["model"])
+        load_weights(model, args.arch, torch.load(args.init, map_location="cpu"), args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     step, best = 0, {"score": -1.0}
     last = args.out / "last.pt"
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
+        load_weights(model, args.arch, ck, last)
         opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck["best"]
         print(f"resumed step={step} best={best}", flush=True)
