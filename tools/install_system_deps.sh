@@ -5,7 +5,10 @@
 #   fonts-*: typefaces for the synthetic plate generator; python3-venv: the virtualenv
 set -euo pipefail
 PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv
-          fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin)
+          fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin
+          fonts-roboto-unhinted fonts-open-sans fonts-croscore fonts-freefont-ttf
+          fonts-adf-switzera fonts-adf-gillius fonts-clear-sans fonts-go
+          fonts-league-spartan fonts-b612 fonts-jura)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -40,6 +40,10 @@ def _scene(rng: np.random.Generator, plate: np.ndarray, margin: float) -> tuple[
     return np.clip(scene, 0, 1), (x0, y0, pw, ph)
 
 
+# Share of crops cut tight to the characters (when the caller says where they are).
+TIGHT_CROP_SHARE = 0.12
+
+
 def _warp(rng, scene, box, strength: float):
     """Random perspective + rotation about the plate; returns the warped scene and plate quad."""
     H, W = scene.shape[:2]
@@ -67,10 +71,13 @@ def _motion_kernel(rng, length: int) -> np.ndarray:
 
 
 def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
-            hard: float = 1.0) -> np.ndarray:
+            hard: float = 1.0, text_span: tuple[float, float] | None = None) -> np.ndarray:
     """Camera-like grey crop (uint8, out_h x out_w) of a clean float BGR plate.
 
     ``hard`` scales how strong the degradations are (0 = clean, 1 = full range).
+    ``text_span`` is where the serial starts and ends, as fractions of the plate's width: with
+    it, some crops are cut tight to the characters, as a detector box that hugs the lettering
+    (or a crop cut by someone else) gives, so the first and last characters touch the edge.
     """
     scene, box = _scene(rng, plate, margin=0.3)
     scene, quad = _warp(rng, scene, box, strength=0.045 * hard)
@@ -84,9 +91,14 @@ def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
     sx = rng.normal(0, 0.025) * bw
     sy = rng.normal(0, 0.04) * bh
     H, W = scene.shape[:2]
-    cx0 = int(np.clip(qx0 - mx + sx, 0, W - 2))
+    left, right = qx0 - mx + sx, qx1 + mx + sx
+    if text_span is not None and rng.random() < TIGHT_CROP_SHARE:
+        t0, t1 = qx0 + text_span[0] * bw, qx0 + text_span[1] * bw
+        left = t0 - rng.uniform(-0.01, 0.05) * (t1 - t0)
+        right = t1 + rng.uniform(-0.01, 0.05) * (t1 - t0)
+    cx0 = int(np.clip(left, 0, W - 2))
     cy0 = int(np.clip(qy0 - my + sy, 0, H - 2))
-    cx1 = int(np.clip(qx1 + mx + sx, cx0 + 2, W))
+    cx1 = int(np.clip(right, cx0 + 2, W))
     cy1 = int(np.clip(qy1 + my + sy, cy0 + 2, H))
     crop = scene[cy0:cy1, cx0:cx1]
 

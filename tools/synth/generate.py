@@ -53,7 +53,10 @@ def make_sample(seed: int, index: int, width: int = OCR_INPUT_WIDTH,
         text, display = random_from_format(fmt, rng)
         fmt_name = fmt.name
     plate = render_plate(rng, text, display, region, fmt_name)
-    image = degrade(rng, plate.image, width, height, hard=hard * float(rng.uniform(0.3, 1.0)))
+    tx, _, tw, _ = plate.text_box
+    pw = plate.image.shape[1]
+    image = degrade(rng, plate.image, width, height, hard=hard * float(rng.uniform(0.3, 1.0)),
+                    text_span=(tx / pw, (tx + tw) / pw))
     return Sample(image, text, region, fmt_name)
 
 

@@ -36,17 +36,27 @@ def font_sets() -> dict[str, tuple[str, ...]]:
     sets = {
         "us": _fonts(("RG2014C.ttf", "RG2014D.ttf", "RG2014B.ttf", "RG2014E.ttf",
                       "DejaVuSansCondensed-Bold.ttf", "LiberationSans-Bold.ttf",
-                      "DejaVuSans-Bold.ttf", "LiberationMono-Bold.ttf")),
+                      "DejaVuSans-Bold.ttf", "LiberationMono-Bold.ttf",
+                      "RobotoCondensed-Bold.ttf", "OpenSans-CondBold.ttf", "Arimo-Bold.ttf",
+                      "FreeSansBold.ttf", "SwitzeraADF-BoldCond.otf", "ClearSans-Bold.ttf",
+                      "Go-Bold.ttf", "LeagueSpartan-Bold.otf", "B612-Bold.otf",
+                      "GilliusADF-BoldCond.otf")),
         "din": _fonts(("OSP-DIN.ttf", "RG2014C.ttf", "RG2014D.ttf",
-                       "DejaVuSansCondensed-Bold.ttf")),
+                       "DejaVuSansCondensed-Bold.ttf", "RobotoCondensed-Bold.ttf",
+                       "SwitzeraADF-BoldCond.otf")),
+        # Old grey Brazilian plates use the condensed "Mandatory" lettering: the closest free
+        # faces are the condensed grotesques.
         "br_old": _fonts(("DejaVuSansCondensed-Bold.ttf", "LiberationSans-Bold.ttf",
-                          "RG2014D.ttf", "OSP-DIN.ttf")),
+                          "RG2014D.ttf", "OSP-DIN.ttf", "RobotoCondensed-Bold.ttf",
+                          "SwitzeraADF-BoldCond.otf",
+                          "OpenSans-CondBold.ttf", "GilliusADF-BoldCond.otf", "Jura-Bold.otf")),
         "decor": _fonts(("DejaVuSerif-BoldItalic.ttf", "LiberationSerif-BoldItalic.ttf",
                          "LiberationSerif-Italic.ttf", "DejaVuSans-Bold.ttf",
                          "LiberationSans-Regular.ttf", "DejaVuSerif-Bold.ttf",
-                         "DejaVuSansCondensed-Oblique.ttf", "RG2014E.ttf")),
+                         "DejaVuSansCondensed-Oblique.ttf", "RG2014E.ttf",
+                         "FreeSerifBoldItalic.ttf", "Go-Italic.ttf", "Jura-Medium.otf")),
         "small": _fonts(("DejaVuSans.ttf", "LiberationSans-Regular.ttf",
-                         "DejaVuSansCondensed.ttf")),
+                         "DejaVuSansCondensed.ttf", "RobotoCondensed-Regular.ttf")),
     }
     if not any(sets.values()):
         raise RuntimeError("no fonts found under /usr/share/fonts: install fonts-roadgeek, "
@@ -62,14 +72,22 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-def text_mask(text: str, font_path: str, size: int = 72) -> np.ndarray:
-    """Coverage mask (float32 0..1) of ``text``, cropped to its ink."""
+def text_mask(text: str, font_path: str, size: int = 72, weight: int = 0) -> np.ndarray:
+    """Coverage mask (float32 0..1) of ``text``, cropped to its ink.
+
+    ``weight`` thickens (> 0) or thins (< 0) the strokes by that many pixels at the 72 px
+    render size: plate lettering comes in more weights than the free fonts have, and a stroke
+    weight the model never saw is one of the ways real plates differ from ours."""
     font = _font(font_path, size)
     left, top, right, bottom = font.getbbox(text)
     w, h = max(1, right - left), max(1, bottom - top)
-    img = Image.new("L", (w + 4, h + 4), 0)
-    ImageDraw.Draw(img).text((2 - left, 2 - top), text, font=font, fill=255)
+    pad = 2 + abs(weight)
+    img = Image.new("L", (w + 2 * pad, h + 2 * pad), 0)
+    ImageDraw.Draw(img).text((pad - left, pad - top), text, font=font, fill=255)
     mask = np.asarray(img, dtype=np.float32) / 255.0
+    if weight:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(weight) + 1,) * 2)
+        mask = (cv2.dilate if weight > 0 else cv2.erode)(mask, kernel)
     ys, xs = np.nonzero(mask > 0.05)
     if len(xs) == 0:
         return np.zeros((1, 1), np.float32)
@@ -156,7 +174,8 @@ def _background(rng: np.random.Generator, h: int, w: int, base: np.ndarray,
 
 def _draw_serial(rng, canvas, display, font, x, y, w, h, colour, emboss: bool) -> None:
     """Draw the serial (with its separators) into the box, each group stretched to fit."""
-    mask = text_mask(display.replace("-", "-"), font)
+    weight = int(rng.integers(-2, 5)) if rng.random() < 0.4 else 0
+    mask = text_mask(display, font, weight=weight)
     if emboss:
         dx, dy = int(rng.integers(1, 4)), int(rng.integers(1, 4))
         paint(canvas, mask, x + dx, y + dy, w, h, np.clip(colour + 0.35, 0, 1) * 0.6)
