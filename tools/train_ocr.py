@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     best = {"score": score, "step": step, **{k: row[k] for k in
                             ("val_plate_text", "val_ar", "val_synth")}}
                     torch.save({"model": judged.state_dict(), "arch": args.arch, "step": step,
-                                "metrics": best, "ema": args.ema},
+                                "metrics": best, "ema_decay": args.ema},
                                args.out / "best.pt")
             rows.append(row)
             print(json.dumps(row), flush=True)
