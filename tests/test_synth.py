@@ -121,18 +121,14 @@ def test_stroke_weight_thickens_and_thins_the_lettering():
     assert ink[-2] < ink[0] < ink[3]
 
 
-def test_tight_crop_lets_the_lettering_reach_the_edges():
+def test_tight_crop_lets_the_lettering_reach_the_edges(monkeypatch):
     """A crop cut to the serial leaves at most a sliver of plate beside the characters."""
     from tools.synth import degrade as deg
     plate = np.ones((120, 360, 3), np.float32)
     plate[30:90, 40:320] = 0.0  # the "serial": a dark block from 11% to 89% of the width
-    old = deg.TIGHT_CROP_SHARE
-    deg.TIGHT_CROP_SHARE = 1.0
-    try:
-        for seed in range(20):
-            img = deg.degrade(np.random.default_rng(seed), plate, OCR_INPUT_WIDTH,
-                              OCR_INPUT_HEIGHT, hard=0.0, text_span=(40 / 360, 320 / 360))
-            dark = np.nonzero(img[OCR_INPUT_HEIGHT // 2] < 100)[0]
-            assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed
-    finally:
-        deg.TIGHT_CROP_SHARE = old
+    monkeypatch.setattr(deg, "TIGHT_CROP_SHARE", 1.0)
+    for seed in range(20):
+        img = deg.degrade(np.random.default_rng(seed), plate, OCR_INPUT_WIDTH,
+                          OCR_INPUT_HEIGHT, hard=0.0, text_span=(40 / 360, 320 / 360))
+        dark = np.nonzero(img[OCR_INPUT_HEIGHT // 2] < 100)[0]
+        assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed

@@ -133,6 +133,9 @@ def make_batch(step, seed, synth_x, synth_t, real_x, real_t, batch, real_share):
 
 
 def evaluate(model, images: np.ndarray, texts: list[str], batch: int = 128) -> float:
+    """Exact-match rate of best-path reads; leaves the model in the mode it came in (the
+    weight average is never trained, the live model goes back to training)."""
+    was_training = model.training
     model.eval()
     hits = 0
     with torch.no_grad():
@@ -140,7 +143,7 @@ def evaluate(model, images: np.ndarray, texts: list[str], batch: int = 128) -> f
             x = torch.from_numpy(images[a:a + batch].astype(np.float32)[:, None])
             pred = greedy(model(x).numpy())
             hits += sum(p == t for p, t in zip(pred, texts[a:a + batch]))
-    model.train()
+    model.train(was_training)
     return hits / max(len(texts), 1)
 
 
