@@ -130,3 +130,11 @@ def test_readme_config_reference_is_in_step_with_the_schema():
     assert match, "README lacks the generated config reference block"
     assert match.group(1) == reference_markdown(), \
         "README config reference is stale: run `python tools/sync_config_reference.py`"
+
+
+def test_region_hint_is_one_of_the_format_regions():
+    config = parse_config('[source]\npath = "a"\n[recognizer]\nregion = "BR"\n', base_dir=Path("/tmp"))
+    assert config.recognizer.region == "BR"
+    assert parse_config('[source]\npath = "a"\n', base_dir=Path("/tmp")).recognizer.region is None
+    problems = problems_of('[source]\npath = "a"\n[recognizer]\nregion = "Brasil"\n')
+    assert len(problems) == 1 and problems[0].startswith("recognizer.region: 'Brasil' is not one of")

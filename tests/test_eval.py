@@ -18,9 +18,10 @@ from agent.vision.crops import (OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, crop_for_ocr,
                                 to_model_input)
 from agent.vision.evaluate import dataset_region, evaluate, iou  # noqa: E402
 from agent.vision.models import load_manifest  # noqa: E402
-from agent.vision.ocr import PlateReader  # noqa: E402
+from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import formats_for  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
+from test_synth import one_hot_probs  # noqa: E402
 from tools.synth.render import render_plate  # noqa: E402
 
 MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
@@ -107,3 +108,32 @@ def test_scene_matching_counts_recall(tmp_path):
     assert report["images"] == 2 and report["plates"] == 2
     assert report["detection_recall"] == 0.5
     assert report["top1_accuracy"] <= 0.5
+
+
+class _SureReader:
+    """Stands in for the OCR model: always sure of one text (here I for every 1, as the grey
+    Brazilian plates draw it); the real decoding and format tables do the rest."""
+
+    def __init__(self, text: str):
+        self.probs = one_hot_probs(text)
+
+    def read(self, crop, region=None):
+        return resolve(self.probs, region)
+
+
+def test_region_hint_comes_from_the_call_then_the_unit(tmp_path):
+    """A unit configured for Brazil reads the bar in a digit position as 1; eval --region does
+    the same for a scenes set, which carries no region; with no hint the read stays as seen."""
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 200, 3), 90, np.uint8))
+    (folder / "a.txt").write_text("a.jpg\t20\t20\t120\t40\tAXO7916\n")
+    frame = np.zeros((120, 200, 3), np.uint8)
+    plain = Recognizer(_SureReader("AXO79I6"), _BoxesFromLabels((20, 20, 120, 40)))
+    assert plain.recognize(frame)[0].text == "AXO79I6"
+    assert plain.recognize(frame, "BR")[0].text == "AXO7916"
+    assert evaluate(folder, plain).to_json()["top1_accuracy"] == 0.0
+    assert evaluate(folder, plain, region="BR").to_json()["top1_accuracy"] == 1.0
+    unit = Recognizer(_SureReader("AXO79I6"), _BoxesFromLabels((20, 20, 120, 40)), region="BR")
+    assert unit.recognize(frame)[0].text == "AXO7916"
+    assert unit.read_crop(frame).text == "AXO7916"

@@ -85,6 +85,28 @@ def test_confusable_glyph_resolved_by_format():
     assert "ABC12O4" in [t for t, _ in read.candidates]
 
 
+def test_exhaustive_region_reads_a_sure_bar_as_the_digit_its_position_needs():
+    """Brazil's table lists every car layout, and the grey plates draw I and 1 alike: a bar the
+    model is sure is an I, in a digit position, is a 1 there. The same probabilities with a US
+    or no hint stay as read (a vanity plate could say that)."""
+    probs = one_hot_probs("AXO79I6")
+    read = resolve(probs, "BR")
+    assert read.text == "AXO7916"
+    assert read.format == "br.old"
+    assert read.candidates[0][0] == "AXO7916"
+    assert "AXO79I6" in [t for t, _ in read.candidates]
+    assert resolve(probs, "US").text == "AXO79I6"
+    assert resolve(probs, None).text == "AXO79I6"
+
+
+def test_exhaustive_region_keeps_a_reading_that_no_layout_can_fit():
+    """Fitting a format only reorders readings: a short read with no variant that fits is
+    still reported, with no format named, rather than dropped."""
+    read = resolve(one_hot_probs("AB12"), "BR")
+    assert read.text == "AB12"
+    assert read.format is None
+
+
 def test_contact_sheet_written(tmp_path):
     sheet = tmp_path / "sheet.png"
     assert gen.main(["--count", "16", "--seed", "4", "--sheet", str(sheet)]) == 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config.fields import setting
+from agent.vision.plate_formats import EXHAUSTIVE_REGIONS, REGIONS
 
 PORT = dict(min=1, max=65535, reason="is not a port")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -52,6 +53,12 @@ class SourceConfig:
 class RecognizerConfig:
     models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
+    region: str | None = setting(
+        None, help="Where the camera stands, for the plate format tables: "
+                   f"{', '.join(REGIONS)}; omit to allow every region's formats. In "
+                   f"{', '.join(EXHAUSTIVE_REGIONS)} every car plate fits a listed layout, so a read "
+                   "that fits none is re-read as the nearest one that does (docs/ocr.md).",
+        choices=REGIONS)
     min_plate_px: int = setting(40, help="Narrowest plate to find, in frame pixels; larger values let big "
                                          "frames (4K) be scaled down further, which is faster.", min=8, max=2000)
     max_plate_px: int = setting(400, help="Widest plate to find, in frame pixels.", min=16, max=4000)

@@ -144,6 +144,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
 
     if recognizer is None:
         recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads,
+                                            region=config.recognizer.region,
                                             min_plate_px=config.recognizer.min_plate_px,
                                             max_plate_px=config.recognizer.max_plate_px)
 

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
                                description="Accuracy and speed on a crops set (groundtruth.csv)"
                                            " or a scenes set (image + .txt per image).")
     ev.add_argument("dataset", metavar="DATASET", help="the labelled folder")
+    ev.add_argument("--region", default=None,
+                    help="region hint for the plate formats, as a unit's recognizer.region sets "
+                         "it (US, BR, EU, GB, AR); default: the crops set's own region column, "
+                         "none for scenes")
     ev.add_argument("--misreads", action="store_true",
                     help="also list every plate that was not read correctly")
     _add_common(ev)
@@ -93,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if recognizer is None:
         return 2
     try:
-        result = evaluate(Path(args.dataset), recognizer)
+        result = evaluate(Path(args.dataset), recognizer, region=args.region)
     except DatasetError as exc:
         print(f"plategate: {exc}", file=sys.stderr)
         return 2

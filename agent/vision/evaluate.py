@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -164,11 +164,14 @@ def _score(result: EvalResult, truth: str, hit: PlateHit | None, image: Path) ->
         result.top5 += 1
 
 
-def evaluate(folder: Path, recognizer: Recognizer) -> EvalResult:
-    """Run the recognizer over a labelled folder (either layout)."""
+def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None) -> EvalResult:
+    """Run the recognizer over a labelled folder (either layout); ``region`` overrides the
+    hint a crops set's region column gives (scenes sets carry none)."""
     folder = Path(folder)
     layout = detect_layout(folder)
     items = load_crops(folder) if layout == "crops" else load_scenes(folder)
+    if region:
+        items = [replace(item, region=region) for item in items]
     if layout == "scenes" and recognizer.detector is None:
         raise DatasetError(f"{folder} is a scenes set: evaluating it needs the plate detector, "
                            "and models/manifest.json has no 'plate_detector' entry yet")

@@ -6,7 +6,11 @@ eval's top-5 need more than the best path), per-character confidences from the b
 the region format tables (agent.vision.plate_formats) to settle confusable glyphs (O/0, I/1,
 B/8, S/5, Z/2) where a format allows only one of them. The format only wins where the model
 itself is unsure: a reading that fits a strict format is preferred unless the free reading is
-FORMAT_PRIOR times more probable, so a confident vanity plate is never "corrected".
+FORMAT_PRIOR times more probable, so a confident vanity plate is never "corrected". Where the
+hint names a region whose table is exhaustive (Brazil: every car plate is ABC-1234 or
+ABC1D23), a reading that fits a format always ranks above one that fits none: there a plain
+bar in a digit position is a 1 however sure the model is that it saw an I, because the grey
+plates' lettering draws both the same.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ import numpy as np
 from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
 from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
-                                        CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for)
+                                        CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for,
+                                        is_exhaustive)
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +137,15 @@ def resolve(probs: np.ndarray, region: str | None = None,
     formats = formats_for(region)
     strict = [f for f in formats if f.strict]
     free = [f for f in formats if not f.strict]
-    # pool: text -> (probability estimate, score, format name, char confidences)
-    pool: dict[str, tuple[float, float, str | None, list[float] | None]] = {}
+    exhaustive = is_exhaustive(region)
+    # pool: text -> (probability estimate, score, format name, char confidences); the score
+    # is a tuple so that, in an exhaustive region, fitting a format outranks any probability.
+    pool: dict[str, tuple[float, tuple[bool, float], str | None, list[float] | None]] = {}
 
     def add(text: str, prob: float, confs: list[float] | None) -> None:
         fmt = next((f for f in strict if f.matches(text)), None)
         name = fmt.name if fmt else next((f.name for f in free if f.matches(text)), None)
-        score = prob * (FORMAT_PRIOR if fmt else 1.0)
+        score = (exhaustive and fmt is not None, prob * (FORMAT_PRIOR if fmt else 1.0))
         if text not in pool or pool[text][1] < score:
             pool[text] = (prob, score, name, confs)
 
@@ -164,7 +171,7 @@ def resolve(probs: np.ndarray, region: str | None = None,
                 add(variant, prob * ratio, v_confs)
     if not pool:
         return PlateText("", 0.0, [], [], None)
-    ranked = sorted(pool.items(), key=lambda kv: -kv[1][1])
+    ranked = sorted(pool.items(), key=lambda kv: kv[1][1], reverse=True)
     text, (prob, _score, fmt_name, confs) = ranked[0]
     if confs is None:
         confs = [prob ** (1.0 / max(len(text), 1))] * len(text)

@@ -113,19 +113,37 @@ FORMATS: tuple[PlateFormat, ...] = (
 )
 
 REGIONS: tuple[str, ...] = ("US", "GB", "EU", "BR", "AR")
+# Regions whose table lists every layout the region issues to cars: a reading that fits none
+# of them cannot be that region's plate, however sure the model is of its glyphs. Brazil has
+# had two car layouts since 1990 (grey ABC-1234, Mercosur ABC1D23), and the grey plates'
+# "Mandatory" lettering draws I and 1 (and O and 0 nearly) as the same shape, so only the
+# position can tell them apart. The US (vanity plates), the EU sample and Argentina
+# (motorcycle layouts not in the table) are not exhaustive.
+EXHAUSTIVE_REGIONS: tuple[str, ...] = ("BR",)
 
 
-def formats_for(region: str | None) -> tuple[PlateFormat, ...]:
-    """Formats of a region hint (``US``, ``us``, ``ca`` for a US state, ``BR``...); all if None."""
+def region_key(region: str | None) -> str | None:
+    """The table region a hint names (``us``, ``ca`` for a US state, ``UK``...), else None."""
     if not region:
-        return FORMATS
+        return None
     key = region.strip().upper()
     if key.startswith("US-") or (len(key) == 2 and key not in REGIONS and key not in ("UK",)):
         key = "US"  # OpenALPR benchmark rows name US states by their two-letter code
     if key == "UK":
         key = "GB"
+    return key if key in REGIONS else None
+
+
+def formats_for(region: str | None) -> tuple[PlateFormat, ...]:
+    """Formats of a region hint (``US``, ``us``, ``ca`` for a US state, ``BR``...); all if None."""
+    key = region_key(region)
     chosen = tuple(f for f in FORMATS if f.region == key)
     return chosen or FORMATS
+
+
+def is_exhaustive(region: str | None) -> bool:
+    """Whether the hint names a region whose table holds every plate layout it issues."""
+    return region_key(region) in EXHAUSTIVE_REGIONS
 
 
 def normalise_text(text: str) -> str:

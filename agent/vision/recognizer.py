@@ -80,12 +80,14 @@ def _hit(read: PlateText, box, score: float | None = None) -> PlateHit:
 class Recognizer:
     """Finds plates in a frame (detector) and reads each one (OCR)."""
 
-    def __init__(self, reader: PlateReader, detector=None):
+    def __init__(self, reader: PlateReader, detector=None, region: str | None = None):
         self.reader = reader
         self.detector = detector
+        self.region = region  # the unit's region hint; a call's own hint overrides it
 
     @classmethod
-    def from_models(cls, models_dir: Path, threads: int = 1, **detector_options) -> "Recognizer":
+    def from_models(cls, models_dir: Path, threads: int = 1, region: str | None = None,
+                    **detector_options) -> "Recognizer":
         """The OCR from ``models_dir``, plus the detector when the manifest lists one.
 
         ``detector_options`` (min_plate_px, max_plate_px, ...) go to PlateDetector; they set the
@@ -100,12 +102,12 @@ class Recognizer:
         else:
             log.warning("no plate detector in %s; only plate crops can be read",
                         models_dir / "manifest.json")
-        return cls(reader, detector)
+        return cls(reader, detector, region)
 
     def read_crop(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateHit:
         """Read an image that is already a plate crop; the box is the whole crop."""
         h, w = crop_bgr.shape[:2]
-        return _hit(self.reader.read(crop_bgr, region), (0, 0, w, h))
+        return _hit(self.reader.read(crop_bgr, region or self.region), (0, 0, w, h))
 
     def recognize(self, frame_bgr: np.ndarray, region: str | None = None) -> list[PlateHit]:
         """Detect every plate in a frame and read it; raises NoDetectorError without one."""
@@ -113,6 +115,7 @@ class Recognizer:
             raise NoDetectorError("no plate detector installed (models/manifest.json has no "
                                   f"{DETECTOR_NAME!r} entry): whole frames cannot be read, "
                                   "only plate crops")
+        region = region or self.region
         hits = []
         for det in self.detector.detect(frame_bgr):
             try:
