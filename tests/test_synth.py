@@ -154,3 +154,19 @@ def test_tight_crop_lets_the_lettering_reach_the_edges(monkeypatch):
                           OCR_INPUT_HEIGHT, hard=0.0, text_span=(40 / 360, 320 / 360))
         dark = np.nonzero(img[OCR_INPUT_HEIGHT // 2] < 100)[0]
         assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed
+
+
+def test_bare_bar_one_drawn_only_with_a_bare_i(monkeypatch):
+    """Where a plate's lettering draws 1 as a bare bar, the generator draws the font's I in its
+    place (the label keeps 1); a font whose I has serifs cannot stand in for it."""
+    from tools.synth import render
+    monkeypatch.setitem(render.PLAIN_ONE_SHARE, "br_old", 1.0)
+    fonts = {Path(f).name: f for f in render.font_sets()["us"] + render.font_sets()["br_old"]}
+    bare, serifed = fonts["DejaVuSansCondensed-Bold.ttf"], fonts["LiberationMono-Bold.ttf"]
+    assert render.has_plain_capital_i(bare) and not render.has_plain_capital_i(serifed)
+    rng = np.random.default_rng(0)
+    assert render.plain_ones(rng, "ABC-1211", bare, "br_old") == "ABC-I2II"
+    assert render.plain_ones(rng, "ABC-1211", serifed, "br_old") == "ABC-1211"
+    assert render.plain_ones(rng, "ABC-1211", bare, "eu") == "ABC-1211"
+    plate = render.render_plate(np.random.default_rng(3), "ABC1211", "ABC-1211", "BR", "br.old")
+    assert plate.text == "ABC1211"

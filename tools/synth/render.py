@@ -172,6 +172,29 @@ def _background(rng: np.random.Generator, h: int, w: int, base: np.ndarray,
     return np.clip(img, 0, 1)
 
 
+# Share of plates, per lettering style, whose 1 is a bare bar, the same shape as the I: the
+# grey Brazilian plates' "Mandatory" face draws it so, as do several US states' faces. Our free
+# fonts all give the 1 a flag, so without this the model calls every bare bar an I.
+PLAIN_ONE_SHARE = {"br_old": 0.85, "us": 0.25}
+
+
+@lru_cache(maxsize=64)
+def has_plain_capital_i(font_path: str) -> bool:
+    """Whether the font's I is a bare bar (no serifs), so it can stand for a flagless 1."""
+    rows = (text_mask("I", font_path) > 0.5).sum(axis=1)
+    rows = rows[rows > 0]
+    return bool(len(rows)) and bool(rows.max() <= 1.25 * np.median(rows))
+
+
+def plain_ones(rng: np.random.Generator, display: str, font: str, style: str) -> str:
+    """``display`` with every 1 drawn as the font's bare I, for a share of plates of ``style``
+    (the plate text, the label, keeps the 1)."""
+    if "1" in display and rng.random() < PLAIN_ONE_SHARE.get(style, 0.0) \
+            and has_plain_capital_i(font):
+        return display.replace("1", "I")
+    return display
+
+
 def _draw_serial(rng, canvas, display, font, x, y, w, h, colour, emboss: bool) -> None:
     """Draw the serial (with its separators) into the box, each group stretched to fit."""
     weight = int(rng.integers(-2, 5)) if rng.random() < 0.4 else 0
@@ -254,6 +277,7 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
         colour = _rand_colour(rng, 0.75, 1.0)
     fonts = font_sets()["us"]
     font = fonts[rng.integers(len(fonts))]
+    display = plain_ones(rng, display, font, "us")
     th = int(h * rng.uniform(0.42, 0.58))
     ty = int(h * rng.uniform(0.24, 0.34))
     n = max(len(display), 2)
@@ -371,6 +395,8 @@ def render_br(rng: np.random.Generator, text: str, display: str, mercosur: bool,
         th = int(h * rng.uniform(0.5, 0.62))
         ty = top + (h - top - th) // 2
     font = fonts[rng.integers(len(fonts))]
+    if country == "BR" and not mercosur:
+        display = plain_ones(rng, display, font, "br_old")
     tw = int(min(w * rng.uniform(0.82, 0.94), th * len(display) * rng.uniform(0.55, 0.72)))
     tx = (w - tw) // 2
     _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.5)
