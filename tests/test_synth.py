@@ -156,17 +156,20 @@ def test_tight_crop_lets_the_lettering_reach_the_edges(monkeypatch):
         assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed
 
 
-def test_bare_bar_one_drawn_only_with_a_bare_i(monkeypatch):
-    """Where a plate's lettering draws 1 as a bare bar, the generator draws the font's I in its
-    place (the label keeps 1); a font whose I has serifs cannot stand in for it."""
+def test_digits_drawn_in_the_letter_shape_their_lettering_shares(monkeypatch):
+    """Where a plate's lettering draws 1 as a bare bar (or 0 as O), the generator draws the
+    font's letter in its place and the label keeps the digit; a font whose I has serifs cannot
+    stand in for a bare 1."""
     from tools.synth import render
-    monkeypatch.setitem(render.PLAIN_ONE_SHARE, "br_old", 1.0)
+    monkeypatch.setitem(render.SHARED_SHAPES, "br_old", (("1", "I", 1.0),))
+    monkeypatch.setitem(render.SHARED_SHAPES, "us", (("1", "I", 0.0), ("0", "O", 1.0)))
     fonts = {Path(f).name: f for f in render.font_sets()["us"] + render.font_sets()["br_old"]}
     bare, serifed = fonts["DejaVuSansCondensed-Bold.ttf"], fonts["LiberationMono-Bold.ttf"]
     assert render.has_plain_capital_i(bare) and not render.has_plain_capital_i(serifed)
     rng = np.random.default_rng(0)
-    assert render.plain_ones(rng, "ABC-1211", bare, "br_old") == "ABC-I2II"
-    assert render.plain_ones(rng, "ABC-1211", serifed, "br_old") == "ABC-1211"
-    assert render.plain_ones(rng, "ABC-1211", bare, "eu") == "ABC-1211"
+    assert render.shared_shapes(rng, "ABC-1210", bare, "br_old") == "ABC-I2I0"
+    assert render.shared_shapes(rng, "ABC-1210", serifed, "br_old") == "ABC-1210"
+    assert render.shared_shapes(rng, "ABC-1210", serifed, "us") == "ABC-121O"
+    assert render.shared_shapes(rng, "ABC-1210", bare, "eu") == "ABC-1210"
     plate = render.render_plate(np.random.default_rng(3), "ABC1211", "ABC-1211", "BR", "br.old")
     assert plate.text == "ABC1211"

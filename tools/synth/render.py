@@ -172,10 +172,15 @@ def _background(rng: np.random.Generator, h: int, w: int, base: np.ndarray,
     return np.clip(img, 0, 1)
 
 
-# Share of plates, per lettering style, whose 1 is a bare bar, the same shape as the I: the
-# grey Brazilian plates' "Mandatory" face draws it so, as do several US states' faces. Our free
-# fonts all give the 1 a flag, so without this the model calls every bare bar an I.
-PLAIN_ONE_SHARE = {"br_old": 0.85, "us": 0.25}
+# Lettering that gives two characters one shape, per style: (digit, the letter drawn for it,
+# share of plates). The grey Brazilian plates' "Mandatory" face draws 1 as a bare bar, the same
+# shape as its I, as do several US states' faces; many US states draw 0 and O alike. Our free
+# fonts all tell them apart (a flagged 1, a narrow 0), so without this the model reads every
+# bare bar as I and every round 0 as O.
+SHARED_SHAPES: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "br_old": (("1", "I", 0.85),),
+    "us": (("1", "I", 0.25), ("0", "O", 0.3)),
+}
 
 
 @lru_cache(maxsize=64)
@@ -186,12 +191,14 @@ def has_plain_capital_i(font_path: str) -> bool:
     return bool(len(rows)) and bool(rows.max() <= 1.25 * np.median(rows))
 
 
-def plain_ones(rng: np.random.Generator, display: str, font: str, style: str) -> str:
-    """``display`` with every 1 drawn as the font's bare I, for a share of plates of ``style``
-    (the plate text, the label, keeps the 1)."""
-    if "1" in display and rng.random() < PLAIN_ONE_SHARE.get(style, 0.0) \
-            and has_plain_capital_i(font):
-        return display.replace("1", "I")
+def shared_shapes(rng: np.random.Generator, display: str, font: str, style: str) -> str:
+    """``display`` as a plate of ``style`` may draw it: for a share of plates, each digit that
+    the style draws like a letter is drawn with the font's letter (the plate text, the label,
+    keeps the digit). A 1 becomes I only where the font's I is a bare bar."""
+    for digit, letter, share in SHARED_SHAPES.get(style, ()):
+        if digit in display and rng.random() < share \
+                and (letter != "I" or has_plain_capital_i(font)):
+            display = display.replace(digit, letter)
     return display
 
 
@@ -277,7 +284,7 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
         colour = _rand_colour(rng, 0.75, 1.0)
     fonts = font_sets()["us"]
     font = fonts[rng.integers(len(fonts))]
-    display = plain_ones(rng, display, font, "us")
+    display = shared_shapes(rng, display, font, "us")
     th = int(h * rng.uniform(0.42, 0.58))
     ty = int(h * rng.uniform(0.24, 0.34))
     n = max(len(display), 2)
@@ -396,7 +403,7 @@ def render_br(rng: np.random.Generator, text: str, display: str, mercosur: bool,
         ty = top + (h - top - th) // 2
     font = fonts[rng.integers(len(fonts))]
     if country == "BR" and not mercosur:
-        display = plain_ones(rng, display, font, "br_old")
+        display = shared_shapes(rng, display, font, "br_old")
     tw = int(min(w * rng.uniform(0.82, 0.94), th * len(display) * rng.uniform(0.55, 0.72)))
     tx = (w - tw) // 2
     _draw_serial(rng, canvas, display, font, tx, ty, tw, th, colour, emboss=rng.random() < 0.5)
