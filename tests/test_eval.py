@@ -21,7 +21,7 @@ from agent.vision.models import load_manifest  # noqa: E402
 from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import formats_for  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
-from test_synth import one_hot_probs  # noqa: E402
+from ctc_probs import one_hot_probs  # noqa: E402
 from tools.synth.render import render_plate  # noqa: E402
 
 MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")

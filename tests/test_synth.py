@@ -15,22 +15,9 @@ from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH  # noqa: E402
 from agent.vision.ocr import resolve  # noqa: E402
 from agent.vision.plate_formats import (CHARSET, FORMATS, matching_format,  # noqa: E402
                                         normalise_text)
+from ctc_probs import one_hot_probs  # noqa: E402
 from tools.synth import generate as gen  # noqa: E402
 from tools.synth.text import random_from_format  # noqa: E402
-
-
-def one_hot_probs(text: str, repeat: int = 2, columns: int = 36) -> np.ndarray:
-    """CTC probabilities that spell ``text`` exactly (blank between characters)."""
-    probs = np.zeros((columns, len(CHARSET) + 1), np.float32)
-    probs[:, 0] = 1.0
-    t = 1
-    for ch in text:
-        for _ in range(repeat):
-            probs[t] = 0
-            probs[t, CHARSET.index(ch) + 1] = 1.0
-            t += 1
-        t += 1  # one blank column between characters
-    return probs
 
 
 def test_same_seed_same_samples():
