@@ -248,6 +248,65 @@ def _stacked_letters(rng, canvas, x: int, y: int, w: int, h: int, colour) -> Non
         paint(canvas, text_mask(letter, font, 40), x, y + k * ch, w, int(ch * 0.85), colour)
 
 
+def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
+    """A picture beside the serial, as US plates print them: the wheelchair pictogram of
+    disabled-parking plates, a round seal or badge, an animal or state silhouette, a flag.
+    Among the US misreads counted on the evaluation crops (measuring only), pictures like
+    these were the commonest cause of an extra character before the serial. The label never
+    includes them."""
+    col = tuple(float(c) for c in colour)
+    kind = int(rng.integers(4))
+    if kind == 0:  # wheelchair pictogram, often white on a blue square
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + w, y + h),
+                          tuple(float(c) for c in _rand_colour(rng, 0.1, 0.6)), -1)
+            col = (0.95, 0.95, 0.95)
+        t = max(1, w // 9)
+        cx = x + int(w * rng.uniform(0.35, 0.5))
+        cv2.circle(canvas, (cx, y + h // 6), max(2, w // 9), col, -1, cv2.LINE_AA)
+        cv2.line(canvas, (cx, y + h // 3), (cx - w // 12, y + int(h * 0.6)), col, t, cv2.LINE_AA)
+        cv2.line(canvas, (cx - w // 12, y + int(h * 0.6)), (cx + w // 4, y + int(h * 0.6)),
+                 col, t, cv2.LINE_AA)
+        cv2.line(canvas, (cx + w // 4, y + int(h * 0.6)), (cx + w // 3, y + int(h * 0.85)),
+                 col, t, cv2.LINE_AA)
+        cv2.ellipse(canvas, (cx - w // 10, y + int(h * 0.7)), (w // 4, h // 4), 0,
+                    float(rng.uniform(-60, 0)), float(rng.uniform(200, 280)), col, t,
+                    cv2.LINE_AA)
+    elif kind == 1:  # seal or badge: a filled disc or shield with a ring and small lettering
+        r = min(w, h) // 2
+        c = (x + w // 2, y + h // 2)
+        fill = tuple(float(v) for v in _rand_colour(rng, 0.0, 0.9))
+        if rng.random() < 0.6:
+            cv2.circle(canvas, c, r, fill, -1, cv2.LINE_AA)
+        else:
+            pts = np.array([(x, y), (x + w, y), (x + w, y + h * 2 // 3), (c[0], y + h),
+                            (x, y + h * 2 // 3)], np.int32)
+            cv2.fillPoly(canvas, [pts], fill, cv2.LINE_AA)
+        cv2.circle(canvas, c, max(2, int(r * 0.8)), col, max(1, r // 10), cv2.LINE_AA)
+        if rng.random() < 0.6:
+            word = ("VETERAN", "OFFICER", "ARMY", "NAVY", "FIRE", "SEAL", "STATE")[
+                rng.integers(7)]
+            _small_text(rng, canvas, word, x + w // 5, c[1] - h // 10, w * 3 // 5, h // 5,
+                        col)
+    elif kind == 2:  # a silhouette: animal, bird, state outline (a smooth random polygon)
+        n = int(rng.integers(7, 14))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = rng.uniform(0.35, 1.0, n)
+        pts = np.stack([x + w / 2 + rad * w / 2 * np.cos(ang),
+                        y + h / 2 + rad * h / 2 * np.sin(ang)], 1).astype(np.int32)
+        fill = col if rng.random() < 0.5 else tuple(float(v) for v in _rand_colour(rng, 0, 0.9))
+        cv2.fillPoly(canvas, [pts], fill, cv2.LINE_AA)
+    else:  # a flag: stripes in a box
+        stripes = int(rng.integers(3, 8))
+        a, b = _rand_colour(rng, 0.0, 1.0), _rand_colour(rng, 0.0, 1.0)
+        for k in range(stripes):
+            y0 = y + k * h // stripes
+            cv2.rectangle(canvas, (x, y0), (x + w, y0 + h // stripes),
+                          tuple(float(v) for v in (a if k % 2 else b)), -1)
+        cv2.rectangle(canvas, (x, y), (x + w * 2 // 5, y + h // 2),
+                      tuple(float(v) for v in _rand_colour(rng, 0.0, 0.7)), -1)
+
+
 def _small_text(rng, canvas, text, x, y, w, h, colour) -> None:
     fonts = font_sets()["decor"] + font_sets()["small"]
     paint(canvas, text_mask(text, fonts[rng.integers(len(fonts))], 40), x, y, w, h, colour)
@@ -290,6 +349,15 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
     n = max(len(display), 2)
     tw = int(min(w * rng.uniform(0.72, 0.92), th * n * rng.uniform(0.5, 0.72)))
     tx = (w - tw) // 2 + int(rng.integers(-w // 30, w // 30 + 1))
+    emblem = None
+    if rng.random() < 0.3:  # a picture close beside the serial: the serial moves over
+        ew = int(th * rng.uniform(0.5, 1.1))
+        gap = int(w * rng.uniform(0.01, 0.05))
+        tw = min(tw, int(w * 0.92) - ew - gap)
+        left = rng.random() < 0.75
+        tx = int(w * 0.04) + ew + gap if left else w - int(w * 0.04) - ew - gap - tw
+        eh = int(th * rng.uniform(0.8, 1.3))
+        emblem = (tx - gap - ew if left else tx + tw + gap, ty + th // 2 - eh // 2, ew, eh)
     gaps = [i for i, c in enumerate(display) if c in " -"]
     mark_at = None
     if gaps and rng.random() < 0.3:  # a graphic in the gap between groups
@@ -303,7 +371,9 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
         _separator_mark(rng, canvas, tx + int(frac * tw), ty + th // 2,
                         int(th * rng.uniform(0.3, 0.6)), colour if rng.random() < 0.6
                         else _rand_colour(rng, 0.0, 0.9))
-    if rng.random() < 0.15 and tx > w * 0.09:  # stacked marker letters left or right
+    if emblem is not None:
+        _emblem(rng, canvas, *emblem, colour if rng.random() < 0.5 else _rand_colour(rng, 0, 1))
+    elif rng.random() < 0.25 and tx > w * 0.09:  # stacked marker letters left or right
         sw = int(min(tx * 0.6, th * 0.3))
         sx = tx - sw - int(w * 0.01) if rng.random() < 0.6 else tx + tw + int(w * 0.01)
         _stacked_letters(rng, canvas, sx, ty, sw, th, colour)
