@@ -136,5 +136,13 @@ def test_region_hint_is_one_of_the_format_regions():
     config = parse_config('[source]\npath = "a"\n[recognizer]\nregion = "BR"\n', base_dir=Path("/tmp"))
     assert config.recognizer.region == "BR"
     assert parse_config('[source]\npath = "a"\n', base_dir=Path("/tmp")).recognizer.region is None
-    problems = problems_of('[source]\npath = "a"\n[recognizer]\nregion = "Brasil"\n')
-    assert len(problems) == 1 and problems[0].startswith("recognizer.region: 'Brasil' is not one of")
+    for wrong in ("Brasil", "FL", "US-XX"):
+        problems = problems_of(f'[source]\npath = "a"\n[recognizer]\nregion = "{wrong}"\n')
+        assert len(problems) == 1 and problems[0].startswith(
+            f"recognizer.region: {wrong!r} is not a region"), problems
+
+
+def test_region_hint_may_name_a_us_state():
+    config = parse_config('[source]\npath = "a"\n[recognizer]\nregion = "US-FL"\n',
+                          base_dir=Path("/tmp"))
+    assert config.recognizer.region == "US-FL"

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.crops import (OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, crop_for_ocr,  # noqa: E402
                                 to_model_input)
-from agent.vision.evaluate import dataset_region, evaluate, iou  # noqa: E402
+from agent.vision.evaluate import dataset_region, evaluate, iou, load_crops  # noqa: E402
 from agent.vision.models import load_manifest  # noqa: E402
 from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import formats_for  # noqa: E402
@@ -34,6 +34,15 @@ def test_dataset_region_hint():
     assert {f.region for f in formats_for("US")} == {"US"}
     assert {f.region for f in formats_for("br")} == {"BR"}
     assert {f.region for f in formats_for("ca")} == {"US"}  # a US state code
+
+
+def test_crops_of_several_states_each_carry_their_own_state(tmp_path):
+    """A crop's own state is its hint (state rules hold for one state; "ar" alone would be
+    Argentina); a one-region set keeps its code."""
+    (tmp_path / "groundtruth.csv").write_text("a.jpg,fl,CUST0M\nb.jpg,ar,ABC123\n")
+    assert [item.region for item in load_crops(tmp_path)] == ["US-FL", "US-AR"]
+    (tmp_path / "groundtruth.csv").write_text("a.jpg,br,ABC1234\n")
+    assert [item.region for item in load_crops(tmp_path)] == ["br"]
 
 
 def test_iou():

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH  # noqa: E402
 from agent.vision.ocr import resolve  # noqa: E402
-from agent.vision.plate_formats import (CHARSET, FORMATS, matching_format,  # noqa: E402
-                                        normalise_text)
+from agent.vision.plate_formats import (CHARSET, FORMATS, letters_read_as_digits,  # noqa: E402
+                                        matching_format, normalise_text, us_state)
 from ctc_probs import one_hot_probs  # noqa: E402
 from tools.synth import generate as gen  # noqa: E402
 from tools.synth.text import random_from_format  # noqa: E402
@@ -92,6 +92,27 @@ def test_exhaustive_region_keeps_a_reading_that_no_layout_can_fit():
     read = resolve(one_hot_probs("AB12"), "BR")
     assert read.text == "AB12"
     assert read.format is None
+
+
+def test_state_without_letter_o_reads_every_round_glyph_as_zero():
+    """Florida issues no letter O: a vanity word the model read with O is the zero its records
+    hold. A state that issues both (California), a bare US hint, and Argentina (``ar`` is not
+    Arkansas) keep the model's O."""
+    probs = one_hot_probs("CUSTOM")
+    read = resolve(probs, "US-FL")
+    assert read.text == "CUST0M"
+    assert all(c > 0.99 for c in read.char_confidences)
+    assert all("O" not in t for t, _ in read.candidates)
+    assert resolve(probs, "fl").text == "CUST0M"
+    for keeps in ("US-CA", "US", "ar", None):
+        assert resolve(probs, keeps).text == "CUSTOM", keeps
+
+
+def test_us_state_hints():
+    assert us_state("US-FL") == "FL" and us_state("fl") == "FL" and us_state("us-ar") == "AR"
+    assert us_state("ar") is None and us_state("BR") is None and us_state("US-XX") is None
+    assert letters_read_as_digits("US-ID") == {"O": "0"}
+    assert letters_read_as_digits("US-NY") == {} and letters_read_as_digits(None) == {}
 
 
 def test_contact_sheet_written(tmp_path):

@@ -11,7 +11,6 @@ includes process start, which is how a caller without bindings would use it).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -27,28 +26,26 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.crops import to_model_input  # noqa: E402
-from agent.vision.evaluate import dataset_region, read_image  # noqa: E402
+from agent.vision.evaluate import load_crops, read_image  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.plate_formats import CHARSET, normalise_text  # noqa: E402
 
 DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def load_set(folder: Path, limit: int | None):
-    with open(folder / "groundtruth.csv", newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r]
-    rows = rows[:limit] if limit else rows
-    region = dataset_region([r[1] for r in rows])
-    return [(folder / r[0], normalise_text(r[2])) for r in rows], region
+def load_set(folder: Path, limit: int | None) -> list[tuple[Path, str, str | None]]:
+    """(crop, text, region hint) per row, the hints as ``plategate eval`` gives them."""
+    rows = load_crops(folder)[:limit] if limit else load_crops(folder)
+    return [(r.image, r.plates[0][0], r.region) for r in rows]
 
 
-def bench_ours(reader: PlateReader, items, region) -> dict:
+def bench_ours(reader: PlateReader, items) -> dict:
     top1 = top5 = 0
     model_ms, total_ms = [], []
     sess, name = reader._session, reader._input
-    for path, truth in items[:20]:  # warm-up
+    for path, _truth, _region in items[:20]:  # warm-up
         sess.run(None, {name: to_model_input(read_image(path))})
-    for path, truth in items:
+    for path, truth, region in items:
         image = read_image(path)
         x = to_model_input(image)
         t0 = time.perf_counter()
@@ -76,7 +73,7 @@ def bench_tesseract(items) -> dict:
         "\n")[0]
     top1, times = 0, []
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
-    for path, truth in items:
+    for path, truth, _region in items:
         t0 = time.perf_counter()
         out = subprocess.run([exe, str(path), "stdout", "--psm", "7", "-l", "eng",
                               "-c", f"tessedit_char_whitelist={CHARSET}"],
@@ -124,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                           "threads": 1, "pinned_cpu": args.pin_cpu},
               "model_version": manifest.get("version"), "sets": {}}
     for name in args.sets:
-        items, region = load_set(args.datasets / name, args.limit)
+        items = load_set(args.datasets / name, args.limit)
         entry = {}
         for precision, path in sorted(files.items()):
-            entry[f"ours_{precision}"] = bench_ours(_reader(path), items, region)
+            entry[f"ours_{precision}"] = bench_ours(_reader(path), items)
         if not args.no_tesseract:
             entry["tesseract"] = bench_tesseract(items)
         report["sets"][name] = entry

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config.fields import setting
-from agent.vision.plate_formats import EXHAUSTIVE_REGIONS, REGIONS
+from agent.vision.plate_formats import (EXHAUSTIVE_REGIONS, REGIONS, STATES_WITHOUT_LETTER_O,
+                                        US_STATE_CODES)
 
 PORT = dict(min=1, max=65535, reason="is not a port")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SOURCE_KINDS = ("video_file", "image_folder")
+REGION_HINT = f"({'|'.join(REGIONS)})|US-({'|'.join(US_STATE_CODES)})"
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,13 @@ class RecognizerConfig:
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
     region: str | None = setting(
         None, help="Where the camera stands, for the plate format tables: "
-                   f"{', '.join(REGIONS)}; omit to allow every region's formats. In "
-                   f"{', '.join(EXHAUSTIVE_REGIONS)} every car plate fits a listed layout, so a read "
-                   "that fits none is re-read as the nearest one that does (docs/ocr.md).",
-        choices=REGIONS)
+                   f"{', '.join(REGIONS)}, or US-XX for a US state (US-FL); omit to allow every "
+                   f"region's formats. In {', '.join(EXHAUSTIVE_REGIONS)} every car plate fits a "
+                   "listed layout, so a read that fits none is re-read as the nearest one that does; "
+                   f"in {', '.join('US-' + s for s in STATES_WITHOUT_LETTER_O)} (no letter O issued) "
+                   "a round glyph is read as 0 (docs/ocr.md).",
+        pattern=REGION_HINT, reason=f"is not a region ({', '.join(REGIONS)}, or US-XX for a US "
+                                    "state, e.g. US-FL)")
     min_plate_px: int = setting(40, help="Narrowest plate to find, in frame pixels; larger values let big "
                                          "frames (4K) be scaled down further, which is faster.", min=8, max=2000)
     max_plate_px: int = setting(400, help="Widest plate to find, in frame pixels.", min=16, max=4000)

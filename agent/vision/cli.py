@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     rec.add_argument("--crop", action="store_true",
                      help="the images are already plate crops: skip detection and read each")
     rec.add_argument("--region", default=None,
-                     help="region hint for the plate formats (US, BR, EU, GB, AR, a US state)")
+                     help="region hint for the plate formats (US, BR, EU, GB, AR, US-XX for a US "
+                          "state)")
     _add_common(rec)
     rec.set_defaults(func=cmd_recognize)
 
@@ -45,8 +46,9 @@ def register(subparsers) -> None:
     ev.add_argument("dataset", metavar="DATASET", help="the labelled folder")
     ev.add_argument("--region", default=None,
                     help="region hint for the plate formats, as a unit's recognizer.region sets "
-                         "it (US, BR, EU, GB, AR); default: the crops set's own region column, "
-                         "none for scenes")
+                         "it (US, BR, EU, GB, AR, US-XX for a US state); default: each crop's "
+                         "region column (a state code in a set of several US states names that "
+                         "state), none for scenes")
     ev.add_argument("--misreads", action="store_true",
                     help="also list every plate that was not read correctly")
     _add_common(ev)

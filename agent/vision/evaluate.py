@@ -116,7 +116,10 @@ def load_crops(folder: Path) -> list[Labelled]:
                                    f"file,region,plate, got {row!r}")
             rows.append(row)
     region = dataset_region([r[1] for r in rows])
-    return [Labelled(folder / r[0].strip(), [(normalise_text(r[2]), None)], region)
+    # A set of US states gives each crop its own state (``US-FL``): some state rules (no letter
+    # O in Florida) hold for one state only, and "ar" alone would be Argentina.
+    return [Labelled(folder / r[0].strip(), [(normalise_text(r[2]), None)],
+                     f"US-{r[1].strip().upper()}" if region == "US" else region)
             for r in rows]
 
 

@@ -10,7 +10,8 @@ FORMAT_PRIOR times more probable, so a confident vanity plate is never "correcte
 hint names a region whose table is exhaustive (Brazil: every car plate is ABC-1234 or
 ABC1D23), a reading that fits a format always ranks above one that fits none: there a plain
 bar in a digit position is a 1 however sure the model is that it saw an I, because the grey
-plates' lettering draws both the same.
+plates' lettering draws both the same. Where the hint names a US state that issues no letter O
+(``US-FL``), every round glyph is read as the zero that state's records hold.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
 from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
                                         CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for,
-                                        is_exhaustive)
+                                        is_exhaustive, letters_read_as_digits)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,12 @@ def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]
 def resolve(probs: np.ndarray, region: str | None = None,
             charset: str = CHARSET) -> PlateText:
     """Turn [T, C] probabilities into a PlateText using the region's format tables."""
+    folds = letters_read_as_digits(region)
+    if folds:  # the letter's column joins its digit's: the glyph can only be the digit there
+        probs = probs.copy()
+        for letter, digit in folds.items():
+            probs[:, charset.index(digit) + 1] += probs[:, charset.index(letter) + 1]
+            probs[:, charset.index(letter) + 1] = 0.0
     greedy_text, greedy_confs, greedy_cols = best_path(probs, charset)
     beams = beam_search(probs, charset)
     if greedy_text and greedy_text not in dict(beams):

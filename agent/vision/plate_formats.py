@@ -122,6 +122,17 @@ REGIONS: tuple[str, ...] = ("US", "GB", "EU", "BR", "AR")
 EXHAUSTIVE_REGIONS: tuple[str, ...] = ("BR",)
 
 
+US_STATE_CODES: tuple[str, ...] = (
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
+    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM",
+    "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA",
+    "WV", "WI", "WY")
+# States that issue no letter O on any plate, vanity plates included: their records hold a zero
+# wherever a plate shows the round glyph (their keying rules for registered-owner lookups say
+# "key zero"). Elsewhere both are issued, and the glyph alone often cannot tell them apart.
+STATES_WITHOUT_LETTER_O: tuple[str, ...] = ("AL", "FL", "ID")
+
+
 def region_key(region: str | None) -> str | None:
     """The table region a hint names (``us``, ``ca`` for a US state, ``UK``...), else None."""
     if not region:
@@ -157,3 +168,21 @@ def matching_format(text: str, region: str | None = None) -> PlateFormat | None:
         if fmt.strict and fmt.matches(text):
             return fmt
     return None
+
+
+def us_state(region: str | None) -> str | None:
+    """The US state a hint names (``US-FL``, or ``fl`` where that is not a region), else None."""
+    if not region:
+        return None
+    key = region.strip().upper()
+    if key.startswith("US-"):
+        key = key[3:]
+    elif region_key(key) != "US":
+        return None  # "AR" alone is Argentina, not Arkansas
+    return key if key in US_STATE_CODES else None
+
+
+def letters_read_as_digits(region: str | None) -> dict[str, str]:
+    """Letters the hint's jurisdiction never issues, each with the digit drawn the same way:
+    a reading there holds the digit wherever the model saw that glyph."""
+    return {"O": "0"} if us_state(region) in STATES_WITHOUT_LETTER_O else {}
