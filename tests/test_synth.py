@@ -86,6 +86,22 @@ def test_exhaustive_region_reads_a_sure_bar_as_the_digit_its_position_needs():
     assert resolve(probs, None).text == "AXO79I6"
 
 
+def test_exhaustive_layout_reports_the_glyph_confidence_given_its_class():
+    """In Brazil the layout says the bar in a digit position is a digit: the swapped 1 reports
+    how sure the model is of it among the digits, so a correct read is not dropped under the
+    agent's cut; where the column gives the digits no mass, the confidence stays low."""
+    probs = one_hot_probs("AXO79I6")
+    cols = slice(16, 18)  # the I's two columns (character 5: 1 + 3 * 5, two columns, a blank)
+    probs[cols, CHARSET.index("I") + 1] = 0.98
+    probs[cols, CHARSET.index("1") + 1] = 0.02
+    read = resolve(probs, "BR")
+    assert read.text == "AXO7916"
+    assert read.char_confidences[5] == pytest.approx(1.0) and read.confidence > 0.9
+    bare = one_hot_probs("AXO79I6")  # no mass on any digit there
+    read = resolve(bare, "BR")
+    assert read.text == "AXO7916" and read.confidence < 0.01
+
+
 def test_exhaustive_region_keeps_a_reading_that_no_layout_can_fit():
     """Fitting a format only reorders readings: a short read with no variant that fits is
     still reported, with no format named, rather than dropped."""

@@ -35,6 +35,9 @@ TOP_K = 5
 PRUNE_PROB = 0.003  # classes below this probability in a column are not expanded
 FORMAT_PRIOR = 8.0  # how much more likely a reading that fits a strict format is a priori
 MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the time)
+# Conditioning a column on the classes a layout allows needs the model to give them some mass;
+# below this (int8 outputs round small probabilities to 0) the column says nothing about them.
+MIN_CLASS_MASS = 0.01
 
 
 @dataclass
@@ -128,6 +131,11 @@ def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]
     return [(variant, swapped)]
 
 
+def _class_mass(column: np.ndarray, fmt: PlateFormat, position: int, charset: str) -> float:
+    """Probability the column gives to every character ``fmt`` allows at ``position``."""
+    return float(sum(column[k + 1] for k, ch in enumerate(charset) if fmt.allows(position, ch)))
+
+
 def resolve(probs: np.ndarray, region: str | None = None,
             charset: str = CHARSET) -> PlateText:
     """Turn [T, C] probabilities into a PlateText using the region's format tables."""
@@ -149,12 +157,13 @@ def resolve(probs: np.ndarray, region: str | None = None,
     # is a tuple so that, in an exhaustive region, fitting a format outranks any probability.
     pool: dict[str, tuple[float, tuple[bool, float], str | None, list[float] | None]] = {}
 
-    def add(text: str, prob: float, confs: list[float] | None) -> None:
+    def add(text: str, prob: float, confs: list[float] | None,
+            reported: float | None = None) -> None:
         fmt = next((f for f in strict if f.matches(text)), None)
         name = fmt.name if fmt else next((f.name for f in free if f.matches(text)), None)
         score = (exhaustive and fmt is not None, prob * (FORMAT_PRIOR if fmt else 1.0))
         if text not in pool or pool[text][1] < score:
-            pool[text] = (prob, score, name, confs)
+            pool[text] = (prob if reported is None else reported, score, name, confs)
 
     for text, prob in beams:
         confs = greedy_confs if text == greedy_text else None
@@ -163,7 +172,7 @@ def resolve(probs: np.ndarray, region: str | None = None,
             for variant, swapped in _format_variants(text, fmt):
                 if not swapped:
                     continue
-                ratio = 1.0
+                ratio = kept = 1.0  # kept: the ratio reported, conditioned on the layout
                 v_confs = list(confs) if confs else None
                 for i in swapped:
                     if text == greedy_text:
@@ -171,11 +180,16 @@ def resolve(probs: np.ndarray, region: str | None = None,
                         p_old = max(float(probs[col, charset.index(text[i]) + 1]), 1e-6)
                         p_new = max(float(probs[col, charset.index(variant[i]) + 1]), 1e-6)
                         ratio *= p_new / p_old
+                        mass = _class_mass(probs[col], fmt, i, charset) if exhaustive else 0.0
+                        if mass >= MIN_CLASS_MASS:  # the layout fixes the class: condition on it
+                            p_new /= max(mass, p_new)
+                        kept *= p_new / p_old
                         if v_confs is not None:
                             v_confs[i] = p_new
                     else:
                         ratio *= 0.05
-                add(variant, prob * ratio, v_confs)
+                        kept *= 0.05
+                add(variant, prob * ratio, v_confs, prob * kept)
     if not pool:
         return PlateText("", 0.0, [], [], None)
     ranked = sorted(pool.items(), key=lambda kv: kv[1][1], reverse=True)
