@@ -180,6 +180,23 @@ def test_tight_crop_lets_the_lettering_reach_the_edges(monkeypatch):
         assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed
 
 
+def test_us_picture_beside_the_serial_makes_room(monkeypatch):
+    """With a picture beside it, the serial leaves at least half its height free on one side
+    (inside the plate's margin) for the picture, and the picture leaves ink there."""
+    from tools.synth import render
+    monkeypatch.setattr(render, "US_EMBLEM_SHARE", 1.0)
+    for seed in range(20):
+        plate = render.render_us(np.random.default_rng(seed), "ABC1234", "ABC 1234")
+        h, w = plate.image.shape[:2]
+        tx, ty, tw, th = plate.text_box
+        margin = int(w * 0.04)
+        free_left, free_right = tx - margin, w - margin - (tx + tw)
+        assert max(free_left, free_right) >= th // 2, seed
+        side = (plate.image[ty:ty + th, margin:tx] if free_left > free_right
+                else plate.image[ty:ty + th, tx + tw:w - margin])
+        assert side.std() > 0.05, seed
+
+
 def test_digits_drawn_in_the_letter_shape_their_lettering_shares(monkeypatch):
     """Where a plate's lettering draws 1 as a bare bar (or 0 as O), the generator draws the
     font's letter in its place and the label keeps the digit; a font whose I has serifs cannot

@@ -248,6 +248,9 @@ def _stacked_letters(rng, canvas, x: int, y: int, w: int, h: int, colour) -> Non
         paint(canvas, text_mask(letter, font, 40), x, y + k * ch, w, int(ch * 0.85), colour)
 
 
+US_EMBLEM_SHARE = 0.3  # US plates with a picture beside the serial (see _emblem)
+
+
 def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
     """A picture beside the serial, as US plates print them: the wheelchair pictogram of
     disabled-parking plates, a round seal or badge, an animal or state silhouette, a flag.
@@ -350,7 +353,7 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
     tw = int(min(w * rng.uniform(0.72, 0.92), th * n * rng.uniform(0.5, 0.72)))
     tx = (w - tw) // 2 + int(rng.integers(-w // 30, w // 30 + 1))
     emblem = None
-    if rng.random() < 0.3:  # a picture close beside the serial: the serial moves over
+    if rng.random() < US_EMBLEM_SHARE:  # a picture close beside the serial: it moves over
         ew = int(th * rng.uniform(0.5, 1.1))
         gap = int(w * rng.uniform(0.01, 0.05))
         tw = min(tw, int(w * 0.92) - ew - gap)
