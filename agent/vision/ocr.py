@@ -38,6 +38,7 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 # Conditioning a column on the classes a layout allows needs the model to give them some mass;
 # below this (int8 outputs round small probabilities to 0) the column says nothing about them.
 MIN_CLASS_MASS = 0.01
+UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
 
 
 @dataclass
@@ -136,15 +137,51 @@ def _class_mass(column: np.ndarray, fmt: PlateFormat, position: int, charset: st
     return float(sum(column[k + 1] for k, ch in enumerate(charset) if fmt.allows(position, ch)))
 
 
+def _fold_unissued_letters(probs: np.ndarray, region: str | None, charset: str) -> np.ndarray:
+    """Where the hint's jurisdiction never issues a letter, its column joins its digit twin's:
+    the glyph can only be the digit there."""
+    folds = letters_read_as_digits(region)
+    if not folds:
+        return probs
+    probs = probs.copy()
+    for letter, digit in folds.items():
+        probs[:, charset.index(digit) + 1] += probs[:, charset.index(letter) + 1]
+        probs[:, charset.index(letter) + 1] = 0.0
+    return probs
+
+
+def _swap_odds(probs: np.ndarray, text: str, variant: str, swapped: list[int],
+               cols: list[int] | None, fmt: PlateFormat, conditioned: bool, charset: str,
+               confs: list[float] | None) -> tuple[float, float, list[float] | None]:
+    """How swapping glyphs to fit ``fmt`` re-weighs a reading: (odds for ranking, odds to
+    report, per-character confidences). With the reading's columns (``cols``, the best path)
+    the odds are the model's own for the new glyph against the old; without them each swap
+    costs UNALIGNED_SWAP. ``conditioned`` (an exhaustive region): the reported odds take the
+    new glyph's probability among the classes the layout allows, ranking keeps the model's."""
+    rank = report = 1.0
+    new_confs = list(confs) if confs else None
+    for i in swapped:
+        if cols is None:
+            rank *= UNALIGNED_SWAP
+            report *= UNALIGNED_SWAP
+            continue
+        column = probs[cols[i]]
+        p_old = max(float(column[charset.index(text[i]) + 1]), 1e-6)
+        p_new = max(float(column[charset.index(variant[i]) + 1]), 1e-6)
+        rank *= p_new / p_old
+        mass = _class_mass(column, fmt, i, charset) if conditioned else 0.0
+        if mass >= MIN_CLASS_MASS:  # the layout fixes the class: condition on it
+            p_new /= max(mass, p_new)
+        report *= p_new / p_old
+        if new_confs is not None:
+            new_confs[i] = p_new
+    return rank, report, new_confs
+
+
 def resolve(probs: np.ndarray, region: str | None = None,
             charset: str = CHARSET) -> PlateText:
     """Turn [T, C] probabilities into a PlateText using the region's format tables."""
-    folds = letters_read_as_digits(region)
-    if folds:  # the letter's column joins its digit's: the glyph can only be the digit there
-        probs = probs.copy()
-        for letter, digit in folds.items():
-            probs[:, charset.index(digit) + 1] += probs[:, charset.index(letter) + 1]
-            probs[:, charset.index(letter) + 1] = 0.0
+    probs = _fold_unissued_letters(probs, region, charset)
     greedy_text, greedy_confs, greedy_cols = best_path(probs, charset)
     beams = beam_search(probs, charset)
     if greedy_text and greedy_text not in dict(beams):
@@ -153,7 +190,7 @@ def resolve(probs: np.ndarray, region: str | None = None,
     strict = [f for f in formats if f.strict]
     free = [f for f in formats if not f.strict]
     exhaustive = is_exhaustive(region)
-    # pool: text -> (probability estimate, score, format name, char confidences); the score
+    # pool: text -> (probability reported, score, format name, char confidences); the score
     # is a tuple so that, in an exhaustive region, fitting a format outranks any probability.
     pool: dict[str, tuple[float, tuple[bool, float], str | None, list[float] | None]] = {}
 
@@ -166,30 +203,16 @@ def resolve(probs: np.ndarray, region: str | None = None,
             pool[text] = (prob if reported is None else reported, score, name, confs)
 
     for text, prob in beams:
-        confs = greedy_confs if text == greedy_text else None
+        aligned = text == greedy_text  # only the best path has its columns
+        confs = greedy_confs if aligned else None
         add(text, prob, confs)
         for fmt in strict:
             for variant, swapped in _format_variants(text, fmt):
-                if not swapped:
-                    continue
-                ratio = kept = 1.0  # kept: the ratio reported, conditioned on the layout
-                v_confs = list(confs) if confs else None
-                for i in swapped:
-                    if text == greedy_text:
-                        col = greedy_cols[i]
-                        p_old = max(float(probs[col, charset.index(text[i]) + 1]), 1e-6)
-                        p_new = max(float(probs[col, charset.index(variant[i]) + 1]), 1e-6)
-                        ratio *= p_new / p_old
-                        mass = _class_mass(probs[col], fmt, i, charset) if exhaustive else 0.0
-                        if mass >= MIN_CLASS_MASS:  # the layout fixes the class: condition on it
-                            p_new /= max(mass, p_new)
-                        kept *= p_new / p_old
-                        if v_confs is not None:
-                            v_confs[i] = p_new
-                    else:
-                        ratio *= 0.05
-                        kept *= 0.05
-                add(variant, prob * ratio, v_confs, prob * kept)
+                if swapped:
+                    rank, report, v_confs = _swap_odds(
+                        probs, text, variant, swapped, greedy_cols if aligned else None, fmt,
+                        exhaustive, charset, confs)
+                    add(variant, prob * rank, v_confs, prob * report)
     if not pool:
         return PlateText("", 0.0, [], [], None)
     ranked = sorted(pool.items(), key=lambda kv: kv[1][1], reverse=True)
