@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if row["split"] != "val" or row.get("layout") == "two_rows":
             continue
         region = row.get("region") or ""
-        hint = "US" if region.startswith("US") else region if region in ("GB", "EU") else None
+        hint = region if region.startswith("US") or region in ("GB", "EU") else None
         img = cv2.imread(str(args.datasets / "plate-text" / row["image"]))
         rows.append((reader.probabilities(img), row["plates"][0]["text"], hint))
     out = {}
