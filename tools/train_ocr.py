@@ -292,15 +292,19 @@ def main(argv: list[str] | None = None) -> int:
                     "metrics": best, "ema_decay": args.ema}, args.out / "best.pt")
         return best
 
+    def record(row: dict) -> None:
+        """One curves row: kept for the plot, printed, appended to curves.jsonl."""
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        with open(curves_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
     if args.init and step == 0:
         # The starting weights are the bar: a fine-tuning stage whose best.pt is still step 0
         # did not beat what it started from on the same score.
         row = {"step": 0}
         best = validate(row, best)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        with open(curves_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        record(row)
     t0 = time.monotonic()
     model.train()
     run_loss, n_loss = 0.0, 0
@@ -329,10 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             run_loss, n_loss = 0.0, 0
             if step % args.eval_every == 0 or step == args.steps:
                 best = validate(row, best)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            with open(curves_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            record(row)
             torch.save({"model": model.state_dict(), "arch": args.arch, "opt": opt.state_dict(),
                         "step": step, "best": best,
                         "ema": ema.model.state_dict() if ema else None}, last)
