@@ -173,11 +173,27 @@ def test_tight_crop_lets_the_lettering_reach_the_edges(monkeypatch):
     plate = np.ones((120, 360, 3), np.float32)
     plate[30:90, 40:320] = 0.0  # the "serial": a dark block from 11% to 89% of the width
     monkeypatch.setattr(deg, "TIGHT_CROP_SHARE", 1.0)
+    monkeypatch.setattr(deg, "LOOSE_CROP_SHARE", 0.0)
     for seed in range(20):
         img = deg.degrade(np.random.default_rng(seed), plate, OCR_INPUT_WIDTH,
                           OCR_INPUT_HEIGHT, hard=0.0, text_span=(40 / 360, 320 / 360))
         dark = np.nonzero(img[OCR_INPUT_HEIGHT // 2] < 100)[0]
         assert (dark[-1] - dark[0] + 1) / OCR_INPUT_WIDTH >= 0.9, seed
+
+
+def test_loose_crop_takes_in_the_car_around_the_plate(monkeypatch):
+    """A loose crop leaves the plate a smaller part of the picture than the usual margin does."""
+    from tools.synth import degrade as deg
+    plate = np.ones((120, 360, 3), np.float32)
+    plate[30:90, 40:320] = 0.0
+
+    def median_white_share(share: float) -> float:
+        monkeypatch.setattr(deg, "LOOSE_CROP_SHARE", share)
+        return float(np.median([
+            (deg.degrade(np.random.default_rng(seed), plate, OCR_INPUT_WIDTH,
+                         OCR_INPUT_HEIGHT, hard=0.0) >= 240).mean() for seed in range(20)]))
+
+    assert median_white_share(1.0) < 0.25 < 0.3 < median_white_share(0.0)
 
 
 def test_us_picture_beside_the_serial_makes_room(monkeypatch):
