@@ -90,6 +90,7 @@ def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
     ``text_span`` is where the serial starts and ends, as fractions of the plate's width: with
     it, some crops are cut tight to the characters, as a detector box that hugs the lettering
     (or a crop cut by someone else) gives, so the first and last characters touch the edge.
+    A share of crops (LOOSE_CROP_SHARE) is cut loose instead, taking in the car around the plate.
     """
     loose = rng.random() < LOOSE_CROP_SHARE
     scene, box = _scene(rng, plate, margin=1.0 if loose else 0.3, clutter=loose)
