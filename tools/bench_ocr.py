@@ -35,8 +35,7 @@ DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 def load_set(folder: Path, limit: int | None) -> list[tuple[Path, str, str | None]]:
     """(crop, text, region hint) per row, the hints as ``plategate eval`` gives them."""
-    rows = load_crops(folder)[:limit] if limit else load_crops(folder)
-    return [(r.image, r.plates[0][0], r.region) for r in rows]
+    return [(r.image, r.plates[0][0], r.region) for r in load_crops(folder)[:limit or None]]
 
 
 def bench_ours(reader: PlateReader, items) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from tools.synth.render import cv_colour
+
 
 def _scene(rng: np.random.Generator, plate: np.ndarray, margin: float,
            clutter: bool = False) -> tuple[np.ndarray, tuple]:
@@ -27,19 +29,19 @@ def _scene(rng: np.random.Generator, plate: np.ndarray, margin: float,
         for _ in range(int(rng.integers(1, 4))):
             y = int(rng.integers(0, H))
             cv2.line(scene, (0, y), (W, y + int(rng.integers(-5, 6))),
-                     tuple(float(c) for c in rng.uniform(0, 1, 3)), int(rng.integers(1, 6)))
+                     cv_colour(rng.uniform(0, 1, 3)), int(rng.integers(1, 6)))
     if clutter:
         for _ in range(int(rng.integers(1, 5))):
             cx, cy = int(rng.integers(0, W)), int(rng.integers(0, H))
             rw, rh = int(pw * rng.uniform(0.05, 0.5)), int(ph * rng.uniform(0.1, 0.6))
             cv2.rectangle(scene, (cx, cy), (cx + rw, cy + rh),
-                          tuple(float(c) for c in rng.uniform(0, 1, 3)), -1)
+                          cv_colour(rng.uniform(0, 1, 3)), -1)
     x0, y0 = mx, my
     scene[y0:y0 + ph, x0:x0 + pw] = plate
     if rng.random() < 0.45:  # a dealer / chrome plate frame, often with text
         t = int(ph * rng.uniform(0.04, 0.12))
-        col = tuple(float(c) for c in (rng.uniform(0, 0.25, 3) if rng.random() < 0.6
-                                       else rng.uniform(0.6, 0.95, 3)))
+        col = cv_colour(rng.uniform(0, 0.25, 3) if rng.random() < 0.6
+                        else rng.uniform(0.6, 0.95, 3))
         cv2.rectangle(scene, (x0 - t // 2, y0 - t // 2), (x0 + pw + t // 2, y0 + ph + t // 2),
                       col, t)
         if rng.random() < 0.5:

@@ -137,7 +137,7 @@ US_SLOGANS = ("Sunshine State", "Land of Lincoln", "Empire State", "The Lone Sta
 EU_CODES = ("D", "F", "I", "E", "NL", "RO", "PL", "CZ", "SK", "A", "B", "P", "H", "BG", "LT")
 
 
-def _cv_colour(colour) -> tuple[float, float, float]:
+def cv_colour(colour) -> tuple[float, float, float]:
     """A colour as OpenCV's drawing calls take it (a tuple of Python floats)."""
     return tuple(float(c) for c in colour)
 
@@ -223,7 +223,7 @@ def _draw_serial(rng, canvas, display, font, x, y, w, h, colour, emboss: bool) -
 def _separator_mark(rng, canvas, cx: int, cy: int, size: int, colour) -> None:
     """A small graphic between serial groups (a star, dot, heart-like blob, state outline or
     keystone, as many US states print): ink the reader must not turn into a character."""
-    col = _cv_colour(colour)
+    col = cv_colour(colour)
     r = max(2, size // 2)
     kind = int(rng.integers(4))
     if kind == 0:  # five-pointed star
@@ -262,12 +262,12 @@ def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
     Among the US misreads counted on the evaluation crops (measuring only), pictures like
     these were the commonest cause of an extra character before the serial. The label never
     includes them."""
-    col = _cv_colour(colour)
+    col = cv_colour(colour)
     kind = int(rng.integers(4))
     if kind == 0:  # wheelchair pictogram, often white on a blue square
         if rng.random() < 0.5:
             cv2.rectangle(canvas, (x, y), (x + w, y + h),
-                          _cv_colour(_rand_colour(rng, 0.1, 0.6)), -1)
+                          cv_colour(_rand_colour(rng, 0.1, 0.6)), -1)
             col = (0.95, 0.95, 0.95)
         t = max(1, w // 9)
         cx = x + int(w * rng.uniform(0.35, 0.5))
@@ -283,7 +283,7 @@ def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
     elif kind == 1:  # seal or badge: a filled disc or shield with a ring and small lettering
         r = min(w, h) // 2
         c = (x + w // 2, y + h // 2)
-        fill = _cv_colour(_rand_colour(rng, 0.0, 0.9))
+        fill = cv_colour(_rand_colour(rng, 0.0, 0.9))
         if rng.random() < 0.6:
             cv2.circle(canvas, c, r, fill, -1, cv2.LINE_AA)
         else:
@@ -302,7 +302,7 @@ def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
         rad = rng.uniform(0.35, 1.0, n)
         pts = np.stack([x + w / 2 + rad * w / 2 * np.cos(ang),
                         y + h / 2 + rad * h / 2 * np.sin(ang)], 1).astype(np.int32)
-        fill = col if rng.random() < 0.5 else _cv_colour(_rand_colour(rng, 0, 0.9))
+        fill = col if rng.random() < 0.5 else cv_colour(_rand_colour(rng, 0, 0.9))
         cv2.fillPoly(canvas, [pts], fill, cv2.LINE_AA)
     else:  # a flag: stripes in a box
         stripes = int(rng.integers(3, 8))
@@ -310,9 +310,9 @@ def _emblem(rng, canvas, x: int, y: int, w: int, h: int, colour) -> None:
         for k in range(stripes):
             y0 = y + k * h // stripes
             cv2.rectangle(canvas, (x, y0), (x + w, y0 + h // stripes),
-                          _cv_colour(a if k % 2 else b), -1)
+                          cv_colour(a if k % 2 else b), -1)
         cv2.rectangle(canvas, (x, y), (x + w * 2 // 5, y + h // 2),
-                      _cv_colour(_rand_colour(rng, 0.0, 0.7)), -1)
+                      cv_colour(_rand_colour(rng, 0.0, 0.7)), -1)
 
 
 def _small_text(rng, canvas, text, x, y, w, h, colour) -> None:
@@ -324,7 +324,7 @@ def _bolts(rng, canvas, h, w) -> None:
     if rng.random() < 0.5:
         return
     r = max(2, int(h * rng.uniform(0.03, 0.05)))
-    col = _cv_colour(_rand_colour(rng, 0.1, 0.7))
+    col = cv_colour(_rand_colour(rng, 0.1, 0.7))
     yb = int(h * rng.uniform(0.08, 0.2))
     for xb in (int(w * 0.22), int(w * 0.78)):
         cv2.circle(canvas, (xb, yb), r, col, -1, cv2.LINE_AA)
@@ -335,7 +335,7 @@ def _bolts(rng, canvas, h, w) -> None:
 def _border(rng, canvas, colour) -> None:
     h, w = canvas.shape[:2]
     t = int(rng.integers(1, max(2, h // 25)))
-    cv2.rectangle(canvas, (t, t), (w - 1 - t, h - 1 - t), _cv_colour(colour),
+    cv2.rectangle(canvas, (t, t), (w - 1 - t, h - 1 - t), cv_colour(colour),
                   t, cv2.LINE_AA)
 
 
@@ -406,7 +406,7 @@ def render_us(rng: np.random.Generator, text: str, display: str) -> Plate:
             sy = int(h * (rng.uniform(0.3, 0.6) if beside and rng.random() < 0.4
                           else rng.uniform(0.04, 0.1)))
             cv2.rectangle(canvas, (sx, sy), (sx + sw, sy + sh),
-                          _cv_colour(_rand_colour(rng, 0, 1)), -1)
+                          cv_colour(_rand_colour(rng, 0, 1)), -1)
             if rng.random() < 0.6:
                 _small_text(rng, canvas, ("JUL", "SEP", "MAR", "24", "25", "DEC", "5")[
                     rng.integers(7)], sx + 2, sy + 2, sw - 4, sh - 4, (0.05, 0.05, 0.05))
