@@ -18,6 +18,7 @@ from typing import Any
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
+from agent.control.hooks import AgentHooks
 from agent.runtime import systemd
 from agent.runtime.logs import configure_logging, set_level
 from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
+EXIT_RESTART = 75        # the technician asked for a restart (console `restart`): systemd starts it again
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
 
@@ -41,6 +43,7 @@ class Agent:
         self.recognizer = recognizer  # None: load the ONNX models named by the config
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._restart = threading.Event()
         self.pipeline: Pipeline | None = None
 
     def request_stop(self, *_: Any) -> None:
@@ -49,8 +52,13 @@ class Agent:
     def request_reload(self, *_: Any) -> None:
         self._reload.set()
 
+    def request_restart(self) -> None:
+        self._restart.set()
+        self._stop.set()
+
     def run(self) -> int:
         self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
+        self.pipeline.hooks = AgentHooks(reload=self.request_reload, restart=self.request_restart)
         self.pipeline.start()
         systemd.notify("READY=1")
         watchdog_every = systemd.watchdog_interval_s()
@@ -77,6 +85,9 @@ class Agent:
                     break
         systemd.notify("STOPPING=1")
         self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        if code == EXIT_OK and self._restart.is_set():
+            log.info("agent stopped for a restart requested at the console")
+            return EXIT_RESTART
         return code
 
     def reload(self) -> None:
