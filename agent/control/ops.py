@@ -38,7 +38,8 @@ AUDIT_TAIL_BYTES = 512 * 1024
 MAX_TEST_S = 30.0
 # Field names a console audit record may carry; values are plain strings, numbers or lists of strings.
 CONSOLE_FIELDS = frozenset({"technician", "command", "key", "keys", "reason", "how", "failures",
-                            "locked_for_s", "old_digest", "new_digest", "rollback", "old", "new", "detail"})
+                            "locked_for_s", "old_digest", "new_digest", "rollback", "old", "new", "detail",
+                            "console_time"})
 # Audit fields shown by `audit tail`: never read ids' plates, never secrets (none are stored anyway).
 TAIL_FIELDS = ("reason", "rule_id", "destination", "version", "list_id", "source", "technician",
                "keys", "key", "command", "allowed", "count")

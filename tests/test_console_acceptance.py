@@ -1,0 +1,148 @@
+"""The technician's serial console end to end: the real agent, the real console process, a pty
+cable with pyserial on both ends, a real broker (issue 18's acceptance).
+"""
+from __future__ import annotations
+
+import time
+import tomllib
+
+import cv2
+import numpy as np
+import pytest
+
+from console_rig import PASSWORD, Bench, signed_policy
+from agent.console.client import download
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def bench(tmp_path, mosquitto, dept):
+    bench = Bench(tmp_path, mosquitto.url, dept)
+    bench.write_config()
+    bench.start_agent()
+    bench.start_console()
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+def _status_url(bench: Bench) -> str:
+    return tomllib.loads(bench.config_path.read_text())["mqtt"]["status"]["url"]
+
+
+def test_login_change_broker_apply_rollback_snapshot_and_signed_policy(bench, dept, mosquitto):
+    client = bench.client("tech-7")  # first login on a unit without a password sets it
+    bench.wait_audit("console.password_set", lambda r: r["fields"]["technician"] == "tech-7")
+    bench.wait_audit("console.login")
+    assert PASSWORD not in bench.config_path.read_text()
+    assert "scrypt$" in bench.config_path.read_text()
+
+    # change the status broker's address, review, apply
+    old_url = _status_url(bench)
+    new_url = "mqtt://127.0.0.1:18830"
+    assert client.link.request(f"config set mqtt.status.url {new_url}")["ok"]
+    diff = client.link.request("config diff")
+    assert diff["changes"] == [{"key": "mqtt.status.url", "old": old_url, "new": new_url}]
+    applied = client.link.request("config apply")
+    assert applied["ok"], applied
+    assert applied["keys"] == ["mqtt.status.url"] and applied["reloaded"] is True
+    assert _status_url(bench) == new_url
+    record = bench.wait_audit("console.config_applied", lambda r: not r["fields"]["rollback"])
+    assert record["fields"]["technician"] == "tech-7" and record["fields"]["keys"] == ["mqtt.status.url"]
+    bench.wait_audit("config.changed", lambda r: "mqtt" in r["fields"]["sections"])  # the agent reloaded
+
+    # roll back
+    rolled = client.link.request("config rollback")
+    assert rolled["ok"] and rolled["keys"] == ["mqtt.status.url"], rolled
+    assert _status_url(bench) == old_url
+    bench.wait_audit("console.config_applied", lambda r: r["fields"]["rollback"])
+
+    # a snapshot that decodes as an image
+    offer = client.link.request("camera snapshot")
+    assert offer["ok"], offer
+    jpeg = download(client.link, offer["transfer"], offer["size"], offer["sha256"])
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[1] == 640
+
+    # install a signed policy, newer than the running one
+    bundle = bench.tmp / "policy-v2.bundle"
+    bundle.write_bytes(signed_policy(dept, 2, mosquitto.url))
+    assert client.install("policy", bundle, as_json=False) == 0
+    assert bench.agent.pipeline.policies.active(_now()).version == 2
+    bench.wait_audit("policy.installed", lambda r: r["fields"]["source"] == "console:tech-7")
+
+    # a tampered bundle is refused with the agent's reason, and the policy stays as it was
+    tampered = bytearray(signed_policy(dept, 3, mosquitto.url))
+    at = tampered.index(b'"version":3') if b'"version":3' in tampered else len(tampered) // 2
+    tampered[at + 10] ^= 0x01
+    bad = bench.tmp / "policy-v3-tampered.bundle"
+    bad.write_bytes(bytes(tampered))
+    transfer = _upload(client, bytes(tampered))
+    reply = client.link.request(f"policy install {transfer}")
+    assert not reply["ok"]
+    assert reply["reason"] in ("bad_signature", "bad_format", "invalid_json"), reply
+    assert reply["error"].startswith(f"refused ({reply['reason']})")
+    assert bench.agent.pipeline.policies.active(_now()).version == 2
+    bench.wait_audit("policy.refused", lambda r: r["fields"]["source"] == "console:tech-7")
+
+
+def _upload(client, data: bytes) -> str:
+    from agent.console.client import upload
+    return upload(client.link, data)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def test_policy_keys_and_stored_reads_are_refused_and_audited(bench):
+    client = bench.client("tech-8")
+    before = bench.config_path.read_text()
+    for key, value in (("policy.trusted_keys", '["/tmp/evil.pub"]'), ("policy.bundle", "/tmp/wide.bundle"),
+                       ("policy.hotlists", '["/tmp/list.bundle"]'), ("audit.unit_key", "/tmp/k.pem")):
+        reply = client.link.request(f"config set {key} '{value}'")
+        assert not reply["ok"] and reply["reason"] in ("policy_key", "not_device_setting"), reply
+        assert key in reply["error"]
+        bench.wait_audit("console.refused", lambda r, k=key: r["fields"].get("key") == k
+                         and r["fields"]["technician"] == "tech-8")
+    assert bench.wait_audit("console.refused", lambda r: r["fields"].get("key") == "policy.trusted_keys")[
+        "fields"]["reason"] == "policy_key"
+    for word in ("reads", "plates", "export"):
+        reply = client.link.request(word)
+        assert not reply["ok"] and reply["reason"] == "stored_reads", reply
+    bench.wait_audit("console.refused", lambda r: r["fields"]["reason"] == "stored_reads")
+    assert bench.config_path.read_text() == before
+    # the audit tail shows counts and reasons, never plate text
+    tail = client.link.request("audit tail 5000")
+    assert tail["ok"] and tail["events"].get("read.accepted", 0) > 0
+    text = repr(tail)
+    from test_pipeline import PLATES
+    assert not any(plate in text for plate in PLATES)
+
+
+def test_lockout_holds_across_console_restart(bench):
+    client = bench.client("tech-1")  # sets the password
+    client.link.request("logout")
+    for attempt in range(3):
+        reply = client.link.request("login intruder")
+        while not reply["ok"] and reply.get("reason") == "locked":
+            # the growing delay after a failure (2 s, 4 s): wait it out as an attacker would
+            assert reply["retry_after_s"] <= 4, reply
+            time.sleep(reply["retry_after_s"] + 0.2)
+            reply = client.link.request("login intruder")
+        assert reply.get("need") == "password", reply
+        reply = client.link.request("wrong password guess", secret=True)
+        assert not reply["ok"]
+    assert reply["reason"] == "locked" and "15 min" in reply["error"], reply
+    assert len(bench.audit_records("console.login_failed")) == 3
+
+    bench.stop_console()
+    bench.start_console()
+    client = bench.client("tech-1", login=False)
+    reply = client.link.request("login tech-1")
+    assert not reply["ok"] and reply["reason"] == "locked", reply
+    assert reply["retry_after_s"] > 800
+    who = client.link.request("whoami")
+    assert who["technician"] is None and who["locked_for_s"] > 800
