@@ -138,6 +138,7 @@ def test_lockout_holds_across_console_restart(bench):
     assert reply["reason"] == "locked" and "15 min" in reply["error"], reply
     assert len(bench.audit_records("console.login_failed")) == 3
 
+    client.link.port.close()
     bench.stop_console()
     bench.start_console()
     client = bench.client("tech-1", login=False)
