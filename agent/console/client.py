@@ -371,13 +371,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tech", default=None, help="technician id for the audit log (default: PLATEGATE_TECH "
                                                      "or your user name)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each reply (default 20)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="a command for the unit (none: interactive)")
+    parser.add_argument("command", nargs="*", help="a command for the unit (none: interactive)")
     return parser
 
 
+def _in_order(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """The command words as typed: everything after the port except the client's own options."""
+    words, skip = [], 0
+    for i, word in enumerate(argv):
+        if skip:
+            skip -= 1
+            continue
+        if word in ("--baud", "--tech", "--timeout"):
+            skip = 1
+            continue
+        if word.startswith(("--baud=", "--tech=", "--timeout=")):
+            continue
+        words.append(word)
+    return words[words.index(args.port) + 1:] if args.port in words else words
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    words = list(args.command)
+    parser = build_parser()
+    args, _ = parser.parse_known_args(argv)  # the command's own flags (--json, --apply) are not ours
+    words = _in_order(list(argv) if argv is not None else sys.argv[1:], args)
     as_json = "--json" in words
     apply = "--apply" in words
     words = [w for w in words if w not in ("--json", "--apply")]

@@ -1,0 +1,73 @@
+"""`plategate-serial` one-shot commands as a script uses them: exit codes and outputs; idle logout."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import cv2
+import pytest
+
+from console_rig import PASSWORD, ROOT, Bench
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def bench(tmp_path, mosquitto, dept):
+    bench = Bench(tmp_path, mosquitto.url, dept)
+    bench.write_config(idle_timeout_s=2)
+    bench.start_agent()
+    bench.start_console()
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+def serial(bench: Bench, *args: str, password: str | None = PASSWORD) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PLATEGATE_SERIAL_PASSWORD"}
+    if password is not None:
+        env["PLATEGATE_SERIAL_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-c", "from agent.console.client import main; raise SystemExit(main())",
+                           bench.cable.client_port, "--tech", "tech-2", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_one_shot_commands_and_their_exit_codes(bench, tmp_path):
+    status = serial(bench, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["health"] == "ok"
+
+    out = tmp_path / "aim.jpg"
+    snap = serial(bench, "snapshot", str(out))
+    assert snap.returncode == 0, snap.stderr
+    assert cv2.imread(str(out)).shape[1] == 640
+
+    applied = serial(bench, "config", "set", "source.fps", "15", "--apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert tomllib.loads(bench.config_path.read_text())["source"]["fps"] == 15
+
+    refused = serial(bench, "config", "set", "policy.bundle", "/tmp/x.bundle")
+    assert refused.returncode == 1 and "refused" in refused.stdout
+
+    invalid = serial(bench, "config", "set", "source.fps", "500")
+    assert invalid.returncode == 1 and "source.fps" in invalid.stdout and "frame rate" in invalid.stdout
+
+    assert serial(bench, "logout").returncode == 0
+    wrong = serial(bench, "status", password="not the password")
+    assert wrong.returncode == 3 and "wrong password" in wrong.stderr
+
+    missing = subprocess.run([sys.executable, "-c", "from agent.console.client import main; raise SystemExit(main())",
+                              "/dev/ttyUSB-none", "status"], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 3 and "no serial port /dev/ttyUSB-none" in missing.stderr
+
+
+def test_idle_session_is_logged_out(bench):
+    client = bench.client("tech-6")
+    assert client.link.request("whoami")["technician"] == "tech-6"
+    bench.wait_audit("console.logout", lambda r: r["fields"]["reason"] == "idle", timeout=15)
+    assert client.link.request("whoami")["technician"] is None
+    assert not client.link.request("status")["ok"]
