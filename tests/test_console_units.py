@@ -1,0 +1,261 @@
+"""The console's parts alone: line reader, password and lockout, the config allow-list and editor,
+transfers, the TOML writer, and the agent's control server under bad requests."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import tomllib
+import zlib
+from pathlib import Path
+
+import pytest
+
+from agent.config import toml_out
+from agent.console.auth import Lockout, hash_password, password_problem, verify_password
+from agent.console.lines import LineReader
+from agent.console.settings import ConfigEditor, EditError, check_key, settable_keys
+from agent.console.transfers import TransferError, Transfers
+from agent.control.protocol import ControlClient, encode
+from agent.control.server import ControlServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- lines --------------------------------------------------------------------------------------------
+
+def test_line_reader_edits_and_survives_garbage():
+    reader = LineReader(max_chars=20)
+    lines, _ = reader.feed(b"stat")
+    assert lines == [] and reader.partial
+    lines, _ = reader.feed(b"ux\x7fs\r\n")
+    assert [l.text for l in lines] == ["status"]  # CRLF is one line end; DEL erased the x
+    lines, _ = reader.feed(b"config se\x03")
+    assert lines[0].cancelled and not reader.partial
+    lines, _ = reader.feed(b"x" * 100 + b"\rhelp\r")
+    assert lines[0].text is None and "too long" in lines[0].problem and lines[1].text == "help"
+    lines, _ = reader.feed(b"\xc3\x28\xff\r")
+    assert lines[0].text is None and "not text" in lines[0].problem
+    lines, _ = reader.feed(b"\x1b[A\x1b[1;5Chelp\x00\x07\r")
+    assert [l.text for l in lines] == ["help"]
+
+
+def test_line_reader_echoes_only_when_asked():
+    reader = LineReader()
+    reader.echo = True
+    _, echo = reader.feed(b"ab\x7f\r")
+    assert echo == b"ab\b \b\r\n"
+    reader.echo = False
+    _, echo = reader.feed(b"secret\r")
+    assert echo == b""
+
+
+# --- auth -------------------------------------------------------------------------------------------
+
+def test_password_hash_verifies_and_never_holds_the_password():
+    stored = hash_password("correct horse battery", log2_n=10)
+    assert stored.startswith("scrypt$10$") and "correct" not in stored
+    assert verify_password("correct horse battery", stored)
+    assert not verify_password("correct horse batterY", stored)
+    assert not verify_password("x", "scrypt$99$8$1$AAAA$AAAA")  # malformed: matches nothing
+    assert password_problem("short") and password_problem("long enough pass") is None
+
+
+def test_lockout_grows_and_persists(tmp_path):
+    now = [1000.0]
+    lock = Lockout(tmp_path / "lockout.json", failures_to_lock=3, lockout_s=900, clock=lambda: now[0])
+    assert lock.failed() == 2 and lock.failed() == 4
+    assert lock.failed() == 900
+    again = Lockout(tmp_path / "lockout.json", 3, 900, clock=lambda: now[0])  # a restart
+    assert again.failures == 3 and again.remaining_s() == 900
+    now[0] += 900
+    assert again.failed() == 1800  # each further failure doubles
+    again.succeeded()
+    assert Lockout(tmp_path / "lockout.json", 3, 900, clock=lambda: now[0]).failures == 0
+
+
+def test_unreadable_lockout_file_locks(tmp_path):
+    (tmp_path / "lockout.json").write_text("{not json")
+    assert Lockout(tmp_path / "lockout.json", 3, 900).remaining_s() > 800
+
+
+# --- the allow-list and the editor ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, allowed", [
+    ("source.fps", True), ("mqtt.status.url", True), ("mqtt.destinations.county.password", True),
+    ("logging.level", True), ("unit.latitude", True), ("scene.privacy_masks", True),
+    ("policy.bundle", False), ("policy.trusted_keys", False), ("policy.hotlists", False),
+    ("policy.hmac_keys", False), ("audit.unit_key", False), ("unit.state_dir", False), ("unit.id", False),
+    ("console.password_hash", False), ("console.lockout_s", False), ("mqtt.destinations.county.id", False),
+    ("outbox.max_mb", False), ("recognizer.min_confidence", False), ("policy", False), ("Policy.bundle", False),
+])
+def test_allow_list(key, allowed):
+    assert check_key(key)[0] is allowed
+
+
+def test_settable_keys_are_all_allowed():
+    keys = settable_keys({"mqtt": {"destinations": [{"id": "county"}]}})
+    assert "mqtt.destinations.county.password" in keys and "source.fps" in keys
+    assert not any(k.startswith(("policy", "audit", "console")) for k in keys)
+
+
+def _editor(tmp_path: Path, text: str) -> ConfigEditor:
+    config = tmp_path / "unit.toml"
+    config.write_text(text)
+    return ConfigEditor(config, tmp_path / "history")
+
+
+BASE = """
+[source]
+kind = "image_folder"
+path = "frames"
+fps = 10
+[policy]
+trusted_keys = ["dept-a.pub"]
+"""
+
+
+def test_editor_validates_with_the_schema_and_names_the_key(tmp_path):
+    editor = _editor(tmp_path, BASE)
+    with pytest.raises(EditError, match=r"source.fps: 500.0 is not a usable frame rate"):
+        editor.set("source.fps", "500")
+    with pytest.raises(EditError, match="no such setting"):
+        editor.set("source.fsp", "5")
+    with pytest.raises(EditError) as refused:
+        editor.set("policy.trusted_keys", '["evil.pub"]')
+    assert refused.value.reason == "policy_key"
+    editor.set("mqtt.destinations.county.password", "s3cret")
+    assert editor.diff() == [("mqtt.destinations.county.id", None, "county"),
+                             ("mqtt.destinations.county.password", None, "*** (set)")]  # never the value
+
+
+def test_apply_then_rollback_restores_device_settings_only(tmp_path):
+    editor = _editor(tmp_path, BASE)
+    editor.set("source.fps", "15")
+    applied = editor.apply()
+    assert applied.keys == ["source.fps"]
+    assert tomllib.loads(editor.path.read_text())["source"]["fps"] == 15
+    # an administrator changes the trusted keys on the unit afterwards ...
+    doc = tomllib.loads(editor.path.read_text())
+    doc["policy"]["trusted_keys"] = ["dept-b.pub"]
+    editor.path.write_text(toml_out.dumps(doc))
+    # ... and a rollback puts the old fps back, never the old trusted key
+    rolled = editor.rollback()
+    after = tomllib.loads(editor.path.read_text())
+    assert rolled.keys == ["source.fps"] and after["source"]["fps"] == 10
+    assert after["policy"]["trusted_keys"] == ["dept-b.pub"]
+    with pytest.raises(EditError, match="no earlier version"):
+        editor.rollback()
+
+
+def test_invalid_config_file_is_never_written(tmp_path):
+    editor = _editor(tmp_path, BASE)
+    editor.set("unit.latitude", "41.5")  # needs longitude too: staged, with the problem named
+    before = editor.path.read_text()
+    with pytest.raises(EditError, match="latitude and longitude go together"):
+        editor.apply()
+    assert editor.path.read_text() == before
+
+
+# --- transfers -----------------------------------------------------------------------------------------
+
+def test_download_chunks_carry_crc_and_resume_anywhere():
+    transfers = Transfers()
+    data = bytes(range(256)) * 40
+    tid, item = transfers.offer(data)
+    header, chunk = transfers.chunk(tid, 5000, 4096)
+    assert header["offset"] == 5000 and header["crc32"] == zlib.crc32(chunk) and chunk == data[5000:9096]
+    assert item.sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(TransferError):
+        transfers.chunk("d99", 0, 10)
+
+
+def test_upload_checks_offsets_and_checksum():
+    transfers = Transfers()
+    data = b"signed bundle bytes" * 10
+    tid = transfers.begin_upload(len(data), hashlib.sha256(data).hexdigest())
+    transfers.upload_data(tid, 0, base64.b64encode(data[:50]).decode())
+    with pytest.raises(TransferError, match="continues at offset 50"):
+        transfers.upload_data(tid, 0, base64.b64encode(data[:50]).decode())
+    transfers.upload_data(tid, 50, base64.b64encode(data[50:]).decode())
+    assert transfers.take_upload(tid) == data
+    bad = transfers.begin_upload(4, "0" * 64)
+    transfers.upload_data(bad, 0, base64.b64encode(b"abcd").decode())
+    with pytest.raises(TransferError, match="SHA-256"):
+        transfers.take_upload(bad)
+
+
+# --- TOML writer ------------------------------------------------------------------------------------------
+
+def test_toml_writer_round_trips():
+    doc = {"unit": {"id": "u-1", "latitude": 41.5}, "source": {"loop": True, "fps": 12.5, "path": 'a "q" \\ \x7f'},
+           "scene": {"privacy_masks": [[[0.0, 0.1], [0.5, 0.1], [0.5, 0.4]]]},
+           "policy": {"trusted_keys": ["a.pub", "b.pub"]},
+           "mqtt": {"keepalive_s": 30, "destinations": [{"id": "a", "password": "p"}, {"id": "b"}],
+                    "status": {"url": "mqtt://h:1"}}}
+    assert tomllib.loads(toml_out.dumps(doc)) == doc
+    shipped = tomllib.loads((ROOT / "firmware_config" / "plategate.toml").read_text())
+    assert tomllib.loads(toml_out.dumps(shipped)) == shipped
+
+
+# --- the agent's control server --------------------------------------------------------------------------
+
+def test_control_server_answers_bad_requests_and_keeps_serving(tmp_path):
+    def boom(request):
+        raise RuntimeError("bug in an operation")
+
+    path = tmp_path / ("long-" * 20) / "control.sock"  # longer than sun_path allows
+    server = ControlServer(path, {"ping": lambda r: {"pong": True}, "boom": boom})
+    server.start()
+    try:
+        client = ControlClient(path)
+        assert client.call("ping") == {"ok": True, "pong": True}
+        assert client.call("boom")["reason"] == "internal"
+        assert client.call("nope")["reason"] == "unknown_op"
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(f"/proc/self/fd/{_dirfd(path)}/control.sock")
+            raw.sendall(b"\xff\xfe not json\n")
+            assert json.loads(raw.recv(4096))["reason"] == "bad_request"
+        with socket.socket(socket.AF_UNIX) as raw:  # a client that vanishes mid-message
+            raw.connect(f"/proc/self/fd/{_dirfd(path)}/control.sock")
+            raw.sendall(encode({"op": "ping"})[:5])
+        assert client.call("ping")["pong"] is True
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    finally:
+        server.stop()
+    assert not path.exists()
+
+
+_fds: list[int] = []
+
+
+def _dirfd(path: Path) -> int:
+    import os
+    fd = os.open(path.parent, os.O_RDONLY)
+    _fds.append(fd)
+    return fd
+
+
+def test_console_audit_records_are_limited_to_console_events():
+    from agent.control.ops import AgentOps
+
+    recorded = []
+
+    class Audit:
+        def record(self, event, **fields):
+            recorded.append((event, fields))
+
+        def flush(self):
+            pass
+
+    class P:
+        audit = Audit()
+
+        class capture:
+            frames_read = 0
+
+    ops = AgentOps(P(), lambda n: [])
+    assert not ops.audit_record({"event": "policy.installed", "fields": {}})["ok"]
+    ops.audit_record({"event": "console.login", "fields": {"technician": "t", "password": "x", "plate": "ABC"}})
+    assert recorded == [("console.login", {"technician": "t"})]
