@@ -3,6 +3,7 @@ cable with pyserial on both ends, a real broker (issue 18's acceptance).
 """
 from __future__ import annotations
 
+import logging
 import time
 import tomllib
 
@@ -147,3 +148,29 @@ def test_lockout_holds_across_console_restart(bench):
     assert reply["retry_after_s"] > 800
     who = client.link.request("whoami")
     assert who["technician"] is None and who["locked_for_s"] > 800
+
+
+def test_status_camera_mqtt_policy_logs_and_time(bench, caplog):
+    caplog.set_level(logging.INFO)  # as `plategate run` configures it
+    client = bench.client("tech-9")
+    status = client.link.request("status")
+    assert status["ok"] and status["policy"]["version"] == 1 and status["models"]
+    assert status["last_read_at"] and status["clock"]["now"] and status["queue_depth"]["frames"] >= 0
+    test = client.link.request("camera test 2", timeout_s=30)
+    assert test["ok"] and test["fps"] > 0 and test["frames_checked"] > 0 and test["brightness"] > 0
+    assert test["plates_live"], test  # the scripted plates, seen live during the test only
+    mqtt = client.link.request("mqtt test", timeout_s=30)
+    assert mqtt["ok"], mqtt
+    assert {r["destination"]: r["result"] for r in mqtt["results"]} == {"county": "ok", "status": "ok"}
+    shown = client.link.request("policy show")
+    assert shown["policy"]["destinations"][0]["id"] == "county"
+    logs = client.link.request("log tail 20")
+    assert logs["ok"] and any("link connected dest=county" in line for line in logs["lines"]), logs
+    assert client.link.request("time show")["ok"]
+    assert client.link.request("time set yesterday")["reason"] == "usage"
+    assert client.link.request("help")["commands"]
+    restart = client.link.request("restart")
+    assert restart["ok"], restart
+    bench.thread.join(10)
+    assert not bench.thread.is_alive()
+    bench.wait_audit("console.restart", lambda r: r["fields"]["technician"] == "tech-9")
