@@ -174,3 +174,23 @@ def test_status_camera_mqtt_policy_logs_and_time(bench, caplog):
     bench.thread.join(10)
     assert not bench.thread.is_alive()
     bench.wait_audit("console.restart", lambda r: r["fields"]["technician"] == "tech-9")
+
+
+def test_expired_rolled_back_bundles_refused_and_a_signed_hotlist_installed(bench, dept, mosquitto):
+    from agent.policy.hotlist import sign_hotlist
+    from agent.policy.schema import format_time
+
+    client = bench.client("tech-10")
+    again = _upload(client, signed_policy(dept, 1, mosquitto.url))  # the running version: a rollback
+    reply = client.link.request(f"policy install {again}")
+    assert not reply["ok"] and reply["reason"] == "rollback", reply
+    expired = signed_policy(dept, 5, mosquitto.url, now=time.time() - 40 * 86400)
+    reply = client.link.request(f"policy install {_upload(client, expired)}")
+    assert not reply["ok"] and reply["reason"] == "expired", reply
+    assert bench.agent.pipeline.policies.active(_now()).version == 1
+    doc = {"schema": "plategate.hotlist/1", "list_id": "ct-stolen", "version": 1, "source": "CT DESPP",
+           "purpose": "stolen_vehicle", "issued_at": format_time(time.time() - 60), "max_staleness_hours": 24,
+           "plates": ["ABC-1234"]}
+    reply = client.link.request(f"hotlist install {_upload(client, sign_hotlist(doc, dept))}")
+    assert reply["ok"] and reply["list_id"] == "ct-stolen", reply
+    bench.wait_audit("hotlist.installed", lambda r: r["fields"]["source"] == "console:tech-10")

@@ -71,3 +71,36 @@ def test_idle_session_is_logged_out(bench):
     bench.wait_audit("console.logout", lambda r: r["fields"]["reason"] == "idle", timeout=15)
     assert client.link.request("whoami")["technician"] is None
     assert not client.link.request("status")["ok"]
+
+
+def test_interactive_client_completes_commands_and_keys_in_colour(bench):
+    pexpect = pytest.importorskip("pexpect")
+    env = dict(os.environ, PLATEGATE_SERIAL_PASSWORD=PASSWORD, HOME=str(bench.tmp), TERM="xterm")
+    env.pop("NO_COLOR", None)
+    term = pexpect.spawn(sys.executable, ["-c", "from agent.console.client import main; raise SystemExit(main())",
+                                          bench.cable.client_port, "--tech", "tech-11"],
+                         cwd=str(ROOT), env=env, encoding="utf-8", timeout=30)
+    try:
+        term.expect("connected")
+        term.expect("plategate> ")
+        term.send("stat\t")  # completes to `status`
+        term.expect("status")
+        term.send("\r")
+        term.expect("\x1b\\[32mok\x1b\\[0m")  # ok in green on a terminal
+        term.expect("health: ok")
+        term.expect("plategate> ")
+        term.send("config set source.fp\t")  # config keys complete too
+        term.expect("source.fps")
+        term.send(" 14\r")
+        term.expect("staged source.fps = 14")
+        term.expect("plategate> ")
+        term.send("config set policy.bundle /tmp/x\r")
+        term.expect("\x1b\\[31merror\x1b\\[0m: refused")
+        term.expect("plategate> ")
+        term.send("quit\r")
+        term.expect(pexpect.EOF)
+    finally:
+        if term.isalive():
+            term.terminate(force=True)
+    assert (bench.tmp / ".plategate_serial_history").read_text().count("config set") == 2
+    bench.wait_audit("console.logout", lambda r: r["fields"]["technician"] == "tech-11")
