@@ -7,6 +7,7 @@ frame (tests/test_pipeline.py), because these tests are about the console, not v
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -53,6 +55,19 @@ def write_scene_frames(folder: Path, scenes: list[np.ndarray] | None = None, cop
 def signed_policy(dept, version: int, broker_url: str, now: float | None = None) -> bytes:
     doc = policy_doc(version, [destination_doc("county", broker_url, TOPIC)], now or time.time())
     return sign_bundle(doc, dept)
+
+
+@contextlib.contextmanager
+def running_bench(tmp: Path, broker_url: str, dept, **config) -> Iterator["Bench"]:
+    """A bench with the agent and the console running; everything stopped afterwards."""
+    bench = Bench(tmp, broker_url, dept)
+    bench.write_config(**config)
+    try:
+        bench.start_agent()
+        bench.start_console()
+        yield bench
+    finally:
+        bench.close()
 
 
 @dataclass

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from console_rig import PASSWORD, Bench, signed_policy
+from console_rig import PASSWORD, Bench, running_bench, signed_policy
 from agent.console.client import download
 
 pytestmark = pytest.mark.integration
@@ -19,14 +19,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    bench = Bench(tmp_path, mosquitto.url, dept)
-    bench.write_config()
-    bench.start_agent()
-    bench.start_console()
-    try:
+    with running_bench(tmp_path, mosquitto.url, dept) as bench:
         yield bench
-    finally:
-        bench.close()
 
 
 def _status_url(bench: Bench) -> str:

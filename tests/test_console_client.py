@@ -10,21 +10,15 @@ import tomllib
 import cv2
 import pytest
 
-from console_rig import PASSWORD, ROOT, Bench
+from console_rig import PASSWORD, ROOT, Bench, running_bench
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    bench = Bench(tmp_path, mosquitto.url, dept)
-    bench.write_config(idle_timeout_s=2)
-    bench.start_agent()
-    bench.start_console()
-    try:
+    with running_bench(tmp_path, mosquitto.url, dept, idle_timeout_s=2) as bench:
         yield bench
-    finally:
-        bench.close()
 
 
 def serial(bench: Bench, *args: str, password: str | None = PASSWORD) -> subprocess.CompletedProcess:

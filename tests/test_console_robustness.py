@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from console_rig import TOPIC, Bench
+from console_rig import TOPIC, Bench, running_bench
 from agent.console.client import download
 from agent.console.port import open_port
 
@@ -27,14 +27,8 @@ BAUD = 115200
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    bench = Bench(tmp_path, mosquitto.url, dept)
-    bench.write_config()
-    bench.start_agent()
-    bench.start_console()
-    try:
+    with running_bench(tmp_path, mosquitto.url, dept) as bench:
         yield bench
-    finally:
-        bench.close()
 
 
 class Drain:

@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.audit import events
 from agent.console.session import Command, Reply, Session, error
-from agent.console.settings import EditError, check_key, field_for, is_secret, settable_keys
+from agent.console.settings import EditError, check_key, is_secret, settable_keys
 from agent.console.transfers import DEFAULT_CHUNK, TransferError
 from agent.control.ops import clock_status
 from agent.control.protocol import AgentUnavailable

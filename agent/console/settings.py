@@ -28,6 +28,7 @@ from agent.atomic import write_atomic
 from agent.config import toml_out
 from agent.config.fields import constraint_of
 from agent.config.loader import ConfigError, parse_config
+from agent.config.reference import dataclass_in
 from agent.config.schema import DeviceConfig
 
 DESTINATIONS = ("mqtt", "destinations")
@@ -106,19 +107,10 @@ def field_for(key: str) -> tuple[Any, dataclasses.Field] | None:
         if part not in fields:
             return None
         fld, hint = fields[part], typing.get_type_hints(cls)[part]
-        cls = _dataclass_in(hint)
-    if fld is None or _dataclass_in(hint) is not None:
+        cls = dataclass_in(hint)
+    if fld is None or dataclass_in(hint) is not None:
         return None  # a table, not a setting
     return hint, fld
-
-
-def _dataclass_in(hint: Any) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return hint
-    for arg in typing.get_args(hint):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
 
 
 def is_secret(key: str) -> bool:
@@ -144,7 +136,7 @@ def _schema_paths(cls: Any, prefix: tuple[str, ...]) -> list[str]:
     hints = typing.get_type_hints(cls)
     for fld in dataclasses.fields(cls):
         hint = hints[fld.name]
-        inner = _dataclass_in(hint)
+        inner = dataclass_in(hint)
         if inner is not None and typing.get_origin(hint) is tuple:
             paths.extend(_schema_paths(inner, prefix + (fld.name, "<id>")))
         elif inner is not None:

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from agent.audit import events
 from agent.audit.records import expand
-from agent.control.hooks import AgentHooks
 from agent.control.snapshot import brightness, encode_snapshot, focus_score, privacy_masks
 from agent.delivery.mqtt_link import DestinationCredentials, IdentityError, LinkError, MqttLink
 from agent.policy.errors import PolicyError
@@ -111,18 +110,17 @@ class AgentOps:
     # --- the agent process ------------------------------------------------------------------
 
     def reload(self, request: dict) -> dict:
-        hooks: AgentHooks = self.pipeline.hooks
-        if hooks.reload is None:
-            return {"ok": False, "reason": "unsupported", "error": "this agent cannot reload on request"}
-        hooks.reload()
-        return {"message": "the agent re-reads its config now"}
+        return self._hook("reload", "the agent re-reads its config now")
 
     def restart(self, request: dict) -> dict:
-        hooks: AgentHooks = self.pipeline.hooks
-        if hooks.restart is None:
-            return {"ok": False, "reason": "unsupported", "error": "this agent cannot restart on request"}
-        hooks.restart()
-        return {"message": "the agent stops cleanly now and is started again by systemd"}
+        return self._hook("restart", "the agent stops cleanly now and is started again by systemd")
+
+    def _hook(self, name: str, message: str) -> dict:
+        hook = getattr(self.pipeline.hooks, name, None)
+        if hook is None:
+            return {"ok": False, "reason": "unsupported", "error": f"this agent cannot {name} on request"}
+        hook()
+        return {"message": message}
 
     # --- audit and logs -------------------------------------------------------------------------
 
