@@ -188,3 +188,23 @@ def test_expired_rolled_back_bundles_refused_and_a_signed_hotlist_installed(benc
     reply = client.link.request(f"hotlist install {_upload(client, sign_hotlist(doc, dept))}")
     assert reply["ok"] and reply["list_id"] == "ct-stolen", reply
     bench.wait_audit("hotlist.installed", lambda r: r["fields"]["source"] == "console:tech-10")
+
+
+def test_mqtt_test_checks_each_destinations_tls_identity(bench, dept, mosquitto, tls_broker_factory):
+    from agent.delivery.soak import destination_doc, policy_doc
+    from agent.policy.bundle import sign_bundle
+
+    good, impostor = tls_broker_factory(), tls_broker_factory()
+    pin = good.tls.server_key_sha256
+    doc = policy_doc(2, [destination_doc("county", mosquitto.url, "county/reads"),
+                         destination_doc("state", good.url, "state/reads", pin=pin),
+                         destination_doc("state-copy", impostor.url, "state/reads", pin=pin)], time.time())
+    client = bench.client("tech-12")
+    assert client.link.request(f"policy install {_upload(client, sign_bundle(doc, dept))}")["ok"]
+    reply = client.link.request("mqtt test", timeout_s=60)
+    results = {r["destination"]: r for r in reply["results"]}
+    assert results["county"]["result"] == "ok" and results["status"]["result"] == "ok"
+    assert results["state"]["result"] == "ok" and results["state"]["peer_key_sha256"] == pin
+    assert results["state"]["identity"] == "key pin"
+    assert results["state-copy"]["result"] == "identity_failed", results["state-copy"]
+    assert not reply["ok"] and reply["reason"] == "mqtt_failed"

@@ -50,6 +50,14 @@ def test_a_technician_at_picocom_logs_in_reads_status_and_edits_config(tmp_path,
         term.expect("staged source.fps = 12")
         term.send("config diff\r")
         term.expect("source.fps: 20 -> 12")
+        term.send("config set mqtt.status.password hunter2secret\r")  # a secret typed inline: echoed as *
+        term.expect("staged mqtt.status.password = \\*\\*\\*")
+        assert "hunter2secret" not in term.before and "*************" in term.before
+        term.send("config set mqtt.destinations.county.password\r")  # or asked for, unseen
+        term.expect("mqtt.destinations.county.password \\(not shown\\): ")
+        term.send("s3cret-value\r")
+        term.expect("staged mqtt.destinations.county.password = \\*\\*\\*")
+        assert "s3cret-value" not in term.before
         term.send("config set policy.bundle /tmp/x\r")
         term.expect("error: refused: policy.bundle: part of the sharing policy")
         term.send("logout\r")

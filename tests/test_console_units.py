@@ -41,6 +41,25 @@ def test_line_reader_edits_and_survives_garbage():
     assert [l.text for l in lines] == ["help"]
 
 
+def test_line_reader_masks_a_secret_typed_inline():
+    reader = LineReader()
+    reader.echo = True
+    reader.mask = lambda typed: typed.startswith("config set mqtt.status.password ")
+    lines, echo = reader.feed("config set mqtt.status.password pässwörd\r".encode())
+    assert lines[0].text == "config set mqtt.status.password pässwörd"
+    assert echo == b"config set mqtt.status.password ********\r\n"
+
+
+def test_line_reader_one_line_at_a_time_keeps_the_rest():
+    reader = LineReader()
+    reader.echo = True
+    lines, echo = reader.feed(b"login tech\rsecret pass\r", one_line=True)
+    assert [l.text for l in lines] == ["login tech"] and echo == b"login tech\r\n" and reader.pending
+    reader.echo = False  # the session asked for a password
+    lines, echo = reader.feed(b"", one_line=True)
+    assert [l.text for l in lines] == ["secret pass"] and echo == b"" and not reader.pending
+
+
 def test_line_reader_echoes_only_when_asked():
     reader = LineReader()
     reader.echo = True

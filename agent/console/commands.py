@@ -139,8 +139,11 @@ def _show(key: str, value: Any) -> Any:
 
 
 def cmd_config_set(s: Session, args: list[str]) -> Reply:
+    if len(args) == 1 and is_secret(args[0]) and check_key(args[0])[0]:
+        return s.ask_secret(f"{args[0]} (not shown): ", lambda value: cmd_config_set(s, [args[0], value]))
     if len(args) != 2:
-        return _usage("config set", "KEY VALUE   (quote a value with spaces)")
+        return _usage("config set", "KEY VALUE   (quote a value with spaces; a secret KEY alone asks for it "
+                                    "unseen)")
     key, value = args
     allowed, code, why = check_key(key)
     if not allowed:

@@ -37,11 +37,16 @@ class SerialConsole:
         self.baud = baud
         self.stop = stop or threading.Event()
         self.session = Session(ctx, command_table())
-        self.reader = LineReader()
+        self.reader = self._new_reader()
         self.port: serial.Serial | None = None
         self.dropped_output = 0
         self._last_noise_reply = 0.0
         self._noise_suppressed = 0
+
+    def _new_reader(self) -> LineReader:
+        reader = LineReader()
+        reader.mask = self.session.masks_echo
+        return reader
 
     def run(self) -> int:
         """Serve until stopped. The first open failing (no port, no permission) is an error: exit 78."""
@@ -58,8 +63,10 @@ class SerialConsole:
 
     def _serve_once(self) -> None:
         data = self.port.read(max(1, min(self.port.in_waiting, 4096)))
-        if data:
-            lines, echo = self.reader.feed(data)
+        while data or self.reader.pending:
+            # One line at a time: its answer may turn echo off for the next (a password).
+            lines, echo = self.reader.feed(data, one_line=True)
+            data = b""
             if echo:
                 self._write(echo)
             for line in lines:
@@ -125,7 +132,7 @@ class SerialConsole:
     def _line_lost(self, exc: Exception) -> None:
         log.warning("console port lost port=%s error=%s; reopening", self.port_name, exc)
         self.session.logout("line_lost")
-        self.reader = LineReader()
+        self.reader = self._new_reader()
         self._close()
         while not self.stop.wait(REOPEN_EVERY_S):
             try:

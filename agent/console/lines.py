@@ -12,6 +12,7 @@ to echo; secret input (passwords) is read with echo off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 MAX_LINE_CHARS = 4096
 
@@ -29,17 +30,29 @@ class LineReader:
     def __init__(self, max_chars: int = MAX_LINE_CHARS):
         self.max_chars = max_chars
         self.echo = False
+        # Given the line typed so far, True when what follows is a secret (`config set <secret key> `):
+        # its characters are echoed as '*'.
+        self.mask: Callable[[str], bool] | None = None
         self._buf = bytearray()
         self._overflow = False
         self._after_cr = False
+        self._unread = b""      # bytes after a line, when feeding one line at a time
         self._esc = 0           # 0 none, 1 after ESC, 2 inside CSI, 3 after ESC O (one more byte)
         self.ignored_bytes = 0  # control bytes and escape sequences skipped (noise counter)
 
-    def feed(self, data: bytes) -> tuple[list[Line], bytes]:
-        """The lines completed by `data`, and the bytes to echo back (empty when echo is off)."""
+    def feed(self, data: bytes, one_line: bool = False) -> tuple[list[Line], bytes]:
+        """The lines completed by `data`, and the bytes to echo back (empty when echo is off).
+
+        With `one_line`, stop after the first complete line and keep the rest for the next
+        call (`pending`): the caller may need to change `echo` first (a password follows).
+        """
         lines: list[Line] = []
         echo = bytearray()
-        for byte in data:
+        data, self._unread = self._unread + data, b""
+        for position, byte in enumerate(data):
+            if one_line and lines:
+                self._unread = data[position:]
+                break
             if self._esc:
                 self._skip_escape(byte)
                 continue
@@ -78,9 +91,11 @@ class LineReader:
                 if len(self._buf) >= self.max_chars * 4:  # bytes, not chars, bound the buffer
                     self._overflow = True
                     continue
-                self._buf.append(byte)
                 if self.echo:
-                    echo.append(byte)
+                    masked = self.mask is not None and self.mask(self._buf.decode("utf-8", errors="replace"))
+                    if not masked or byte & 0xC0 != 0x80:  # one '*' per character, not per byte
+                        echo.append(0x2A if masked else byte)
+                self._buf.append(byte)
         return lines, bytes(echo)
 
     def _end_line(self) -> Line:
@@ -123,6 +138,11 @@ class LineReader:
     def _reset(self) -> None:
         self._buf.clear()
         self._overflow = False
+
+    @property
+    def pending(self) -> bool:
+        """Bytes are waiting behind a line returned by a one-line feed."""
+        return bool(self._unread)
 
     @property
     def partial(self) -> bool:

@@ -20,11 +20,12 @@ from agent.config.schema import ID_PATTERN
 from agent.console.auth import Lockout, hash_password, password_problem, verify_password
 from agent.console.context import ConsoleContext
 from agent.console.lines import Line
-from agent.console.settings import EditError
+from agent.console.settings import EditError, is_secret
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID = re.compile(r"@([A-Za-z0-9_-]{1,32})")
+SECRET_VALUE_AHEAD = re.compile(r"\s*(?:@\S+\s+)?config\s+set\s+(\S+)\s")
 
 
 @dataclass
@@ -239,6 +240,16 @@ class Session:
         self.ctx.editor.set_password_hash(hash_password(new))
         self.ctx.audit(events.CONSOLE_PASSWORD_SET, technician=self.technician, how="changed")
         return Reply(text="console password changed")
+
+    def masks_echo(self, typed: str) -> bool:
+        """For the line reader: the rest of `typed` is a secret value (echo '*')."""
+        match = SECRET_VALUE_AHEAD.match(typed)
+        return bool(match) and is_secret(match.group(1))
+
+    def ask_secret(self, prompt: str, then: Callable[[str], Reply]) -> Reply:
+        """Ask for a value with echo off; `then` gets the answer."""
+        self._next = then
+        return Reply(text=prompt, data={"need": "secret"}, secret_next=True)
 
     def refuse(self, command: str, reason: str, text: str, key: str | None = None) -> Reply:
         """Refuse and audit (a policy key, stored reads): the record names who, what and why."""
