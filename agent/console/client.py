@@ -33,7 +33,7 @@ from agent.console.port import DEFAULT_BAUD, PortError, open_port
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 UPLOAD_CHUNK = 2048
-CHUNK = 4096
+CHUNK = 8192
 CHUNK_TRIES = 8
 
 

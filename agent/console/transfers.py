@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 KEEP_S = 900.0
 KEEP_DOWNLOADS = 4
 MAX_UPLOAD_BYTES = 16 * 2**20
-DEFAULT_CHUNK = 4096
+DEFAULT_CHUNK = 8192
 MAX_CHUNK = 16384
 
 
