@@ -278,3 +278,63 @@ def test_console_audit_records_are_limited_to_console_events():
     assert not ops.audit_record({"event": "policy.installed", "fields": {}})["ok"]
     ops.audit_record({"event": "console.login", "fields": {"technician": "t", "password": "x", "plate": "ABC"}})
     assert recorded == [("console.login", {"technician": "t"})]
+
+
+# --- a session in-process: audit spool while the agent is down, time set ---------------------------------
+
+def _session(tmp_path, **ctx_args):
+    from agent.config.loader import load_config
+    from agent.console.commands import command_table
+    from agent.console.context import ConsoleContext
+    from agent.console.session import Session
+
+    config = tmp_path / "unit.toml"
+    config.write_text(BASE + f'[unit]\nstate_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "frames").mkdir(exist_ok=True)
+    ctx = ConsoleContext.create(config, load_config(config), **ctx_args)
+    return Session(ctx, command_table()), ctx
+
+
+def _line(text):
+    from agent.console.lines import Line
+    return Line(text)
+
+
+def test_audit_is_spooled_while_the_agent_is_down_and_handed_over_later(tmp_path):
+    session, ctx = _session(tmp_path)
+    reply = session.handle(_line("login tech-1"))
+    assert reply.data["need"] == "new_password"
+    session.handle(_line("a long enough password"))
+    reply = session.handle(_line("a long enough password"))
+    assert reply.ok and session.technician == "tech-1"
+    assert "a long enough password" not in ctx.spool_path.read_text()
+    assert [json.loads(l)["event"] for l in ctx.spool_path.read_text().splitlines()] == \
+        ["console.password_set", "console.login"]
+    assert session.handle(_line("status")).reason == "agent_unavailable"
+
+    received = []
+    server = ControlServer(ctx.control.path, {"audit.record": lambda r: received.append(r) or {}})
+    server.start()
+    try:
+        session.handle(_line("logout"))
+    finally:
+        server.stop()
+    assert [r["event"] for r in received] == ["console.password_set", "console.login", "console.logout"]
+    assert received[0]["fields"]["console_time"] and not ctx.spool_path.exists()
+
+
+def test_time_set_is_validated_refused_under_ntp_and_audited(tmp_path, monkeypatch):
+    from agent.console import commands
+
+    set_to = []
+    session, ctx = _session(tmp_path, set_clock=set_to.append)
+    session.technician = "tech-1"
+    assert session.handle(_line("time set 2026-13-01T00:00:00Z")).reason == "usage"
+    assert session.handle(_line("time set 2026-05-01T14:30:00")).reason == "usage"  # no zone
+    monkeypatch.setattr(commands, "clock_status", lambda: {"synchronized": True, "now": "x"})
+    assert session.handle(_line("time set 2026-05-01T14:30:00Z")).reason == "ntp_synchronised" and not set_to
+    monkeypatch.setattr(commands, "clock_status", lambda: {"synchronized": False, "now": "x"})
+    assert session.handle(_line("time set 2026-05-01T14:30:00Z")).ok
+    assert set_to == [1777645800.0]
+    spooled = [json.loads(l) for l in ctx.spool_path.read_text().splitlines()]
+    assert spooled[-1]["event"] == "console.time_set" and spooled[-1]["fields"]["new"] == "2026-05-01T14:30:00Z"

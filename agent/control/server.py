@@ -45,13 +45,13 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         sock.listen(MAX_CLIENTS)
-        sock.settimeout(0.5)
+        sock.settimeout(0.2)  # how soon stop() is noticed: it runs inside the agent's 5 s shutdown
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control-server", daemon=True)
         self._thread.start()
         log.info("control socket listening path=%s", self.path)
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
