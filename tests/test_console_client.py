@@ -91,6 +91,10 @@ def test_interactive_client_completes_commands_and_keys_in_colour(bench):
         term.send("config set policy.bundle /tmp/x\r")
         term.expect("\x1b\\[31merror\x1b\\[0m: refused")
         term.expect("plategate> ")
+        term.send(f"snapshot {bench.tmp / 'aim.jpg'}\r")
+        term.expect(r"snapshot \[#+ *\] +100%")  # the progress bar, on a terminal
+        term.expect("saved")
+        term.expect("plategate> ")
         term.send("quit\r")
         term.expect(pexpect.EOF)
     finally:
