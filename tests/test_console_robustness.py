@@ -192,3 +192,20 @@ def test_snapshot_time_at_115200_baud(tmp_path, mosquitto, dept):
     (Path(os.environ.get("PLATEGATE_BENCH_OUT", tmp_path)) / "snapshot_115200.json").write_text(json.dumps(result))
     print("snapshot at 115200 baud:", json.dumps(result))
     assert max(r["seconds"] for r in runs) < 5.0, result
+
+
+def test_console_killed_mid_request_leaves_the_agent_untouched(bench):
+    client = bench.client("tech-13")
+    client.link.port.write(b"@k1 camera test 5\r")  # the agent is busy answering this ...
+    client.link.port.flush()
+    time.sleep(0.5)
+    bench.console.kill()                              # ... when the console dies
+    bench.console.wait()
+    client.link.port.close()
+    accepted = bench.agent.pipeline.accept.accepted
+    deadline = time.monotonic() + 20
+    while bench.agent.pipeline.accept.accepted <= accepted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert bench.agent.pipeline.accept.accepted > accepted and bench.agent.pipeline.fatal() is None
+    bench.start_console()
+    assert bench.client("tech-13").link.request("status")["health"] == "ok"

@@ -338,3 +338,26 @@ def test_time_set_is_validated_refused_under_ntp_and_audited(tmp_path, monkeypat
     assert set_to == [1777645800.0]
     spooled = [json.loads(l) for l in ctx.spool_path.read_text().splitlines()]
     assert spooled[-1]["event"] == "console.time_set" and spooled[-1]["fields"]["new"] == "2026-05-01T14:30:00Z"
+
+
+def test_snapshot_masks_before_scaling_and_scales_to_640():
+    import cv2
+    import numpy as np
+
+    from agent.control.snapshot import encode_snapshot, privacy_masks
+
+    image = np.full((720, 1280, 3), 200, np.uint8)
+    mask = ((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5))  # the top-left quarter
+    jpeg = encode_snapshot(image, [mask])
+    out = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert out.shape == (360, 640, 3)
+    assert out[:170, :310].max() < 20 and out[200:, 340:].min() > 180
+    assert privacy_masks(object()) == ()  # a build without [scene] has no masks to apply
+
+    class Scene:
+        privacy_masks = (mask,)
+
+    class Config:
+        scene = Scene()
+
+    assert privacy_masks(Config()) == (mask,)
