@@ -361,3 +361,11 @@ def test_snapshot_masks_before_scaling_and_scales_to_640():
         scene = Scene()
 
     assert privacy_masks(Config()) == (mask,)
+
+
+def test_plategate_serial_options_all_have_help():
+    from agent.console.client import build_parser
+
+    parser = build_parser()
+    assert all(action.help for action in parser._actions)
+    assert "exits 0 (done), 1 (refused or failed), 2 (usage) or 3" in parser.description
