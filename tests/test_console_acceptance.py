@@ -161,6 +161,8 @@ def test_status_camera_mqtt_policy_logs_and_time(bench, caplog):
     logs = client.link.request("log tail 20")
     assert logs["ok"] and any("link connected dest=county" in line for line in logs["lines"]), logs
     assert client.link.request("time show")["ok"]
+    network = client.link.request("network show")
+    assert network["ok"] or network["reason"] == "unsupported", network
     assert client.link.request("time set yesterday")["reason"] == "usage"
     assert client.link.request("help")["commands"]
     restart = client.link.request("restart")

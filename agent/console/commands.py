@@ -358,6 +358,24 @@ def cmd_log_tail(s: Session, args: list[str]) -> Reply:
     return Reply(text="\r\n".join(reply["lines"]) or "(no log lines yet)", data=reply)
 
 
+def cmd_network_show(s: Session, args: list[str]) -> Reply:
+    """Addresses and the default route, as `ip` reports them (read-only)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ip") is None:
+        return error("the `ip` tool is not installed on this unit", "unsupported")
+    out = {}
+    for name, argv in (("addresses", ["ip", "-brief", "address"]), ("default_route", ["ip", "route", "show", "default"])):
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            out[name] = result.stdout.strip().splitlines()
+        except (OSError, subprocess.SubprocessError) as exc:
+            out[name] = [f"({exc})"]
+    text = "\r\n".join(out["addresses"] + [f"default route: {r}" for r in out["default_route"]] or ["no default route"])
+    return Reply(text=text, data=out)
+
+
 def cmd_time_show(s: Session, args: list[str]) -> Reply:
     status = clock_status()
     sync = {True: "synchronised (NTP)", False: "NOT synchronised", None: "sync state unknown"}[status["synchronized"]]
@@ -479,6 +497,7 @@ def command_table() -> dict[str, Command]:
         Command("audit tail", "[N]", "The last N audit records as counts and reasons (no plate text).",
                 cmd_audit_tail),
         Command("log tail", "[N]", "The agent's last N log lines.", cmd_log_tail),
+        Command("network show", "", "The unit's addresses and default route (read-only).", cmd_network_show),
         Command("time show", "", "The unit's clock (UTC) and whether NTP keeps it.", cmd_time_show),
         Command("time set", "YYYY-MM-DDTHH:MM:SSZ", "Set the clock when NTP cannot (audited).", cmd_time_set),
         Command("restart", "", "Restart the agent (audited).", cmd_restart),

@@ -58,6 +58,10 @@ class SerialConsole:
                 self._serve_once()
             except (serial.SerialException, OSError) as exc:
                 self._line_lost(exc)
+            except Exception:  # a bug here must not end the console: log it, keep serving
+                log.exception("console loop error port=%s", self.port_name)
+                self.reader = self._new_reader()
+                self.stop.wait(0.5)
         self._close()
         return 0
 
