@@ -81,6 +81,7 @@ class Bench:
     cable: Cable | None = None
     console: subprocess.Popen | None = None
     console_log: Path | None = None
+    exit_code: int | None = None
 
     def __post_init__(self) -> None:
         self.config_path = self.tmp / "unit.toml"
@@ -118,7 +119,9 @@ idle_timeout_s = {idle_timeout_s}
 
     def start_agent(self) -> Agent:
         self.agent = Agent(self.config_path, load_config(self.config_path), recognizer=ScriptedRecognizer())
-        self.thread = threading.Thread(target=self.agent.run, name="bench-agent", daemon=True)
+        self.exit_code = None
+        self.thread = threading.Thread(target=lambda: setattr(self, "exit_code", self.agent.run()),
+                                       name="bench-agent", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
