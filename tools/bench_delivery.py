@@ -103,7 +103,7 @@ class AckClock:
 def setup(workdir: Path, broker: MosquittoBroker, n_dests: int, name: str):
     stack = build_stack(workdir / name)
     dests = [f"d{i}" for i in range(n_dests)]
-    stack.rig.install(policy_doc(1, [destination_doc(d, broker.url, f"bench/{d}/reads")
+    stack.rig.install(policy_doc(1, [destination_doc(d, broker.url, f"bench/{d}/reads", pin=broker.pin)
                                      for d in dests], time.time()))
     return stack, dests
 

@@ -24,6 +24,7 @@ from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, Iden
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery, build_message
+from agent.policy.engine import may_receive
 from agent.policy.model import Destination, Policy
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class _Sender:
         self._kick = False                    # a policy change: retry at once, not after backoff
         self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
         self._rewound = False                 # a refused delivery stayed queued: re-fetch
+        self._closed_by: str | None = None    # the rule that leaves this destination nothing
 
     def start(self) -> None:
         self.thread.start()
@@ -95,9 +97,20 @@ class _Sender:
             self.wake.wait(min(left, 0.2))
 
     def _destination(self, now: float) -> tuple[Policy, Destination] | None:
+        """The active policy and this destination, or None when no read may go to it now:
+        then the sender holds no connection at all (not even an idle one)."""
         policy = self.service.policy_store.active(now)
         dest = policy.destination(self.destination_id) if policy else None
-        return (policy, dest) if dest else None
+        if dest is None:
+            return None
+        verdict = may_receive(dest, policy, now)
+        closed = None if verdict.allowed else verdict.rule_id
+        if closed != self._closed_by:
+            self._closed_by = closed
+            if closed is not None:
+                log.info("destination receives nothing; no connection dest=%s policy_version=%d "
+                         "rule_id=%s", self.destination_id, policy.version, closed)
+        return (policy, dest) if verdict.allowed else None
 
     def policy_changed(self) -> None:
         """Called from the policy store's thread: re-read the destination now."""
