@@ -196,15 +196,17 @@ class MosquittoBroker:
         return self.workdir / "mosquitto.log"
 
     def connections(self) -> list[str]:
-        """The broker's own log lines for every TCP connection it accepted ("New connection
-        from ...") and every client it let in ("New client connected ... as <client id>"),
-        in order: what the broker saw, whoever subscribed or not."""
+        """The broker's own log lines for every connection it accepted ("New connection
+        from ...", or "Client connection from ... failed" for a failed TLS handshake) and
+        every client it let in ("New client connected ... as <client id>"), in order: what
+        the broker saw, whoever subscribed or not."""
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return []
         return [line for line in text.splitlines()
-                if "New connection from" in line or "New client connected" in line]
+                if "New connection from" in line or "New client connected" in line
+                or "Client connection from" in line]
 
     def client_ids(self) -> list[str]:
         """Client ids the broker let in, in order (from `connections()`)."""
@@ -250,7 +252,13 @@ class MosquittoBroker:
         return conf
 
     def start(self, timeout: float = 10.0) -> "MosquittoBroker":
+        """Start mosquitto and wait until its log says it is running (listeners open).
+
+        Readiness comes from the broker's log, not a probe connection, so the log of
+        connections (`connections()`) holds only what the code under test opened.
+        """
         conf = self.write_config()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = subprocess.Popen([self.binary, "-c", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -260,14 +268,30 @@ class MosquittoBroker:
                 log = self.log_path.read_text() if self.log_path.exists() else ""
                 raise RuntimeError(f"mosquitto exited with {self.process.returncode} at start "
                                    f"(port {self.port}): {err} {log[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+            if self._log_since(offset).count(" running") and self._listening():
+                return self
+            time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"mosquitto did not accept connections on 127.0.0.1:{self.port} "
                            f"within {timeout}s")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _listening(self) -> bool:
+        """Whether the port is bound (a bind that fails makes mosquitto exit instead)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError:
+                return True
+            return False
 
     def update_acl(self, acl: str) -> None:
         """Replace the ACL and make the running broker reload it (SIGHUP)."""
