@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.atomic import write_atomic
 from agent.audit import events
 from agent.audit.records import highest_installed_policy
-from agent.policy.bundle import load_bundle, rollback_floor
+from agent.policy.bundle import load_bundle, policy_digest, rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import Policy
 from agent.policy.schema import format_time
+from agent.policy.signing import peek_payload
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class PolicyStore:
         self._policy: Policy | None = None
         self._expired_reported: str | None = None
         self._subscribers: list[Callable[[Policy | None], None]] = []
-        self._audit_floor, self._floor_unknown = self._check_floor()
+        self._audit_floor, self._audit_digest, self._floor_unknown = self._check_floor()
 
     def set_trusted_keys(self, trusted_keys: Mapping[str, Ed25519PublicKey]) -> None:
         """Replace the department keys later installs are checked against (SIGHUP key
@@ -60,15 +61,16 @@ class PolicyStore:
 
     # --- rollback floor -----------------------------------------------------------------
 
-    def _check_floor(self) -> tuple[int, str | None]:
-        """(the audit log's floor, why no floor can be trusted or None), auditing disagreements.
+    def _check_floor(self) -> tuple[int, str | None, str | None]:
+        """(the audit log's floor and its digest, why no floor can be trusted or None),
+        auditing disagreements.
 
         Run once, at start, before anything is installed: from then on the store's own
         installs keep the high-water file and the log in step.
         """
         audit_path = getattr(self._audit, "path", None)
         if audit_path is None:       # an audit sink with no file (unit tests of other parts)
-            return 0, None
+            return 0, None, None
         audit_floor, digest = highest_installed_policy(Path(audit_path))
         hw_path = self.state_dir / HIGHWATER_FILE
         hw = self.highwater() if hw_path.exists() else None
@@ -92,7 +94,22 @@ class PolicyStore:
             unknown = f"the audit log may have been cut ({tampering})"
         elif hw is None and not audit_floor:
             unknown = (f"neither {HIGHWATER_FILE} nor the audit log records an installed version")
-        return audit_floor, unknown
+        return audit_floor, digest, unknown
+
+    def _sets_the_floor(self, data: bytes) -> bool:
+        """Whether `data` is (by payload digest, not yet verified) the very bundle whose
+        install set the floor: offering it again is not a rollback (e.g. the config names it
+        after a planted older bundle was refused)."""
+        try:
+            digest = policy_digest(peek_payload(bytes(data)))
+        except PolicyError:
+            return False
+        recorded = {self._audit_digest}
+        try:
+            recorded.add(json.loads((self.state_dir / HIGHWATER_FILE).read_text()).get("digest"))
+        except (OSError, ValueError, AttributeError):
+            pass
+        return digest in recorded - {None}
 
     # --- state files ------------------------------------------------------------------
 
@@ -151,7 +168,8 @@ class PolicyStore:
                 log.debug("policy unchanged version=%d source=%s", current.version, source)
                 return current
             floor = rollback_floor(current.version if current else 0, self.highwater(),
-                                   self._audit_floor, reoffer_of_persisted=same and current is None)
+                                   self._audit_floor,
+                                   reoffer_of_persisted=current is None and (same or self._sets_the_floor(data)))
             try:
                 policy = load_bundle(data, self._trusted, now, floor,
                                      allow_plaintext_loopback=self.allow_plaintext_loopback)
