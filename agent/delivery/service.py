@@ -9,7 +9,9 @@ queue, so delivery is at-least-once and receivers drop duplicates by read id.
 
 Destinations come from the active policy: a destination added by a policy gets a
 sender, one removed stops being served (its backlog is purged by the outbox re-check),
-and a changed transport (broker, topic, CA, pin) replaces the link.
+and a changed transport (broker, topic, CA, pin) replaces the link. A listed destination
+that may receive nothing at all under the active policy (engine.may_receive) gets no
+connection: its sender opens none and closes the one it has (DESIGN invariant 5).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class _Sender:
         self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
         self._rewound = False                 # a refused delivery stayed queued: re-fetch
         self._closed_by: str | None = None    # the rule that leaves this destination nothing
+        self._verdict: tuple | None = None    # (policy, destination, until, may_receive verdict)
 
     def start(self) -> None:
         self.thread.start()
@@ -103,7 +106,7 @@ class _Sender:
         dest = policy.destination(self.destination_id) if policy else None
         if dest is None:
             return None
-        verdict = may_receive(dest, policy, now)
+        verdict = self._may_receive(dest, policy, now)
         closed = None if verdict.allowed else verdict.rule_id
         if closed != self._closed_by:
             self._closed_by = closed
@@ -111,6 +114,16 @@ class _Sender:
                 log.info("destination receives nothing; no connection dest=%s policy_version=%d "
                          "rule_id=%s", self.destination_id, policy.version, closed)
         return (policy, dest) if verdict.allowed else None
+
+    def _may_receive(self, dest: Destination, policy: Policy, now: float):
+        """may_receive(), asked again on a policy change and at most once a second otherwise
+        (for a declaration that expires): the gate still checks every message meanwhile."""
+        cached = self._verdict
+        if cached is not None and cached[0] is policy and cached[1] is dest and time.monotonic() < cached[2]:
+            return cached[3]
+        verdict = may_receive(dest, policy, now)
+        self._verdict = (policy, dest, time.monotonic() + 1.0, verdict)
+        return verdict
 
     def policy_changed(self) -> None:
         """Called from the policy store's thread: re-read the destination now."""
