@@ -68,7 +68,7 @@ def test_verify_check_and_agent_refuse_a_bundle_signed_by_other_means(tmp_path, 
     err = capsys.readouterr().err
     assert "REFUSED (schema)" in err and "destinations[0].transport: " in err and why in err
     assert main(["policy", "check", str(bundle), "--now", NOW_ISO]) == 2
-    assert f"error: destinations[0].transport: " in capsys.readouterr().out
+    assert "error: destinations[0].transport: " in capsys.readouterr().out
     with pytest.raises(PolicyError) as info:
         load_bundle(bundle.read_bytes(), trusted, NOW, None, allow_plaintext_loopback=True)
     assert info.value.reason == "schema" and why in str(info.value)

@@ -8,6 +8,7 @@ scripted recognizer of test_pipeline; `request_reload()` is what its SIGHUP hand
 from __future__ import annotations
 
 import json
+from functools import partial
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit.records import expanded_records
 from agent.config.loader import load_config
+from agent.delivery.service import wait_until as _wait_until
 from agent.delivery.soak import destination_doc, make_read, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.policy.errors import PolicyError
@@ -27,16 +29,8 @@ from agent.runtime.agent import Agent
 from test_pipeline import PLATES, ScriptedRecognizer, make_config
 
 pytestmark = pytest.mark.integration
+wait_until = partial(_wait_until, timeout=30.0)
 KEY_A, KEY_B = b"A" * 32, b"B" * 32
-
-
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class Unit:

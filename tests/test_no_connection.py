@@ -8,24 +8,18 @@ with a subscriber: nothing but the unit ever connects to the "feds" broker in th
 from __future__ import annotations
 
 import json
+from functools import partial
 import logging
 import time
 
 import pytest
 
+from agent.delivery.service import wait_until as _wait_until
 from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.policy.schema import format_time
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+wait_until = partial(_wait_until, timeout=30.0)
 
 
 def feds_doc(broker, **changes) -> dict:
