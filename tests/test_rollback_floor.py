@@ -24,6 +24,7 @@ from test_pipeline import ScriptedRecognizer, make_config
 
 KEYS = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
 DEPT_PUB = KEYS / "department-TEST-ONLY.pub"
+UNIT_KEY = KEYS / "unit-TEST-ONLY.key"          # signs the audit log's head
 PIN = "0" * 64
 
 
@@ -55,7 +56,8 @@ class Unit:
         line = f'bundle = "{self.bundles[bundle]}"\n' if bundle else ""
         text = self.config.read_text()
         self.config.write_text(text[:text.index("[policy]")]
-                               + f'[policy]\n{line}trusted_keys = ["{DEPT_PUB}"]\n')
+                               + f'[policy]\n{line}trusted_keys = ["{DEPT_PUB}"]\n'
+                               + f'[audit]\nunit_key = "{UNIT_KEY}"\n')
         pipeline = build_pipeline(load_config(self.config), recognizer=ScriptedRecognizer())
         try:
             active = pipeline.policies.active(time.time())
@@ -112,19 +114,33 @@ def test_everything_gone_shares_nothing_until_a_bundle_arrives(unit):
     assert unit.start(31)[0].version == 31                  # a bundle arrives (the config names it)
 
 
-def test_cut_audit_log_is_not_trusted_for_the_floor(unit):
-    """Cutting the log back to before version 31's install (and dropping its head) to lower
-    the audit floor: the log shows signs of having been cut, so no persisted bundle loads."""
+@pytest.mark.parametrize("head", ["removed", "forged-unsigned", "forged-signature"])
+def test_cut_audit_log_is_not_trusted_for_the_floor(unit, head):
+    """Cutting the log back to before version 31's install, to lower the audit floor, and
+    removing or forging its head (the unit key, which signs it, is not the attacker's):
+    the log shows signs of having been cut, so no persisted bundle loads."""
     unit.plant_v28()
     log = unit.state / "audit.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     cut = max(i for i, line in enumerate(lines) if b'"version":31' in line and b"policy.installed" in line)
     log.write_bytes(b"".join(lines[:cut]))
-    (unit.state / "audit.jsonl.head").unlink()
+    head_file = unit.state / "audit.jsonl.head"
+    last = json.loads(lines[cut - 1])
+    sealed = json.loads(head_file.read_text())
+    if head == "removed":
+        head_file.unlink()
+        why = "head file missing"
+    elif head == "forged-unsigned":
+        head_file.write_text(json.dumps({"seq": last["seq"], "hash": last["hash"], "key_id": None,
+                                         "signature": None, "time": None}))
+        why = "head not signed by the unit key"
+    else:   # the unit's key id, and the signature of the real head (over another seq and hash)
+        head_file.write_text(json.dumps({**sealed, "seq": last["seq"], "hash": last["hash"]}))
+        why = "head signature does not verify with the unit key"
     active, records = unit.start(None)
     assert active is None
     refused = [r["fields"] for r in since_last_start(records) if r["event"] == "policy.refused"]
-    assert "the audit log may have been cut (head file missing)" in refused[-1]["detail"]
+    assert f"the audit log may have been cut ({why})" in refused[-1]["detail"]
 
 
 def test_higher_highwater_file_wins_over_a_lost_audit_log(unit):

@@ -218,16 +218,17 @@ class AuditLog:
             return
         if self._key is not None and head_seq:
             # A head not signed by this unit's key could have been written by whoever cut the
-            # log back to it. Signed by another key id (or a forged signature): recorded as
-            # tampering. Unsigned (the unit ran without a key before): not recorded, since
-            # that is also what adding a unit key looks like, but the log is not trusted for
-            # the policy floor at this start (docs/policy.md).
-            signed = head.get("key_id") == self._key_id and isinstance(head.get("signature"), str)
-            if not signed and head.get("signature") is None:
-                log.warning("audit head not signed by the unit key path=%s head_seq=%d", hp, head_seq)
+            # log back to it. One that names this key but does not verify is recorded as
+            # tampering. One that is unsigned or names another key (the unit ran without a
+            # key, or its key was replaced) is not recorded, since that is also what adding
+            # or rotating a unit key looks like, but the log is not trusted for the policy
+            # rollback floor at this start (docs/policy.md).
+            if head.get("key_id") != self._key_id:
+                log.warning("audit head not signed by the unit key path=%s head_seq=%d head_key_id=%s",
+                            hp, head_seq, head.get("key_id"))
                 self._suspect("head not signed by the unit key", head_seq, record=False)
-            elif not (signed and _sig_ok(self._key.public_key(), head["signature"],
-                                         _HEAD_MSG % (head_seq, head_hash.encode("ascii")))):
+            elif not _sig_ok(self._key.public_key(), head.get("signature"),
+                             _HEAD_MSG % (head_seq, head_hash.encode("ascii"))):
                 log.error("audit head signature does not verify path=%s head_seq=%d", hp, head_seq)
                 self._suspect("head signature does not verify with the unit key", head_seq)
 
