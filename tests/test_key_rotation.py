@@ -154,3 +154,46 @@ def test_reload_with_an_unusable_key_file_is_refused_whole(unit, bad):
     assert info.value.reason == "unknown_signer"
     assert store.install(sign_bundle(policy_doc(4, [unit.dest], time.time()), unit.new),
                          time.time(), "test").version == 4
+
+
+def test_real_process_sighup_adds_a_trusted_key_and_refuses_a_private_one(tmp_path):
+    """The acceptance line, on `python -m agent run` itself with a real SIGHUP: a reload that
+    adds a trusted key installs a policy signed with it; one naming a private key as trusted
+    is refused and the running keys are kept."""
+    import signal
+
+    from test_agent_lifecycle import AgentProcess, write_config
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _, old_pub = write_keypair(tmp_path / "old", old)
+    new_key, new_pub = write_keypair(tmp_path / "new", new)
+    bundle = tmp_path / "policy.bundle"
+    dest = destination_doc("county", "mqtts://127.0.0.1:1", "pg/county", pin="0" * 64)
+    bundle.write_bytes(sign_bundle(policy_doc(1, [dest], time.time()), old))
+
+    def policy_section(*trusted: Path) -> str:
+        return f'[policy]\nbundle = "{bundle}"\ntrusted_keys = [{", ".join(repr(str(p)) for p in trusted)}]\n'
+
+    config = write_config(tmp_path, extra=policy_section(old_pub))
+    base = config.read_text()[:config.read_text().index("[policy]")]
+    agent = AgentProcess(config)
+    try:
+        agent.wait_for("policy installed version=1")
+        bundle.write_bytes(sign_bundle(policy_doc(2, [dest], time.time()), new))
+        config.write_text(base + policy_section(old_pub, new_pub))
+        agent.proc.send_signal(signal.SIGHUP)
+        assert f"signer={key_id(new.public_key())}" in agent.wait_for("policy installed version=2")
+
+        bundle.write_bytes(sign_bundle(policy_doc(3, [dest], time.time()), new))
+        config.write_text(base + policy_section(old_pub, new_key))
+        agent.proc.send_signal(signal.SIGHUP)
+        line = agent.wait_for("problem=")
+        assert str(new_key) in line and "a unit must hold only the public key" in line
+        assert agent.proc.poll() is None
+        records = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+        reloaded = [r["fields"] for r in records if r["event"] == "keys.loaded" and r["fields"]["source"] == "reload"]
+        assert reloaded[-1]["trusted"] == sorted([key_id(old.public_key()), key_id(new.public_key())])
+        assert not any("version=3" in x for x in agent.lines)        # the bundle it named: not installed
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=10) == 0
+    finally:
+        agent.stop()
