@@ -51,14 +51,18 @@ class Unit:
             self.bundles[version] = path
         self.config = make_config(tmp_path, "[policy]\n")
 
-    def start(self, bundle: int | None = None):
-        """One start of the agent (config names `bundle`, or none); returns (active, records)."""
+    def open(self, bundle: int | None = None):
+        """The agent's pipeline as one start builds it (config names `bundle`, or none)."""
         line = f'bundle = "{self.bundles[bundle]}"\n' if bundle else ""
         text = self.config.read_text()
         self.config.write_text(text[:text.index("[policy]")]
                                + f'[policy]\n{line}trusted_keys = ["{DEPT_PUB}"]\n'
                                + f'[audit]\nunit_key = "{UNIT_KEY}"\n')
-        pipeline = build_pipeline(load_config(self.config), recognizer=ScriptedRecognizer())
+        return build_pipeline(load_config(self.config), recognizer=ScriptedRecognizer())
+
+    def start(self, bundle: int | None = None):
+        """One start of the agent; returns (active policy, every audit record so far)."""
+        pipeline = self.open(bundle)
         try:
             active = pipeline.policies.active(time.time())
             pipeline.audit.flush()
@@ -152,3 +156,18 @@ def test_higher_highwater_file_wins_over_a_lost_audit_log(unit):
     assert (inconsistent["highwater_file"], inconsistent["audit_floor"]) == (31, 0)
     (unit.policy_dir / "policy.bundle").write_bytes(unit.bundles[28].read_bytes())
     assert unit.start(None)[0] is None                      # and v28 stays below it
+
+
+def test_after_a_bundle_arrives_the_persisted_one_is_trusted_again(unit):
+    """The 'shares nothing' state ends with the first install: a later re-read of the
+    persisted bundle (SIGHUP re-reads it) is not refused."""
+    unit.plant_v28()
+    for name in ("audit.jsonl", "audit.jsonl.head"):
+        (unit.state / name).unlink()
+    pipeline = unit.open(31)
+    try:
+        assert pipeline.policies.active(time.time()).version == 31
+        assert pipeline.policies.load_persisted(time.time()).version == 31
+    finally:
+        pipeline.outbox.close()
+        pipeline.audit.close()

@@ -27,7 +27,7 @@ from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, Iden
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery, build_message
 from agent.policy.engine import may_receive
-from agent.policy.model import Destination, Policy
+from agent.policy.model import Decision, Destination, Policy
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class _Sender:
                          "rule_id=%s", self.destination_id, policy.version, closed)
         return (policy, dest) if verdict.allowed else None
 
-    def _may_receive(self, dest: Destination, policy: Policy, now: float):
+    def _may_receive(self, dest: Destination, policy: Policy, now: float) -> Decision:
         """may_receive(), asked again on a policy change and at most once a second otherwise
         (for a declaration that expires): the gate still checks every message meanwhile."""
         cached = self._verdict

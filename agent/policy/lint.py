@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
 from agent.policy.model import Destination, Policy
 from agent.policy.schema import format_time
 

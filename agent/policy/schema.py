@@ -203,8 +203,8 @@ def _jurisdiction_ok(item: str) -> bool:
 # --- policy -------------------------------------------------------------------------------
 
 def is_loopback_host(host: str | None) -> bool:
-    """True only for an IPv4 loopback literal (127.0.0.0/8): no name that DNS or /etc/hosts
-    could point elsewhere."""
+    """True only for a loopback IP literal (127.0.0.0/8): never a name, which DNS or
+    /etc/hosts could point elsewhere."""
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:

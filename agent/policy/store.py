@@ -183,6 +183,7 @@ class PolicyStore:
                 raise err from exc
             self._policy = policy
             self._expired_reported = None
+            self._floor_unknown = None     # a bundle arrived: the persisted one is its own now
             self._installed(policy, source)
         self._notify(policy)
         return policy
