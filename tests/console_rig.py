@@ -52,15 +52,16 @@ def write_scene_frames(folder: Path, scenes: list[np.ndarray] | None = None, cop
             index += 1
 
 
-def signed_policy(dept, version: int, broker_url: str, now: float | None = None) -> bytes:
-    doc = policy_doc(version, [destination_doc("county", broker_url, TOPIC)], now or time.time())
+def signed_policy(dept, version: int, broker, now: float | None = None) -> bytes:
+    """A policy with one destination, `county`, on `broker` (TLS, its key pinned)."""
+    doc = policy_doc(version, [destination_doc("county", broker.url, TOPIC, pin=broker.pin)], now or time.time())
     return sign_bundle(doc, dept)
 
 
 @contextlib.contextmanager
-def running_bench(tmp: Path, broker_url: str, dept, **config) -> Iterator["Bench"]:
+def running_bench(tmp: Path, broker, dept, **config) -> Iterator["Bench"]:
     """A bench with the agent and the console running; everything stopped afterwards."""
-    bench = Bench(tmp, broker_url, dept)
+    bench = Bench(tmp, broker, dept)
     bench.write_config(**config)
     try:
         bench.start_agent()
@@ -73,7 +74,7 @@ def running_bench(tmp: Path, broker_url: str, dept, **config) -> Iterator["Bench
 @dataclass
 class Bench:
     tmp: Path
-    broker_url: str
+    broker: object  # tests/mqtt_broker.MosquittoBroker (TLS)
     dept: object
     config_path: Path = field(init=False)
     agent: Agent | None = None
@@ -94,7 +95,7 @@ class Bench:
                      idle_timeout_s: float = 600) -> Path:
         write_scene_frames(self.tmp / "frames", scenes)
         bundle = self.tmp / "policy-v1.bundle"
-        bundle.write_bytes(signed_policy(self.dept, 1, self.broker_url))
+        bundle.write_bytes(signed_policy(self.dept, 1, self.broker))
         self.config_path.write_text(f"""
 [unit]
 state_dir = "{self.state_dir}"
@@ -109,7 +110,8 @@ merge_window_s = 0.1
 bundle = "{bundle}"
 trusted_keys = ["{TEST_PUB}"]
 [mqtt.status]
-url = "{self.broker_url}"
+url = "{self.broker.url}"
+server_key_sha256 = "{self.broker.pin}"
 [console]
 idle_timeout_s = {idle_timeout_s}
 {extra}""")

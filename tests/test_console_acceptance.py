@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    with running_bench(tmp_path, mosquitto.url, dept) as bench:
+    with running_bench(tmp_path, mosquitto, dept) as bench:
         yield bench
 
 
@@ -63,13 +63,13 @@ def test_login_change_broker_apply_rollback_snapshot_and_signed_policy(bench, de
 
     # install a signed policy, newer than the running one
     bundle = bench.tmp / "policy-v2.bundle"
-    bundle.write_bytes(signed_policy(dept, 2, mosquitto.url))
+    bundle.write_bytes(signed_policy(dept, 2, mosquitto))
     assert client.install("policy", bundle, as_json=False) == 0
     assert bench.agent.pipeline.policies.active(_now()).version == 2
     bench.wait_audit("policy.installed", lambda r: r["fields"]["source"] == "console:tech-7")
 
     # a tampered bundle is refused with the agent's reason, and the policy stays as it was
-    tampered = bytearray(signed_policy(dept, 3, mosquitto.url))
+    tampered = bytearray(signed_policy(dept, 3, mosquitto))
     at = tampered.index(b'"version":3') if b'"version":3' in tampered else len(tampered) // 2
     tampered[at + 10] ^= 0x01
     bad = bench.tmp / "policy-v3-tampered.bundle"
@@ -177,10 +177,10 @@ def test_expired_rolled_back_bundles_refused_and_a_signed_hotlist_installed(benc
     from agent.policy.schema import format_time
 
     client = bench.client("tech-10")
-    again = _upload(client, signed_policy(dept, 1, mosquitto.url))  # the running version: a rollback
+    again = _upload(client, signed_policy(dept, 1, mosquitto))  # the running version: a rollback
     reply = client.link.request(f"policy install {again}")
     assert not reply["ok"] and reply["reason"] == "rollback", reply
-    expired = signed_policy(dept, 5, mosquitto.url, now=time.time() - 40 * 86400)
+    expired = signed_policy(dept, 5, mosquitto, now=time.time() - 40 * 86400)
     reply = client.link.request(f"policy install {_upload(client, expired)}")
     assert not reply["ok"] and reply["reason"] == "expired", reply
     assert bench.agent.pipeline.policies.active(_now()).version == 1
@@ -198,7 +198,7 @@ def test_mqtt_test_checks_each_destinations_tls_identity(bench, dept, mosquitto,
 
     good, impostor = tls_broker_factory(), tls_broker_factory()
     pin = good.tls.server_key_sha256
-    doc = policy_doc(2, [destination_doc("county", mosquitto.url, "county/reads"),
+    doc = policy_doc(2, [destination_doc("county", mosquitto.url, "county/reads", pin=mosquitto.pin),
                          destination_doc("state", good.url, "state/reads", pin=pin),
                          destination_doc("state-copy", impostor.url, "state/reads", pin=pin)], time.time())
     client = bench.client("tech-12")

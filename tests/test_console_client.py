@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    with running_bench(tmp_path, mosquitto.url, dept, idle_timeout_s=2) as bench:
+    with running_bench(tmp_path, mosquitto, dept, idle_timeout_s=2) as bench:
         yield bench
 
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_a_technician_at_picocom_logs_in_reads_status_and_edits_config(tmp_path, mosquitto, dept):
-    bench = Bench(tmp_path, mosquitto.url, dept)
+    bench = Bench(tmp_path, mosquitto, dept)
     bench.write_config()
     bench.start_agent()
     bench.start_console()

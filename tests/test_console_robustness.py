@@ -27,7 +27,7 @@ BAUD = 115200
 
 @pytest.fixture
 def bench(tmp_path, mosquitto, dept):
-    with running_bench(tmp_path, mosquitto.url, dept) as bench:
+    with running_bench(tmp_path, mosquitto, dept) as bench:
         yield bench
 
 
@@ -165,7 +165,7 @@ def test_snapshot_time_at_115200_baud(tmp_path, mosquitto, dept):
     records the figures; the machine's load average goes with them (printed here).
     """
     scenes, what = _aiming_scenes()
-    bench = Bench(tmp_path, mosquitto.url, dept)
+    bench = Bench(tmp_path, mosquitto, dept)
     bench.write_config(scenes=scenes)
     bench.start_agent()
     bench.cable = None

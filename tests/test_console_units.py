@@ -108,9 +108,16 @@ def test_unreadable_lockout_file_locks(tmp_path):
     ("policy.hmac_keys", False), ("audit.unit_key", False), ("unit.state_dir", False), ("unit.id", False),
     ("console.password_hash", False), ("console.lockout_s", False), ("mqtt.destinations.county.id", False),
     ("outbox.max_mb", False), ("recognizer.min_confidence", False), ("policy", False), ("Policy.bundle", False),
+    ("delivery.allow_plaintext_loopback", False),
 ])
 def test_allow_list(key, allowed):
     assert check_key(key)[0] is allowed
+
+
+@pytest.mark.parametrize("key", ["policy.bundle", "policy.trusted_keys", "policy.hotlists", "policy.hmac_keys",
+                                 "delivery.allow_plaintext_loopback"])
+def test_keys_that_could_widen_sharing_are_refused_as_policy_keys(key):
+    assert check_key(key)[1] == "policy_key"
 
 
 def test_settable_keys_are_all_allowed():

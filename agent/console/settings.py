@@ -34,32 +34,36 @@ from agent.config.schema import DeviceConfig
 DESTINATIONS = ("mqtt", "destinations")
 HISTORY_KEEP = 20
 
-# (pattern, allowed, reason); first match wins; anything unmatched is refused.
+# (pattern, allowed, refusal code, reason); first match wins; anything unmatched is refused.
+# `policy_key`: the key decides what is shared or with whom (widening it must take a signed bundle).
 POLICY_REASON = "part of the sharing policy: only a signed policy bundle changes it (`policy install`)"
-KEY_RULES: tuple[tuple[str, bool, str], ...] = (
-    ("policy.trusted_keys", False, "trusted department keys are set when the unit is provisioned, never "
-                                   "from the console"),
-    ("policy.hotlists", False, "hotlists change only by a signed bundle (`hotlist install`)"),
-    ("policy.hmac_keys", False, "HMAC keys decide what destinations can match; they are provisioned, "
-                                "never set from the console"),
-    ("policy", False, POLICY_REASON),
-    ("policy.*", False, POLICY_REASON),
-    ("audit.*", False, "part of the audit trail; the console cannot change it"),
-    ("console.password_hash", False, "use `passwd` to change the console password"),
-    ("console.*", False, "console security settings change only in the config file on the unit"),
-    ("unit.latitude", True, ""),
-    ("unit.longitude", True, ""),
-    ("logging.*", True, ""),
-    ("source.*", True, ""),
-    ("scene.*", True, ""),
-    ("network.*", True, ""),
-    ("mqtt.keepalive_s", True, ""),
-    ("mqtt.status.*", True, ""),
-    ("mqtt.destinations.*.username", True, ""),
-    ("mqtt.destinations.*.password", True, ""),
-    ("mqtt.destinations.*.client_cert", True, ""),
-    ("mqtt.destinations.*.client_key", True, ""),
-    ("mqtt.destinations.*.protocol", True, ""),
+KEY_RULES: tuple[tuple[str, bool, str, str], ...] = (
+    ("policy.trusted_keys", False, "policy_key", "trusted department keys are set when the unit is "
+                                                 "provisioned, never from the console"),
+    ("policy.hotlists", False, "policy_key", "hotlists change only by a signed bundle (`hotlist install`)"),
+    ("policy.hmac_keys", False, "policy_key", "HMAC keys decide what destinations can match; they are "
+                                              "provisioned, never set from the console"),
+    ("policy", False, "policy_key", POLICY_REASON),
+    ("policy.*", False, "policy_key", POLICY_REASON),
+    ("delivery.*", False, "policy_key", "decides which destinations the unit may reach (plain MQTT); it "
+                                        "never changes from the console"),
+    ("audit.*", False, "not_device_setting", "part of the audit trail; the console cannot change it"),
+    ("console.password_hash", False, "not_device_setting", "use `passwd` to change the console password"),
+    ("console.*", False, "not_device_setting", "console security settings change only in the config file "
+                                               "on the unit"),
+    ("unit.latitude", True, "", ""),
+    ("unit.longitude", True, "", ""),
+    ("logging.*", True, "", ""),
+    ("source.*", True, "", ""),
+    ("scene.*", True, "", ""),
+    ("network.*", True, "", ""),
+    ("mqtt.keepalive_s", True, "", ""),
+    ("mqtt.status.*", True, "", ""),
+    ("mqtt.destinations.*.username", True, "", ""),
+    ("mqtt.destinations.*.password", True, "", ""),
+    ("mqtt.destinations.*.client_cert", True, "", ""),
+    ("mqtt.destinations.*.client_key", True, "", ""),
+    ("mqtt.destinations.*.protocol", True, "", ""),
 )
 NOT_DEVICE = ("not a device setting the console may change (network, camera, ROI and masks, broker "
               "credentials, logging, location)")
@@ -75,12 +79,9 @@ class EditError(ValueError):
 
 def check_key(key: str) -> tuple[bool, str, str]:
     """(allowed, reason code, explanation) for a dotted key path."""
-    for pattern, allowed, why in KEY_RULES:
+    for pattern, allowed, code, why in KEY_RULES:
         if fnmatch.fnmatchcase(key, pattern):
-            if allowed:
-                return True, "", ""
-            code = "policy_key" if key.split(".")[0] == "policy" else "not_device_setting"
-            return False, code, f"{key}: {why}"
+            return (True, "", "") if allowed else (False, code, f"{key}: {why}")
     return False, "not_device_setting", f"{key}: {NOT_DEVICE}"
 
 
