@@ -54,6 +54,20 @@ def test_one_shot_commands_and_their_exit_codes(bench, tmp_path):
     wrong = serial(bench, "status", password="not the password")
     assert wrong.returncode == 3 and "wrong password" in wrong.stderr
 
+    # the client left the console in text mode, for a person at a plain terminal
+    from agent.console.port import open_port
+    port = open_port(bench.cable.client_port, 115200, timeout=0.5)
+    try:
+        port.write(b"whoami\r")
+        seen = b""
+        for _ in range(20):
+            seen += port.read(4096)
+            if b"plategate> " in seen.split(b"whoami", 1)[-1]:
+                break
+        assert b"not logged in" in seen and b'"ok"' not in seen, seen
+    finally:
+        port.close()
+
     missing = subprocess.run([sys.executable, "-c", "from agent.console.client import main; raise SystemExit(main())",
                               "/dev/ttyUSB-none", "status"], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 3 and "no serial port /dev/ttyUSB-none" in missing.stderr

@@ -425,4 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        port.close()
+        _leave(port)
+
+
+def _leave(port: serial.Serial) -> None:
+    """Put the console back in text mode for the next person, who may use a plain terminal."""
+    try:
+        port.write(b"\x03\rmode text\r")
+        port.flush()
+    except (serial.SerialException, OSError):
+        pass
+    port.close()
