@@ -90,6 +90,8 @@ def test_lockout_grows_and_persists(tmp_path):
     assert again.failures == 3 and again.remaining_s() == 900
     now[0] += 900
     assert again.failed() == 1800  # each further failure doubles
+    now[0] -= 86400  # the clock set back a day: the lock is not stretched
+    assert again.remaining_s() == 1800
     again.succeeded()
     assert Lockout(tmp_path / "lockout.json", 3, 900, clock=lambda: now[0]).failures == 0
 
@@ -152,8 +154,9 @@ def test_editor_validates_with_the_schema_and_names_the_key(tmp_path):
         editor.set("policy.trusted_keys", '["evil.pub"]')
     assert refused.value.reason == "policy_key"
     editor.set("mqtt.destinations.county.password", "s3cret")
-    assert editor.diff() == [("mqtt.destinations.county.id", None, "county"),
-                             ("mqtt.destinations.county.password", None, "*** (set)")]  # never the value
+    assert editor.diff() == [("mqtt.destinations.county.password", None, "*** (set)")]  # never the value
+    assert editor.apply().keys == ["mqtt.destinations.county.password"]  # a new entry for the credentials
+    assert tomllib.loads(editor.path.read_text())["mqtt"]["destinations"] == [{"id": "county", "password": "s3cret"}]
 
 
 def test_apply_then_rollback_restores_device_settings_only(tmp_path):

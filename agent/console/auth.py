@@ -110,8 +110,15 @@ class Lockout:
         write_atomic(self.path, json.dumps(asdict(self.state)).encode() + b"\n", mode=0o600)
 
     def remaining_s(self) -> float:
-        """Seconds before the next login may be tried (0: now)."""
-        return max(0.0, self.state.locked_until - self.clock())
+        """Seconds before the next login may be tried (0: now).
+
+        Never more than the lock last imposed, so a clock set back (`time set`) cannot
+        stretch a lockout into days.
+        """
+        left = self.state.locked_until - self.clock()
+        if self.state.failures:
+            left = min(left, self.wait_after(self.state.failures))
+        return max(0.0, left)
 
     @property
     def failures(self) -> int:

@@ -159,9 +159,8 @@ def flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
             for entry in value:
                 if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                     for field_name, field_value in entry.items():
-                        if field_name != "id":
+                        if field_name != "id":  # the entry is named by its id in every key path
                             out[f"{key}.{entry['id']}.{field_name}"] = field_value
-                    out.setdefault(f"{key}.{entry['id']}.id", entry["id"])
         else:
             out[key] = value
     return out
