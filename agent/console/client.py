@@ -128,7 +128,7 @@ def download(link: Link, transfer_id: str, size: int, sha256: str, chunk: int = 
     last_progress = time.monotonic()
     while len(data) < size:
         try:
-            header = link.request(f"get {transfer_id} {len(data)} {chunk}", timeout_s=10.0)
+            header = link.request(f"get {transfer_id} {len(data)} {chunk}", timeout_s=5.0)
         except NoAnswer:
             if time.monotonic() - last_progress > give_up_s:
                 raise
@@ -137,7 +137,7 @@ def download(link: Link, transfer_id: str, size: int, sha256: str, chunk: int = 
         if not header.get("ok"):
             raise RuntimeError(header.get("error", "download refused"))
         length = int(header["length"])
-        body = link.read_exact(length, timeout_s=10.0 + length * 10 / 1200)
+        body = link.read_exact(length, timeout_s=2.0 + 2 * length * 10 / max(1200, link.port.baudrate))
         if len(body) != length or zlib.crc32(body) != int(header["crc32"]) or int(header["offset"]) != len(data):
             if time.monotonic() - last_progress > give_up_s:
                 raise NoAnswer(f"download {transfer_id} stalled at {len(data)} of {size} bytes")
