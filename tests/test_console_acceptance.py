@@ -96,7 +96,8 @@ def test_policy_keys_and_stored_reads_are_refused_and_audited(bench):
     client = bench.client("tech-8")
     before = bench.config_path.read_text()
     for key, value in (("policy.trusted_keys", '["/tmp/evil.pub"]'), ("policy.bundle", "/tmp/wide.bundle"),
-                       ("policy.hotlists", '["/tmp/list.bundle"]'), ("audit.unit_key", "/tmp/k.pem")):
+                       ("policy.hotlists", '["/tmp/list.bundle"]'), ("delivery.allow_plaintext_loopback", "true"),
+                       ("audit.unit_key", "/tmp/k.pem")):
         reply = client.link.request(f"config set {key} '{value}'")
         assert not reply["ok"] and reply["reason"] in ("policy_key", "not_device_setting"), reply
         assert key in reply["error"]
