@@ -34,7 +34,7 @@ from agent.console.port import DEFAULT_BAUD, PortError, open_port
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 UPLOAD_CHUNK = 2048
 CHUNK = 8192
-CHUNK_TRIES = 8
+CLEAR_LINE = b"\x15"  # Ctrl-U first: whatever noise left half a line on the unit does not prefix ours
 
 
 class NoAnswer(ConnectionError):
@@ -72,11 +72,11 @@ class Link:
     def request(self, line: str, timeout_s: float | None = None, secret: bool = False) -> dict[str, Any]:
         """Send one command line; the JSON reply carrying its id."""
         if secret:
-            self._send(line.encode() + b"\r")
+            self._send(CLEAR_LINE + line.encode() + b"\r")
             return self._reply(self._last_id, timeout_s)
         self._ids += 1
         self._last_id = f"c{self._ids}"
-        self._send(f"@{self._last_id} {line}\r".encode())
+        self._send(CLEAR_LINE + f"@{self._last_id} {line}\r".encode())
         return self._reply(self._last_id, timeout_s)
 
     _last_id = ""
