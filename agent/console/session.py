@@ -73,6 +73,7 @@ class Session:
         """The reply to one line (None: nothing to say, e.g. an empty line)."""
         self.last_input = self.clock()
         if line.text is None:
+            self._request_id = None  # noise answers no one's request
             return error(line.problem or "line ignored", "bad_line")
         if self._next is not None:
             answer, self._next = self._next, None
