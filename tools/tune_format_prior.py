@@ -12,14 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision import ocr  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
-from tools.train_ocr import DATASETS  # noqa: E402
+from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,23 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path, default=DATASETS, help="shared datasets folder")
     args = p.parse_args(argv)
     reader = PlateReader.from_models(args.models)
-    rows = []
-    for line in (args.datasets / "plate-text" / "labels.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["split"] != "val" or row.get("layout") == "two_rows":
-            continue
-        region = row.get("region") or ""
-        hint = region if region.startswith("US") or region in ("GB", "EU") else None
-        img = cv2.imread(str(args.datasets / "plate-text" / row["image"]))
-        rows.append((reader.probabilities(img), row["plates"][0]["text"], hint))
+    rows = [(reader.probabilities(c.image), c.text, c.hint)
+            for c in plate_text_val(args.datasets)]
+    us = [r for r in rows if (r[2] or "").startswith("US")]
     out = {}
     for prior in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0):
         ocr.FORMAT_PRIOR = prior
         hits = sum(ocr.resolve(pr, hint).text == t for pr, t, hint in rows)
         hits_nohint = sum(ocr.resolve(pr, None).text == t for pr, t, _ in rows)
-        out[prior] = {"with_region": round(hits / len(rows), 4),
-                      "no_region": round(hits_nohint / len(rows), 4)}
-    print(json.dumps({"crops": len(rows), "top1_by_prior": out}, indent=2))
+        hits_us = sum(ocr.resolve(pr, hint).text == t for pr, t, hint in us)
+        out[prior] = {"with_region": round(hits / len(rows), 4), "right": hits,
+                      "no_region": round(hits_nohint / len(rows), 4),
+                      "us_right": hits_us}
+    print(json.dumps({"crops": len(rows), "us_crops": len(us), "top1_by_prior": out},
+                     indent=2))
     return 0
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
 from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
-                                        CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for,
-                                        is_exhaustive, letters_read_as_digits)
+                                        CONFUSABLE_LETTER_TO_DIGIT, LETTER_TWINS, PlateFormat,
+                                        formats_for, is_exhaustive, letters_read_as_digits)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 # below this (int8 outputs round small probabilities to 0) the column says nothing about them.
 MIN_CLASS_MASS = 0.01
 UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
+# A letter twin (W/M, V/U, M/H) of the best reading joins the candidates with at least this
+# share of its probability, so top-5 carries it where int8 rounded the model's doubt to 0.
+TWIN_FLOOR = 0.01
+TWIN_MAX_CONF = 0.95  # only glyphs the model was less sure of than this get a twin
 
 
 @dataclass
@@ -123,8 +127,10 @@ def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]
         if fmt.allows(i, ch):
             options.append([ch])
             continue
-        alt = CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)
-        if alt is None or not fmt.allows(i, alt):
+        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)]
+        twins += LETTER_TWINS.get(ch, ())  # a letter the format's alphabet lacks (AZ: no U)
+        alt = next((t for t in twins if t is not None and fmt.allows(i, t)), None)
+        if alt is None:
             return []
         options.append([alt])
     variant = "".join(o[0] for o in options)
@@ -178,6 +184,27 @@ def _swap_odds(probs: np.ndarray, text: str, variant: str, swapped: list[int],
     return rank, report, new_confs
 
 
+def _letter_twins(probs: np.ndarray, text: str, confs: list[float], cols: list[int],
+                  charset: str) -> list[tuple[str, float, list[float]]]:
+    """The best reading with one glyph swapped for its letter twin (W/M, V/U, M/H), where
+    the model was not sure of it: (variant, its odds against the reading, confidences)."""
+    out = []
+    for i, ch in enumerate(text):
+        if confs[i] >= TWIN_MAX_CONF:
+            continue
+        column = probs[cols[i]]
+        p_old = max(float(column[charset.index(ch) + 1]), 1e-6)
+        for twin in LETTER_TWINS.get(ch, ()):
+            if twin not in charset:
+                continue
+            p_new = float(column[charset.index(twin) + 1])
+            new_confs = list(confs)
+            new_confs[i] = max(p_new, TWIN_FLOOR * confs[i])
+            out.append((text[:i] + twin + text[i + 1:], max(p_new / p_old, TWIN_FLOOR),
+                        new_confs))
+    return out
+
+
 def resolve(probs: np.ndarray, region: str | None = None,
             charset: str = CHARSET) -> PlateText:
     """Turn [T, C] probabilities into a PlateText using the region's format tables."""
@@ -213,6 +240,11 @@ def resolve(probs: np.ndarray, region: str | None = None,
                         probs, text, variant, swapped, greedy_cols if aligned else None, fmt,
                         exhaustive, charset, confs)
                     add(variant, prob * rank, v_confs, prob * report)
+    if greedy_text:
+        for variant, p_ratio, v_confs in _letter_twins(probs, greedy_text, greedy_confs,
+                                                       greedy_cols, charset):
+            base = dict(beams).get(greedy_text, float(np.prod(greedy_confs)))
+            add(variant, base * p_ratio, v_confs)
     if not pool:
         return PlateText("", 0.0, [], [], None)
     ranked = sorted(pool.items(), key=lambda kv: kv[1][1], reverse=True)
