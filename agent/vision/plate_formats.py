@@ -53,6 +53,7 @@ class PlateFormat:
     weight: float = 1.0
     strict: bool = True
     states: tuple[str, ...] = ()  # US states (and DC) that issue this layout
+    leading_zero: bool = True  # False: a serial that starts with a digit never starts with 0
 
     @cached_property
     def pattern(self) -> str:
@@ -63,7 +64,7 @@ class PlateFormat:
         """Whether ``char`` may stand at ``position`` of the plate text."""
         cls = self.pattern[position]
         if cls == "D":
-            return char in DIGITS
+            return char in DIGITS and (position > 0 or self.leading_zero or char != "0")
         if cls == "L":
             return char in self.letters
         return char in CHARSET
@@ -90,7 +91,9 @@ class PlateFormat:
 #   [F]  FHWA Highway Statistics 2022, table MV-1 (registered motor vehicles by state): the
 #        generator weights, in millions, rounded (only the proportions matter).
 # Letters: most states skip I, O and Q in serials (US_SERIAL_LETTERS) [W]; Arizona also skips
-# U [A]. West Virginia's month-coded first character may be O, N or D [W]; it is drawn as a
+# U [A]. Serials and county codes count from 1, so no US layout that starts with a digit
+# starts with a 0 [W] (``leading_zero=False``): without a region hint, a grey Brazilian
+# "OZU-5764" read as 0ZU5764 would otherwise fit Maryland's 1AB2345. West Virginia's month-coded first character may be O, N or D [W]; it is drawn as a
 # letter from the serial alphabet here.
 
 
@@ -211,11 +214,11 @@ def _us_formats() -> tuple[PlateFormat, ...]:
         name = f"us.{display.replace(' ', '_')}" + ("" if letters == US_SERIAL_LETTERS else ".az")
         out.append(PlateFormat(name, "US", display, letters,
                                round(US_SERIAL_WEIGHT * (1 - specialty) * w / scale, 4),
-                               states=tuple(states[(display, letters)])))
+                               states=tuple(states[(display, letters)]), leading_zero=False))
     for display, share in US_SPECIALTY_SERIALS:
         name = f"us.specialty.{display.replace(' ', '_')}"
         out.append(PlateFormat(name, "US", display, US_SERIAL_LETTERS,
-                               round(US_SERIAL_WEIGHT * share, 4)))
+                               round(US_SERIAL_WEIGHT * share, 4), leading_zero=False))
     out.append(PlateFormat("us.vanity", "US", "AAAAAAA", LETTERS, US_VANITY_WEIGHT,
                            strict=False))
     return tuple(out)
