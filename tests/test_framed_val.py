@@ -1,0 +1,54 @@
+"""Detector-framed validation data (issue 20): plate-text val crops are traced back to the val
+scene plate they were cut from, never to an augmented copy, and tight framings grow the box."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.framed_val import tight_cut, trace  # noqa: E402
+from tools.val_data import plate_text_val  # noqa: E402
+
+
+def _write(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_crops_are_traced_to_their_scene_plate(tmp_path):
+    crop = np.full((30, 100, 3), 128, np.uint8)
+    (tmp_path / "plate-text" / "images").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "plate-text" / "images" / "abc_1.jpg"), crop)
+    cv2.imwrite(str(tmp_path / "plate-text" / "images" / "zzz_0.jpg"), crop)
+    _write(tmp_path / "plate-text", [
+        {"image": "images/abc_1.jpg", "split": "val", "source_id": "abc", "region": "US-MO",
+         "source_dataset": "kaggle-plates", "layout": "one_row",
+         "plates": [{"box": [5, 5, 90, 20], "text": "AB1C2D"}]},
+        {"image": "images/zzz_0.jpg", "split": "val", "source_id": "zzz", "region": "EU",
+         "source_dataset": "kaggle-plates", "layout": "one_row",
+         "plates": [{"box": [5, 5, 90, 20], "text": "NOSCENE"}]},
+        {"image": "images/abc_1.jpg", "split": "train", "source_id": "abc", "region": "US",
+         "source_dataset": "kaggle-plates", "plates": [{"box": [5, 5, 90, 20], "text": "X"}]}])
+    _write(tmp_path / "kaggle-plates", [
+        {"image": "images/abc.jpg", "split": "val", "source_id": "abc",
+         "plates": [{"box": [0, 0, 40, 40], "text": None}, {"box": [10, 10, 45, 10], "text": None}]},
+        {"image": "images/abc_aug1.jpg", "split": "val", "source_id": "abc",
+         "plates": [{"box": [3, 3, 45, 10], "text": None}]}])
+    crops = plate_text_val(tmp_path)
+    assert [(c.text, c.hint, c.index) for c in crops] == [("AB1C2D", "US-MO", 1),
+                                                          ("NOSCENE", "EU", 0)]
+    traced = trace(crops, tmp_path)
+    assert len(traced) == 1  # the EU crop has no scene; the augmented copy is never used
+    assert traced[0].scene.name == "abc.jpg" and traced[0].box == (10, 10, 45, 10)
+
+
+def test_tight_cut_grows_the_box_and_clips():
+    frame = np.zeros((100, 200), np.uint8)
+    assert tight_cut(frame, (50, 40, 100, 20), 0.0).shape == (20, 100)
+    assert tight_cut(frame, (50, 40, 100, 20), 0.1).shape == (24, 120)
+    assert tight_cut(frame, (0, 0, 100, 20), 0.1).shape == (22, 110)
