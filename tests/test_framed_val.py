@@ -52,3 +52,19 @@ def test_tight_cut_grows_the_box_and_clips():
     assert tight_cut(frame, (50, 40, 100, 20), 0.0).shape == (20, 100)
     assert tight_cut(frame, (50, 40, 100, 20), 0.1).shape == (24, 120)
     assert tight_cut(frame, (0, 0, 100, 20), 0.1).shape == (22, 110)
+
+
+def test_operating_point_rates_count_plates_and_accepted_reads():
+    """correct_rate is over all plates (a missed plate counts), wrong_rate over accepted reads."""
+    from agent.config.schema import RecognizerConfig
+    from agent.vision.recognizer import PlateHit
+    from tools.operating_point import rates
+
+    def hit(text, conf, fmt="us.LLL-DDDD"):
+        return PlateHit(text, conf, (0, 0, 1, 1), format=fmt)
+
+    pairs = [("ABC1234", hit("ABC1234", 0.9)), ("ABC1235", hit("ABC1236", 0.8)),
+             ("XYZ1234", hit("XYZ1234", 0.5)), ("MISSED1", None),
+             ("SIGN", hit("SIGN", 0.8, fmt=None))]  # no format: needs 0.9
+    out = rates(pairs, RecognizerConfig())
+    assert out == {"correct_rate": 0.2, "wrong_rate": 0.5, "wrong": 1}
