@@ -75,13 +75,20 @@ def _warp(rng, scene, box, strength: float):
     return out, dst
 
 
-def _motion_kernel(rng, length: int) -> np.ndarray:
+def motion_kernel(length: int, angle_deg: float = 0.0) -> np.ndarray:
+    """A linear motion-blur kernel: a line ``length`` px long at ``angle_deg`` (0 = horizontal,
+    the way a car crossing the frame smears), normalised to sum 1."""
+    length = max(1, int(length))
     k = np.zeros((length, length), np.float32)
     k[length // 2, :] = 1.0
-    M = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5),
-                                float(rng.uniform(-30, 30)), 1.0)
-    k = cv2.warpAffine(k, M, (length, length))
+    if angle_deg:
+        M = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), float(angle_deg), 1.0)
+        k = cv2.warpAffine(k, M, (length, length))
     return k / max(k.sum(), 1e-6)
+
+
+def _motion_kernel(rng, length: int) -> np.ndarray:
+    return motion_kernel(length, float(rng.uniform(-30, 30)))
 
 
 def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
