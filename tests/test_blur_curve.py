@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.ocr import PlateReader  # noqa: E402
 from tools.blur_curve import blur, curve, shrink  # noqa: E402
-from tools.synth.degrade import motion_kernel  # noqa: E402
+from tools.synth.camera import motion_kernel  # noqa: E402
 from tools.synth.render import render_plate  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

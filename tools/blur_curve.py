@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 
 from agent.vision.evaluate import load_crops, read_image  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
-from tools.synth.degrade import motion_kernel  # noqa: E402
+from tools.synth.camera import motion_kernel  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
 LENGTHS = (0, 3, 5, 9)
