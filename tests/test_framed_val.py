@@ -68,3 +68,30 @@ def test_operating_point_rates_count_plates_and_accepted_reads():
              ("SIGN", hit("SIGN", 0.8, fmt=None))]  # no format: needs 0.9
     out = rates(pairs, RecognizerConfig())
     assert out == {"correct_rate": 0.2, "wrong_rate": 0.5, "wrong": 1}
+
+
+def test_training_crops_load_and_evaluation_sets_are_refused(tmp_path):
+    from tools.val_data import EvaluationSetError, training_crops
+    ok = tmp_path / "framed_train"
+    ok.mkdir()
+    cv2.imwrite(str(ok / "0000.png"), np.full((30, 90), 200, np.uint8))
+    (ok / "groundtruth.csv").write_text("0000.png,ca,1ABC234\n")
+    images, texts = training_crops(ok)
+    assert texts == ["1ABC234"] and images[0].shape == (30, 90)
+    bad = tmp_path / "eval-us-crops"
+    bad.mkdir()
+    (bad / "groundtruth.csv").write_text("a.png,ca,1ABC234\n")
+    try:
+        training_crops(bad)
+    except EvaluationSetError as exc:
+        assert "eval-us-crops" in str(exc)
+    else:
+        raise AssertionError("an evaluation set was accepted as training data")
+    link = tmp_path / "innocent"
+    link.symlink_to(bad)  # a link does not hide where the crops come from
+    try:
+        training_crops(link)
+    except EvaluationSetError:
+        pass
+    else:
+        raise AssertionError("a link to an evaluation set was accepted")

@@ -2,6 +2,8 @@
 
     PLATEGATE_DATASETS=/work/shared/datasets .venv/bin/python tools/framed_val.py \
         [--save runs/framed_val] [--json runs/framed_val.json]
+    # training data for the next model: the detector's crops of the TRAIN scenes
+    PLATEGATE_DATASETS=... .venv/bin/python tools/framed_val.py --split train --save runs/framed_train
 
 Why: the held-out US scenes showed the reader is weaker on the detector's own boxes than on
 hand-cut crops (issue 20). The closest proxy we may select on is the plate-text *val* crops
@@ -52,7 +54,7 @@ class Traced:
     box: tuple[int, int, int, int]
 
 
-def trace(crops: list[ValCrop], datasets: Path = DATASETS) -> list[Traced]:
+def trace(crops: list[ValCrop], datasets: Path = DATASETS, split: str = "val") -> list[Traced]:
     """Each crop's scene plate: same source set and ``source_id``, the box whose aspect ratio
     is nearest the crop's own plate box (augmented copies are skipped; a source photo
     uploaded twice keeps one copy)."""
@@ -61,7 +63,7 @@ def trace(crops: list[ValCrop], datasets: Path = DATASETS) -> list[Traced]:
     for c in crops:
         rows = scenes.setdefault(c.source_dataset, {})
         if not rows:
-            for r in scene_rows(c.source_dataset, "val", datasets):
+            for r in scene_rows(c.source_dataset, split, datasets):
                 if "_aug" not in Path(r["image"]).stem:
                     rows.setdefault(r["source_id"], []).append(r)
         want = math.log(max(c.plate_box[2], 1) / max(c.plate_box[3], 1))
@@ -163,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--save", type=Path, help="write the detector crops here as a crops set")
     p.add_argument("--json", type=Path, help="also write the report to this file")
+    p.add_argument("--split", choices=("val", "train"), default="val",
+                   help="val: the selection proxy (default); train: training crops for --save")
     args = p.parse_args(argv)
     recognizer = Recognizer.from_models(args.models)
-    crops = plate_text_val(args.datasets)
-    traced = trace(crops, args.datasets)
-    report = {"val_crops": len(crops), "by_region": {}}
+    crops = plate_text_val(args.datasets, split=args.split)
+    traced = trace(crops, args.datasets, args.split)
+    report = {"split": args.split, "crops": len(crops), "by_region": {}}
     report.update(measure(recognizer, traced, save=args.save))
     us = [t for t in traced if (t.crop.hint or "").startswith("US")]
     report["by_region"]["US"] = measure(recognizer, us)

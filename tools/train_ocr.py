@@ -30,6 +30,7 @@ from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from tools.ocr_net import ARCHS, build, load_weights  # noqa: E402
 from tools.synth.camera import roadside_crop  # noqa: E402
+from tools.val_data import EvaluationSetError, refuse_evaluation_set, training_crops  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TRAINING_SETS = ("plate-text", "ar-crops")  # the README's TRAINING sets with text
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64, help="batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--real-share", type=float, default=0.3, help="share of real crops per batch")
+    p.add_argument("--real-crops", type=Path, nargs="*", default=[],
+                   help="crops sets made from TRAINING data to add to the real crops (e.g. the "
+                        "detector's crops of the train scenes: tools/framed_val.py --split train "
+                        "--save DIR); an eval-* set is refused")
     p.add_argument("--roadside-real", type=float, default=0.0,
                    help="share of real crops given the roadside camera effects (blur up to "
                         "12 px at any angle, rolling shutter, IR night, low light); 0 = none")
@@ -243,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep an exponential moving average of the weights with this decay "
                         "(e.g. 0.999) and validate, select and save it (0: off)")
     args = p.parse_args(argv)
+    try:
+        for folder in args.real_crops:
+            refuse_evaluation_set(folder)
+    except EvaluationSetError as exc:
+        p.error(str(exc))
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -257,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     synth_x = np.concatenate(sx)
     synth_t = st
     real_x, real_t, _ = load_real("train", args.datasets)
+    for folder in args.real_crops:
+        extra_x, extra_t = training_crops(folder)  # refuses an eval-* set
+        real_x, real_t = list(real_x) + extra_x, list(real_t) + extra_t
     val_x, val_t, val_names = load_real("val", args.datasets)
     val_imgs = np.stack([to_model_input(v)[0, 0] for v in val_x])
     pt_idx = [i for i, n in enumerate(val_names) if n == "plate-text"]

@@ -40,13 +40,15 @@ def region_hint(region: str | None) -> str | None:
     return region if region.startswith("US") or region in ("GB", "EU") else None
 
 
-def plate_text_val(datasets: Path = DATASETS, one_row_only: bool = True) -> list[ValCrop]:
-    """The plate-text val split (one-row plates by default)."""
+def plate_text_val(datasets: Path = DATASETS, one_row_only: bool = True,
+                   split: str = "val") -> list[ValCrop]:
+    """The plate-text val split (one-row plates by default); ``split="train"`` gives the
+    train split the same way (for training data cut by the detector)."""
     out = []
     folder = Path(datasets) / "plate-text"
     for line in (folder / "labels.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        if row["split"] != "val" or (one_row_only and row.get("layout") == "two_rows"):
+        if row["split"] != split or (one_row_only and row.get("layout") == "two_rows"):
             continue
         image = cv2.imread(str(folder / row["image"]), cv2.IMREAD_COLOR)
         if image is None:
@@ -65,3 +67,31 @@ def scene_rows(name: str, split: str = "val", datasets: Path = DATASETS) -> list
     path = Path(datasets) / name / "labels.jsonl"
     return [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
             if r["split"] == split]
+
+
+class EvaluationSetError(ValueError):
+    """A training tool was pointed at an evaluation set (measuring only, never training)."""
+
+
+def refuse_evaluation_set(folder: Path) -> None:
+    """Raise EvaluationSetError if ``folder`` is (inside) an ``eval-*`` set: the datasets
+    README allows them for measuring only, so a training tool refuses them outright."""
+    for part in Path(folder).resolve().parts:
+        if part.startswith("eval-"):
+            raise EvaluationSetError(f"{folder}: {part} is an evaluation set (measuring only, "
+                                     "never training; ../shared/datasets/README.md)")
+
+
+def training_crops(folder: Path) -> tuple[list[np.ndarray], list[str]]:
+    """Grey crops and texts of a crops set we made from TRAINING data (e.g. the detector's crops
+    of the train scenes, ``tools/framed_val.py --split train --save DIR``)."""
+    from agent.vision.evaluate import load_crops
+    refuse_evaluation_set(folder)
+    images, texts = [], []
+    for item in load_crops(Path(folder)):
+        refuse_evaluation_set(item.image)
+        img = cv2.imread(str(item.image), cv2.IMREAD_GRAYSCALE)
+        if img is not None and item.plates[0][0]:
+            images.append(img)
+            texts.append(item.plates[0][0])
+    return images, texts
