@@ -33,9 +33,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.vision.crops import crop_for_ocr  # noqa: E402
 from agent.vision.evaluate import iou  # noqa: E402
-from agent.vision.recognizer import PlateHit, Recognizer, is_confident  # noqa: E402
+from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
 from tools.framed_val import MATCH_IOU, trace  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
@@ -67,7 +66,7 @@ def collect(recognizer: Recognizer, datasets: Path, plate_free: int) -> dict:
             framed_pairs.append((t.crop.text, None))  # a plate the unit misses
             continue
         det = max(dets, key=lambda d: iou(d.box, t.box))
-        hit = recognizer.read_crop(crop_for_ocr(frame, det.box, getattr(det, "corners", None)),
+        hit = recognizer.read_crop(detection_crop(frame, det),
                                    t.crop.hint)
         hit.detection_score = float(det.score)
         framed_pairs.append((t.crop.text, hit))
