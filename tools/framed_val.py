@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.vision.crops import crop_for_ocr  # noqa: E402
+from agent.vision.crops import DETECTOR_MARGIN, crop_for_ocr  # noqa: E402
 from agent.vision.evaluate import iou  # noqa: E402
 from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
 from tools.val_data import DATASETS, ValCrop, plate_text_val, scene_rows  # noqa: E402
@@ -101,7 +101,7 @@ def _pct(values, q):
 
 
 def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
-            save: Path | None = None) -> dict:
+            save: Path | None = None, margin: tuple[float, float] = DETECTOR_MARGIN) -> dict:
     """The figures of the module docstring over ``traced`` plates."""
     cut = cut or RecognizerConfig()
     counts = {k: 0 for k in ("detected", "det_top1", "det_top5", "det_acc_right", "det_acc_wrong",
@@ -124,7 +124,7 @@ def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
         counts["detected"] += 1
         wr.append(det.box[2] / t.box[2])
         hr.append(det.box[3] / t.box[3])
-        crop = detection_crop(frame, det)
+        crop = detection_crop(frame, det, margin)
         hit = _hit(recognizer, crop, hint, det.box, float(det.score))
         counts["det_top1"] += hit.text == truth
         counts["det_top5"] += truth in [c for c, _ in hit.candidates] or hit.text == truth
@@ -165,16 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--save", type=Path, help="write the detector crops here as a crops set")
     p.add_argument("--json", type=Path, help="also write the report to this file")
+    p.add_argument("--margin", type=float, nargs=2, default=list(DETECTOR_MARGIN),
+                   metavar=("X", "Y"), help="margin of the detector crops, shares of the box "
+                   "width and height on each side (default: the agent's DETECTOR_MARGIN)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N traced plates")
     p.add_argument("--split", choices=("val", "train"), default="val",
                    help="val: the selection proxy (default); train: training crops for --save")
     args = p.parse_args(argv)
     recognizer = Recognizer.from_models(args.models)
     crops = plate_text_val(args.datasets, split=args.split)
-    traced = trace(crops, args.datasets, args.split)
-    report = {"split": args.split, "crops": len(crops), "by_region": {}}
-    report.update(measure(recognizer, traced, save=args.save))
+    traced = trace(crops, args.datasets, args.split)[:args.limit or None]
+    margin = tuple(args.margin)
+    report = {"split": args.split, "crops": len(crops), "margin": margin, "by_region": {}}
+    report.update(measure(recognizer, traced, save=args.save, margin=margin))
     us = [t for t in traced if (t.crop.hint or "").startswith("US")]
-    report["by_region"]["US"] = measure(recognizer, us)
+    report["by_region"]["US"] = measure(recognizer, us, margin=margin)
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

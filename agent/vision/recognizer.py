@@ -128,7 +128,8 @@ class Recognizer:
         return hits
 
 
-def detection_crop(frame_bgr: np.ndarray, det) -> np.ndarray:
+def detection_crop(frame_bgr: np.ndarray, det,
+                   margin: tuple[float, float] = DETECTOR_MARGIN) -> np.ndarray:
     """The OCR crop of one detection, cut as the agent cuts it (tools that measure the reader
-    on detector boxes use this, so they measure what runs)."""
-    return crop_for_ocr(frame_bgr, det.box, getattr(det, "corners", None), DETECTOR_MARGIN)
+    on detector boxes use this, so they measure what runs; ``margin`` is for choosing it)."""
+    return crop_for_ocr(frame_bgr, det.box, getattr(det, "corners", None), margin)
