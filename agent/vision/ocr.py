@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.vision import deblur
 from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
 from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
@@ -39,6 +40,10 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 # below this (int8 outputs round small probabilities to 0) the column says nothing about them.
 MIN_CLASS_MASS = 0.01
 UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
+# A reading less sure than this, or of no format, is read again with horizontal motion blur
+# undone (agent/vision/deblur.py) at the estimated length and one pixel either side.
+DEBLUR_BELOW = 0.9
+DEBLUR_GAIN = 2.0  # a deblurred reading replaces the first only if this many times as sure
 # A letter twin (W/M, V/U, M/H) of the best reading joins the candidates with at least this
 # share of its probability, so top-5 carries it where int8 rounded the model's doubt to 0.
 TWIN_FLOOR = 0.01
@@ -278,14 +283,36 @@ class PlateReader:
 
     def probabilities(self, crop_bgr: np.ndarray) -> np.ndarray:
         """[T, C] class probabilities for one crop (BGR or grey)."""
-        x = to_model_input(crop_bgr)
+        return self._run(to_model_input(crop_bgr))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: x})[0][0]
 
-    def read(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateText:
+    def read(self, crop_bgr: np.ndarray, region: str | None = None,
+             deblur_unsure: bool = True) -> PlateText:
         """Read one plate crop; ``region`` (US, BR, EU, GB, AR or a US state code) narrows the
-        format tables used to settle confusable characters."""
-        result = resolve(self.probabilities(crop_bgr), region, self.charset)
+        format tables used to settle confusable characters. An unsure reading is read again
+        with motion blur undone (``deblur_unsure``; module constants DEBLUR_BELOW)."""
+        x = to_model_input(crop_bgr)
+        result = resolve(self._run(x), region, self.charset)
+        if deblur_unsure and (result.confidence < DEBLUR_BELOW or result.format is None):
+            result = self._deblurred(x, result, region)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result
+
+    def _deblurred(self, x: np.ndarray, first: PlateText, region: str | None) -> PlateText:
+        """``first``, or a reading of ``x`` deblurred at the estimated length +-1 that is
+        DEBLUR_GAIN times as confident (and fits a format if ``first`` did). The gain keeps the
+        wrong reads that pass the cut on the detector-framed val where they were (docs/ocr.md)."""
+        best = first
+        length = deblur.motion_length(x)
+        for n in (length - 1, length, length + 1):
+            if n < 2:
+                continue
+            again = resolve(self._run(deblur.wiener(x, n)), region, self.charset)
+            if again.confidence > best.confidence * DEBLUR_GAIN and (again.format
+                                                                    or not first.format):
+                best = again
+        return best
 
