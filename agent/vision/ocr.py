@@ -41,7 +41,7 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 MIN_CLASS_MASS = 0.01
 UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
 # A reading less sure than this, or of no format, is read again with horizontal motion blur
-# undone (agent/vision/deblur.py) at the estimated length and one pixel either side.
+# undone (agent/vision/deblur.py) at the estimated length.
 DEBLUR_BELOW = 0.9
 DEBLUR_GAIN = 2.0  # a deblurred reading replaces the first only if this many times as sure
 # A letter twin (W/M, V/U, M/H) of the best reading joins the candidates with at least this
@@ -302,17 +302,15 @@ class PlateReader:
         return result
 
     def _deblurred(self, x: np.ndarray, first: PlateText, region: str | None) -> PlateText:
-        """``first``, or a reading of ``x`` deblurred at the estimated length +-1 that is
+        """``first``, or the reading of ``x`` deblurred at the estimated length if that is
         DEBLUR_GAIN times as confident (and fits a format if ``first`` did). The gain keeps the
-        wrong reads that pass the cut on the detector-framed val where they were (docs/ocr.md)."""
-        best = first
-        length = deblur.motion_length(x)
-        for n in (length - 1, length, length + 1):
-            if n < 2:
-                continue
-            again = resolve(self._run(deblur.wiener(x, n)), region, self.charset)
-            if again.confidence > best.confidence * DEBLUR_GAIN and (again.format
-                                                                    or not first.format):
-                best = again
-        return best
+        wrong reads that pass the cut on the detector-framed val where they were (docs/ocr.md).
+        One length, not three around it: as good on the blurred val crops (plate-text val at
+        0/3/5/9 px: 208/176/149/129 right against 208/177/148/119) at a third of the cost."""
+        sharp = deblur.wiener(x, deblur.motion_length(x))
+        again = resolve(self._run(sharp), region, self.charset)
+        if again.confidence > first.confidence * DEBLUR_GAIN and (again.format
+                                                                 or not first.format):
+            return again
+        return first
 
