@@ -4,14 +4,16 @@ The model (tools/ocr_net.py) outputs per-column class probabilities; this module
 into a reading: CTC prefix beam search for the top-5 alternatives (hotlist matching and the
 eval's top-5 need more than the best path), per-character confidences from the best path, and
 the region format tables (agent.vision.plate_formats) to settle confusable glyphs (O/0, I/1,
-B/8, S/5, Z/2) where a format allows only one of them. The format only wins where the model
+B/8, S/5, Z/2, A/4) where a format allows only one of them; letter twins no format can settle
+(W/M, V/U, M/H) join the top-5 instead. The format only wins where the model
 itself is unsure: a reading that fits a strict format is preferred unless the free reading is
 FORMAT_PRIOR times more probable, so a confident vanity plate is never "corrected". Where the
 hint names a region whose table is exhaustive (Brazil: every car plate is ABC-1234 or
 ABC1D23), a reading that fits a format always ranks above one that fits none: there a plain
 bar in a digit position is a 1 however sure the model is that it saw an I, because the grey
 plates' lettering draws both the same. Where the hint names a US state that issues no letter O
-(``US-FL``), every round glyph is read as the zero that state's records hold.
+(``US-FL``), every round glyph is read as the zero that state's records hold. A reading that
+stays unsure is read once more with horizontal motion blur undone (agent.vision.deblur).
 """
 from __future__ import annotations
 
