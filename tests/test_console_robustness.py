@@ -20,7 +20,6 @@ from agent.console.client import NoAnswer, download
 from agent.console.port import open_port
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
 NOISE_S = float(os.environ.get("PLATEGATE_NOISE_S", "60"))  # the acceptance run is 60 s
 BAUD = 115200
 
@@ -145,8 +144,9 @@ def _aiming_scenes() -> tuple[list[np.ndarray], str]:
     Read from the shared evaluation scenes (measuring only, never copied into the project);
     without them, synthetic frames, which compress better and so understate the time.
     """
-    folder = Path(os.environ.get("PLATEGATE_DATASETS", ROOT.parent / "shared" / "datasets"))
-    files = sorted((folder / "eval-br-scenes").glob("*.jpg"))[:12]
+    from tools.val_data import DATASETS
+
+    files = sorted((DATASETS / "eval-br-scenes").glob("*.jpg"))[:12]
     scenes = []
     for path in files:
         image = cv2.imread(str(path))
