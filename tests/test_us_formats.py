@@ -111,3 +111,33 @@ def test_generated_us_text_fits_its_format():
     for fmt in (f for f in FORMATS if f.region == "US" and f.strict):
         text, display = random_from_format(fmt, rng)
         assert fmt.matches(text), (fmt.name, text, display)
+
+
+def test_format_lookups_agree_with_the_rule():
+    """``allows``/``matches`` answer from per-position sets (speed); they must say exactly what
+    the rule says, for every format, position and character (leading zeros included)."""
+    from agent.vision.plate_formats import CHARSET, FORMATS
+
+    for fmt in FORMATS:
+        for i in range(len(fmt.pattern)):
+            for ch in CHARSET + "-a ":
+                assert fmt.allows(i, ch) == fmt._rule_allows(i, ch), (fmt.name, i, ch)
+        sample = "".join(sorted(fmt._allowed[i])[-1] for i in range(len(fmt.pattern)))
+        assert fmt.matches(sample)
+        assert not fmt.matches(sample + "1") and not fmt.matches(sample[:-1])
+        assert fmt.matches("0" + sample[1:]) == fmt._rule_allows(0, "0")
+
+
+def test_formats_by_length_keeps_table_order():
+    """resolve() looks only at formats of the reading's length; within a length the table's
+    order (the home state's layouts first) must be kept, since the first match names the read."""
+    from agent.vision.ocr import _formats_by_length
+    from agent.vision.plate_formats import formats_for
+
+    for region in (None, "US", "US-MO", "ca", "BR", "EU", "GB", "AR"):
+        strict, free = _formats_by_length(region)
+        for flag, grouped in ((True, strict), (False, free)):
+            want = [f for f in formats_for(region) if f.strict == flag]
+            assert sum(map(len, grouped.values())) == len(want)
+            for n, fs in grouped.items():
+                assert list(fs) == [f for f in want if len(f.pattern) == n]

@@ -60,8 +60,8 @@ class PlateFormat:
         """The pattern without separators: one class letter per plate character."""
         return "".join(c for c in self.display if c in "LDA")
 
-    def allows(self, position: int, char: str) -> bool:
-        """Whether ``char`` may stand at ``position`` of the plate text."""
+    def _rule_allows(self, position: int, char: str) -> bool:
+        """The rule itself: whether ``char`` may stand at ``position`` of the plate text."""
         cls = self.pattern[position]
         if cls == "D":
             return char in DIGITS and (position > 0 or self.leading_zero or char != "0")
@@ -69,10 +69,23 @@ class PlateFormat:
             return char in self.letters
         return char in CHARSET
 
+    @cached_property
+    def _allowed(self) -> tuple[frozenset[str], ...]:
+        """Per position, every character the rule allows there. Why: the reader asks these
+        questions thousands of times per plate (every beam against every layout of its
+        length); a set lookup answers them without re-running the rule."""
+        alphabet = set(CHARSET) | set(DIGITS) | set(self.letters)
+        return tuple(frozenset(c for c in alphabet if self._rule_allows(i, c))
+                     for i in range(len(self.pattern)))
+
+    def allows(self, position: int, char: str) -> bool:
+        """Whether ``char`` may stand at ``position`` of the plate text."""
+        return char in self._allowed[position]
+
     def matches(self, text: str) -> bool:
         """Whether the whole plate text fits this format."""
-        return len(text) == len(self.pattern) and all(
-            self.allows(i, c) for i, c in enumerate(text))
+        allowed = self._allowed
+        return len(text) == len(allowed) and all(c in a for c, a in zip(text, allowed))
 
 
 # --- United States -----------------------------------------------------------------------
