@@ -141,3 +141,39 @@ def test_formats_by_length_keeps_table_order():
             assert sum(map(len, grouped.values())) == len(want)
             for n, fs in grouped.items():
                 assert list(fs) == [f for f in want if len(f.pattern) == n]
+
+
+def _fit_by_rule(text: str, fmt) -> str | None:
+    """The glyph-swapping rule spelled out (what resolve() did before the lookup tables)."""
+    from agent.vision.plate_formats import (CONFUSABLE_DIGIT_TO_LETTER,
+                                            CONFUSABLE_LETTER_TO_DIGIT, LETTER_TWINS)
+    if len(text) != len(fmt.pattern):
+        return None
+    out = []
+    for i, ch in enumerate(text):
+        if fmt._rule_allows(i, ch):
+            out.append(ch)
+            continue
+        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)]
+        twins += LETTER_TWINS.get(ch, ())
+        alt = next((t for t in twins if t is not None and fmt._rule_allows(i, t)), None)
+        if alt is None:
+            return None
+        out.append(alt)
+    return "".join(out)
+
+
+def test_fit_agrees_with_the_swapping_rule():
+    """fit() (per-position tables) swaps exactly the glyphs the rule swaps, on random readings
+    of every length, for every format; and matches() agrees with fit() leaving text as is."""
+    import random
+
+    from agent.vision.plate_formats import CHARSET, FORMATS
+
+    rng = random.Random(20)
+    texts = ["".join(rng.choice(CHARSET) for _ in range(rng.randint(5, 8))) for _ in range(400)]
+    texts += ["0ZU5764", "OZU5764", "8ABC123", "1ABC234", "AB12345", "MWV1234"]
+    for fmt in FORMATS:
+        for text in texts:
+            assert fmt.fit(text) == _fit_by_rule(text, fmt), (fmt.name, text)
+            assert fmt.matches(text) == (fmt.fit(text) == text), (fmt.name, text)

@@ -28,8 +28,7 @@ import numpy as np
 from agent.vision import deblur
 from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
-from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
-                                        CONFUSABLE_LETTER_TO_DIGIT, LETTER_TWINS, PlateFormat,
+from agent.vision.plate_formats import (CHARSET, LETTER_TWINS, PlateFormat,
                                         formats_for, is_exhaustive, letters_read_as_digits)
 
 log = logging.getLogger(__name__)
@@ -129,20 +128,9 @@ def beam_search(probs: np.ndarray, charset: str = CHARSET, beam: int = BEAM_WIDT
 
 def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]:
     """Ways to make ``text`` fit ``fmt`` by swapping confusable glyphs; (variant, positions)."""
-    if len(text) != len(fmt.pattern):
+    variant = fmt.fit(text)
+    if variant is None:
         return []
-    options: list[list[str]] = []
-    for i, ch in enumerate(text):
-        if fmt.allows(i, ch):
-            options.append([ch])
-            continue
-        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)]
-        twins += LETTER_TWINS.get(ch, ())  # a letter the format's alphabet lacks (AZ: no U)
-        alt = next((t for t in twins if t is not None and fmt.allows(i, t)), None)
-        if alt is None:
-            return []
-        options.append([alt])
-    variant = "".join(o[0] for o in options)
     swapped = [i for i, (a, b) in enumerate(zip(text, variant)) if a != b]
     return [(variant, swapped)]
 
