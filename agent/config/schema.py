@@ -53,7 +53,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class RecognizerConfig:
-    models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
+    models_dir: Path | None = setting(None, help="Folder with the ONNX models and manifest.json (omit to use "
+                                                 "the models shipped with the package).")
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
     region: str | None = setting(
         None, help="Where the camera stands, for the plate format tables: "
