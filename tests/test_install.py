@@ -177,6 +177,7 @@ def expected_tree(user: str) -> dict[str, tuple]:
         "var/lib/plategate": ("d", 0o700, user, user),
         "opt/plategate/README.md": ("f", 0o644, *root),
         "opt/plategate/bin/plategate": ("l", "../venv/bin/plategate"),
+        "opt/plategate/lib/install.sh": ("f", 0o755, *root),
         "usr/local/bin/plategate": ("l", "/opt/plategate/bin/plategate"),
         f"{units}/plategate.service": ("f", 0o644, *root),
         f"{units}/plategate-console@.service": ("f", 0o644, *root),
@@ -297,6 +298,31 @@ def test_the_agent_unit_honours_exit_78_and_has_a_watchdog():
                  "StartLimitBurst=", "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n",
                  "SystemCallFilter=@system-service", "UMask=0077", "DevicePolicy=closed"):
         assert line in unit, line
+
+
+def test_the_deb_ships_the_software_and_its_postinst_makes_the_unit_parts(bundle, tmp_path):
+    """The .deb carries no key and no config (each unit makes its own at configure time)."""
+    debs = list(bundle.tarball.parent.glob("plategate_*.deb"))
+    if not debs:
+        pytest.skip("no .deb built here (bundle.sh needs dpkg-deb and a Debian /usr/bin/python3 of the "
+                    "bundle's version)")
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+    control = subprocess.run(["dpkg-deb", "-e", str(debs[0]), str(tmp_path / "DEBIAN")], check=True)
+    assert control.returncode == 0 and "install.sh --configure" in (tmp_path / "DEBIAN" / "postinst").read_text()
+    assert not (root / "etc").exists() and not (root / "var").exists(), "no config, key or state in the package"
+    assert (root / "usr/lib/systemd/system/plategate.service").is_file()
+    assert os.readlink(root / "usr/bin/plategate") == "/opt/plategate/bin/plategate"
+    assert os.readlink(root / "opt/plategate/venv/bin/python3").startswith("/usr/bin/python3")
+    result = subprocess.run([str(root / "opt/plategate/lib/install.sh"), "--configure", "--destdir", str(root),
+                             "--user", STAND_IN], capture_output=True, text=True, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/plategate/keys/unit.key").stat().st_mode & 0o777 == 0o600
+    assert "unit key id: " in result.stdout
+    image = write_scene(tmp_path / "scene.jpg")
+    out = subprocess.run([str(root / "opt/plategate/venv/bin/python"), "-m", "agent", "recognize", "--json",
+                          str(image)], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert [p["text"] for p in json.loads(out.stdout)["plates"]] == [PLATE], out.stderr
 
 
 # --- upgrade and uninstall ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 #   install.sh [--destdir DIR] [--wheels DIR] [--user NAME] [--no-start]   install (or repair)
 #   install.sh --upgrade [...]                 replace the software, keep config, keys and state
 #   install.sh --uninstall [--purge]           remove the software; --purge also config and state
+#   install.sh --files-only | --configure      the two halves of an install (a .deb ships the
+#                                              files and runs --configure from its postinst)
 #
 # From a bundle (tools/bundle.sh: install.sh next to wheels/ and systemd/) it installs with no
 # network: pip --no-index --find-links wheels/. From a checkout it installs the checkout itself
@@ -12,6 +14,7 @@
 # What goes where (DESTDIR, default /, is a staging root for packaging and tests):
 #   /opt/plategate/venv                        the agent's own virtualenv (replaced on upgrade)
 #   /opt/plategate/bin/plategate               the stable command path the units run
+#   /opt/plategate/lib/install.sh              this script (uninstall without the bundle)
 #   /usr/local/bin/plategate                   the same, on the operator's PATH
 #   /usr/local/lib/systemd/system/             plategate.service, plategate-console@.service
 #   /usr/local/lib/sysusers.d/plategate.conf   the plategate user (groups video, dialout)
@@ -26,6 +29,8 @@ DESTDIR="${DESTDIR:-}"
 ACTION=install
 PURGE=0
 START=1
+PHASES="files configure"
+LAYOUT=local
 AGENT_USER=plategate
 WHEELS=""
 PYTHON="${PYTHON:-python3}"
@@ -43,6 +48,9 @@ while [ $# -gt 0 ]; do
     --uninstall) ACTION=uninstall ;;
     --purge) PURGE=1 ;;
     --no-start) START=0 ;;
+    --files-only) PHASES="files" ;;
+    --configure) PHASES="configure" ;;
+    --layout) LAYOUT="${2:?--layout needs local or package}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -61,9 +69,14 @@ else UNITS_SRC="$HERE/../systemd"; DOC_SRC="$HERE/../README.md"; fi
 
 PREFIX=/opt/plategate
 VENV="$PREFIX/venv"
-UNIT_DIR=/usr/local/lib/systemd/system
-SYSUSERS=/usr/local/lib/sysusers.d/plategate.conf
-TMPFILES=/usr/local/lib/tmpfiles.d/plategate.conf
+case "$LAYOUT" in  # local: installed by this script; package: files owned by a .deb
+  local) LIB=/usr/local/lib; BIN_LINK=/usr/local/bin/plategate ;;
+  package) LIB=/usr/lib; BIN_LINK=/usr/bin/plategate ;;
+  *) die "--layout is local or package, not $LAYOUT" ;;
+esac
+UNIT_DIR="$LIB/systemd/system"
+SYSUSERS="$LIB/sysusers.d/plategate.conf"
+TMPFILES="$LIB/tmpfiles.d/plategate.conf"
 ETC=/etc/plategate
 KEYS="$ETC/keys"
 STATE=/var/lib/plategate
@@ -92,11 +105,9 @@ check_bundle() {  # a bundle is for one Python and one architecture, and must ar
 }
 
 make_user() {
-  install -D -m 0644 "$UNITS_SRC/plategate.sysusers" "$DESTDIR$SYSUSERS"
-  install -D -m 0644 "$UNITS_SRC/plategate.tmpfiles" "$DESTDIR$TMPFILES"
   if [ -z "$DESTDIR" ] && [ "$AGENT_USER" = plategate ]; then
     if command -v systemd-sysusers >/dev/null; then
-      systemd-sysusers "$SYSUSERS"
+      systemd-sysusers plategate.conf  # found in either layout's sysusers.d
     elif ! user_exists; then
       useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin --user-group plategate
       usermod -a -G video,dialout plategate
@@ -123,10 +134,12 @@ make_venv() {
   if [ -e "$target" ]; then mv "$target" "$target.old"; fi
   mv "$fresh" "$target"
   rm -rf "$target.old"
-  mkdir -p "$DESTDIR$PREFIX/bin" "$DESTDIR/usr/local/bin"
+  mkdir -p "$DESTDIR$PREFIX/bin" "$(dirname "$DESTDIR$BIN_LINK")"
   ln -sfn ../venv/bin/plategate "$DESTDIR$PREFIX/bin/plategate"
-  ln -sfn "$PREFIX/bin/plategate" "$DESTDIR/usr/local/bin/plategate"
+  ln -sfn "$PREFIX/bin/plategate" "$DESTDIR$BIN_LINK"
   install -m 0644 "$DOC_SRC" "$DESTDIR$PREFIX/README.md"
+  # This script, for --uninstall once the bundle is gone and for a .deb's postinst (--configure).
+  [ "$0" -ef "$DESTDIR$PREFIX/lib/install.sh" ] || install -D -m 0755 "$0" "$DESTDIR$PREFIX/lib/install.sh"
 }
 
 agent_python() { "$DESTDIR$VENV/bin/python" "$@"; }
@@ -135,6 +148,8 @@ install_units() {
   for unit in "${UNITS[@]}"; do
     install -D -m 0644 "$UNITS_SRC/$unit" "$DESTDIR$UNIT_DIR/$unit"
   done
+  install -D -m 0644 "$UNITS_SRC/plategate.sysusers" "$DESTDIR$SYSUSERS"
+  install -D -m 0644 "$UNITS_SRC/plategate.tmpfiles" "$DESTDIR$TMPFILES"
 }
 
 install_config() {
@@ -174,7 +189,7 @@ start_service() {
     [ -z "$DESTDIR" ] && echo "systemd is not running: start the agent with $PREFIX/bin/plategate run --config $ETC/plategate.toml"
     return 0
   fi
-  systemd-tmpfiles --create "$TMPFILES" || true
+  systemd-tmpfiles --create plategate.conf || true
   systemctl daemon-reload
   systemctl enable plategate.service
   [ "$START" = 1 ] || return 0
@@ -194,7 +209,7 @@ uninstall() {
     systemctl stop 'plategate-console@*.service' 2>/dev/null || true
   fi
   for unit in "${UNITS[@]}"; do rm -f "$DESTDIR$UNIT_DIR/$unit"; done
-  rm -f "$DESTDIR$SYSUSERS" "$DESTDIR$TMPFILES" "$DESTDIR/usr/local/bin/plategate"
+  rm -f "$DESTDIR$SYSUSERS" "$DESTDIR$TMPFILES" "$DESTDIR$BIN_LINK"
   rm -rf "$DESTDIR$PREFIX"
   live_systemd && systemctl daemon-reload
   if [ "$PURGE" = 1 ]; then
@@ -211,15 +226,20 @@ case "$ACTION" in
     if [ "$ACTION" = upgrade ] && [ ! -x "$DESTDIR$VENV/bin/python" ]; then
       die "nothing to upgrade at ${DESTDIR}$PREFIX: install first"
     fi
-    [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ] && die "no wheel folder at $WHEELS"
-    check_bundle
-    make_user
-    stop_service
-    make_venv
-    install_units
-    install_config
-    unit_key
-    start_service
+    if [[ " $PHASES " == *" files "* ]]; then
+      [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ] && die "no wheel folder at $WHEELS"
+      check_bundle
+      stop_service
+      make_venv
+      install_units
+    fi
+    if [[ " $PHASES " == *" configure "* ]]; then
+      [ -x "$DESTDIR$VENV/bin/python" ] || die "no PlateGate software at ${DESTDIR}$PREFIX to configure"
+      make_user
+      install_config
+      unit_key
+      start_service
+    fi
     echo "PlateGate $(agent_python -c 'from importlib.metadata import version; print(version("plategate"))') installed in ${DESTDIR}$PREFIX"
     ;;
 esac
