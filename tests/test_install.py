@@ -293,11 +293,13 @@ def test_security_exposure_is_below_2(unit, tmp_path):
 
 
 def test_the_agent_unit_honours_exit_78_and_has_a_watchdog():
+    """Regression: a permanent config error made systemd restart the agent every 5 s forever."""
     unit = (ROOT / "systemd" / "plategate.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=78",
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=78", "RestartPreventExitStatus=2",
                  "StartLimitBurst=", "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n",
                  "SystemCallFilter=@system-service", "UMask=0077", "DevicePolicy=closed"):
         assert line in unit, line
+    assert "ExecStartPre=" not in unit, "a failing ExecStartPre= is restarted whatever its exit code"
 
 
 def test_the_deb_ships_the_software_and_its_postinst_makes_the_unit_parts(bundle, tmp_path):
