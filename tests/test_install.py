@@ -299,7 +299,7 @@ def test_the_agent_unit_honours_exit_78_and_has_a_watchdog():
                  "StartLimitBurst=", "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n",
                  "SystemCallFilter=@system-service", "UMask=0077", "DevicePolicy=closed"):
         assert line in unit, line
-    assert "ExecStartPre=" not in unit, "a failing ExecStartPre= is restarted whatever its exit code"
+    assert "\nExecStartPre=" not in unit, "a failing ExecStartPre= is restarted whatever its exit code"
 
 
 def test_the_deb_ships_the_software_and_its_postinst_makes_the_unit_parts(bundle, tmp_path):
