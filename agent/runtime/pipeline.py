@@ -28,7 +28,6 @@ from agent.delivery.status import BrokerSettings, StatusPublisher
 from agent.policy.hotlist import HotlistStore
 from agent.policy.signing import load_private_key, load_trusted_keys
 from agent.policy.store import PolicyStore
-from agent.resources import bundled_models_dir
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
@@ -144,8 +143,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
 
     if recognizer is None:
-        models_dir = config.recognizer.models_dir or bundled_models_dir()
-        recognizer = Recognizer.from_models(models_dir, threads=config.recognizer.threads,
+        recognizer = Recognizer.from_models(config.recognizer.models_path, threads=config.recognizer.threads,
                                             region=config.recognizer.region,
                                             min_plate_px=config.recognizer.min_plate_px,
                                             max_plate_px=config.recognizer.max_plate_px)
