@@ -141,3 +141,40 @@ def test_status_line_is_one_line_with_the_figures():
     line = status_line({}, [Stall("recognize", 25.4)])
     assert line.startswith("STALLED (recognize silent 25 s): ") and "policy none" in line
     assert "\n" not in line
+
+
+def test_a_hung_delivery_sender_is_a_stall_too(tmp_path, mosquitto, monkeypatch):
+    """The senders beat like the stages: one blocked inside a step is reported, then recovers."""
+    from agent.delivery import service as delivery_service
+    from agent.delivery.soak import build_stack, destination_doc, policy_doc
+
+    hang, release, inside = threading.Event(), threading.Event(), threading.Event()
+    real_step = delivery_service._Sender._step
+
+    def step(self):
+        if hang.is_set() and not release.is_set():
+            inside.set()
+            release.wait()
+        return real_step(self)
+
+    monkeypatch.setattr(delivery_service._Sender, "_step", step)
+    stack = build_stack(tmp_path / "state")
+    stack.rig.install(policy_doc(1, [destination_doc("county", mosquitto.url, "pg/county/reads")], time.time()))
+    stack.service.start()
+    try:
+        (sender,) = stack.service.senders()
+        assert sender.name == "sender-county" and sender.running()
+        hang.set()
+        assert inside.wait(10)
+        deadline = time.monotonic() + 10
+        while not stalls(stack.service.senders(), time.monotonic(), 0.5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [s.stage for s in stalls(stack.service.senders(), time.monotonic(), 0.5)] == ["sender-county"]
+        release.set()
+        deadline = time.monotonic() + 10
+        while stalls(stack.service.senders(), time.monotonic(), 0.5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stalls(stack.service.senders(), time.monotonic(), 0.5) == []
+    finally:
+        release.set()
+        stack.close()

@@ -54,7 +54,7 @@ class Agent:
     def run(self) -> int:
         self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
         self.pipeline.start()
-        health = HealthNotifier(self.pipeline.stages, self.pipeline.stats, **self.health_options)
+        health = HealthNotifier(self.pipeline.beating, self.pipeline.stats, **self.health_options)
         health.ready()
         ended_at: float | None = None
         code = EXIT_OK

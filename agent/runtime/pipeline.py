@@ -58,6 +58,10 @@ class Pipeline:
     def stages(self) -> tuple[Stage, ...]:
         return (self.capture, self.recognize, self.track, self.accept)
 
+    def beating(self) -> list[Any]:
+        """Everything the systemd watchdog expects to keep making progress: stages and senders."""
+        return [*self.stages, *self.delivery.senders()]
+
     def start(self) -> None:
         self.delivery.start()
         if self.status is not None:

@@ -2,7 +2,8 @@
 
 Why: a stage that crashes is restarted by its supervisor (and the agent exits 70 when it keeps
 crashing), but a stage that *hangs* (a read blocked forever on a dead camera, a deadlock)
-raises nothing. Every stage beats after each step (`Stage.progress_at`); when one has not
+raises nothing. Every stage beats after each step (`Stage.progress_at`), every delivery sender
+on each turn of its loop; when one has not
 beaten for `stall_after_s` the pings stop, and systemd's WatchdogSec restarts the agent.
 The STATUS= line (`systemctl status plategate`) says in one line what the agent is doing,
 and names the stalled stage when there is one.
@@ -28,7 +29,7 @@ STATUS_EVERY_S = 5.0
 
 
 class Beating(Protocol):
-    """What the watchdog reads from a stage (agent.runtime.stage.Stage has it)."""
+    """What the watchdog reads from a stage or a sender (Stage and delivery's _Sender have it)."""
 
     name: str
     progress_at: float  # time.monotonic() of the last finished step
@@ -66,7 +67,7 @@ def status_line(stats: dict[str, Any], stalled: Sequence[Stall]) -> str:
 class HealthNotifier:
     """Sends READY, STATUS and WATCHDOG to systemd from the agent's main loop (`tick` each turn)."""
 
-    stages: Sequence[Beating]
+    beating: Callable[[], Sequence[Beating]]  # the stages and senders in place now
     stats: Callable[[], dict[str, Any]]
     ping_every_s: float | None = field(default_factory=systemd.watchdog_interval_s)
     stall_after_s: float = STALL_AFTER_S
@@ -80,7 +81,7 @@ class HealthNotifier:
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        stalled = stalls(self.stages, now, self.stall_after_s)
+        stalled = stalls(self.beating(), now, self.stall_after_s)
         if bool(stalled) != self._was_stalled:
             self._was_stalled = bool(stalled)
             self._next_status = now  # a change of health is reported at once
