@@ -240,8 +240,11 @@ def test_installing_again_changes_nothing_the_operator_owns(bundle, staged):
     edited = config.read_text() + "\n# edited on the pole\n"
     config.write_text(edited)
     key_before = (dest / "etc/plategate/keys/unit.key").read_bytes()
+    pub_before = (dest / "etc/plategate/keys/unit.pub").read_bytes()
     tree_before = actual_tree(dest)
+    (dest / "etc/plategate/keys/unit.pub").unlink()  # the public half is made again from the key
     again = install(bundle, dest)
+    assert (dest / "etc/plategate/keys/unit.pub").read_bytes() == pub_before
     assert config.read_text() == edited, "an existing config is never replaced"
     assert (dest / "etc/plategate/keys/unit.key").read_bytes() == key_before, "the unit key is never replaced"
     assert "generated the unit key" not in again and "installed the default config" not in again

@@ -129,7 +129,7 @@ make_venv() {
     "${pip[@]}" "$HERE/.."
   fi
   # Scripts must name the venv where it will live (not venv.new, nor the staging root).
-  grep -rlI --null -- "$fresh" "$fresh/bin" "$fresh/pyvenv.cfg" | xargs -0 -r sed -i "s|$fresh|$VENV|g"
+  { grep -rlI --null -- "$fresh" "$fresh/bin" "$fresh/pyvenv.cfg" || true; } | xargs -0 -r sed -i "s|$fresh|$VENV|g"
   rm -rf "$target.old"
   if [ -e "$target" ]; then mv "$target" "$target.old"; fi
   mv "$fresh" "$target"
@@ -172,6 +172,10 @@ unit_key() {
   if [ ! -e "$key" ]; then
     (umask 077; agent_python -m agent keygen --out "$DESTDIR$KEYS/unit" >/dev/null)
     echo "generated the unit key $KEYS/unit.key"
+  elif [ ! -e "$DESTDIR$KEYS/unit.pub" ]; then  # the public half can always be made again
+    agent_python -c 'import sys; from pathlib import Path
+from agent.policy.signing import load_private_key, public_pem
+Path(sys.argv[2]).write_bytes(public_pem(load_private_key(sys.argv[1]).public_key()))' "$key" "$DESTDIR$KEYS/unit.pub"
   fi
   owned "$AGENT_USER:$AGENT_USER" 0600 "$key"
   owned root:root 0644 "$DESTDIR$KEYS/unit.pub"
@@ -197,6 +201,7 @@ start_service() {
     echo "plategate.service did not start: see journalctl -u plategate (a fresh unit needs its" \
          "department key, policy and camera in $ETC/plategate.toml first)" >&2
   fi
+  systemctl try-restart 'plategate-console@*.service' || true  # consoles run the new software too
 }
 
 stop_service() {
