@@ -448,6 +448,45 @@ def test_upgrade_refuses_when_nothing_is_installed(bundle, tmp_path):
     assert result.returncode == 2 and "nothing to upgrade" in result.stderr
 
 
+def test_the_whole_agent_delivers_a_read_under_the_memory_deny_write_execute_filter(tmp_path, mosquitto,
+                                                                                   collector_factory):
+    """`plategate run` end to end under the filter: camera frames, ONNX, tracker, policy, outbox
+    (SQLite), MQTT delivery, audit checkpoints signed with a unit key; it exits 0 at the source's end."""
+    collector = collector_factory(mosquitto)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        write_scene(frames / f"{i:02d}.jpg")
+    policy = tmp_path / "policy.bundle"
+    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", mosquitto.url, "pg/county/reads")],
+                                              time.time()), load_private_key(KEYS / "department-TEST-ONLY.key")))
+    subprocess.run([sys.executable, "-m", "agent", "keygen", "--out", str(tmp_path / "unit")], check=True,
+                   capture_output=True, cwd=ROOT)
+    config = tmp_path / "unit.toml"
+    config.write_text(f"""[unit]
+state_dir = "{tmp_path / 'state'}"
+[source]
+kind = "image_folder"
+path = "{frames}"
+fps = 10
+exit_at_end = true
+[tracker]
+merge_window_s = 0.5
+[policy]
+bundle = "{policy}"
+trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
+[audit]
+unit_key = "{tmp_path / 'unit.key'}"
+checkpoint_every = 1
+""")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "check_mdwe.py"), "--", sys.executable, "-m",
+                             "agent", "run", "--config", str(config)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wait_for(lambda: collector.snapshot(), what="the read on the broker")
+    assert {json.loads(m.payload)["read"]["plate"] for m in collector.snapshot()} == {PLATE}
+
+
 def test_onnxruntime_runs_under_the_memory_deny_write_execute_filter():
     """MemoryDenyWriteExecute=yes is in the unit because this passes: the agent's libraries and
     models run under the same seccomp rules (tools/check_mdwe.py, after it proves they bite)."""

@@ -11,8 +11,10 @@ systemd installs (src/shared/seccomp-util.c, seccomp_memory_deny_write_execute):
 then proves the filter bites (a W+X mmap is refused) and loads what the agent loads: numpy,
 OpenCV, onnxruntime with the shipped models (one recognition), paho-mqtt, cryptography.
 Exit 0 and one JSON line when everything ran under the filter; non-zero otherwise.
+With a command after `--`, it runs that command under the filter instead (the filter is
+inherited across exec): the whole agent, e.g. `-- plategate run --config unit.toml`.
 
-    python tools/check_mdwe.py [--models DIR]
+    python tools/check_mdwe.py [--models DIR] [-- COMMAND ...]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import argparse
 import ctypes
 import json
 import mmap
+import os
 import platform
 import struct
 import sys
@@ -111,11 +114,15 @@ def run_agent_libraries(models: Path | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None, help="models folder (default: the bundled one)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: run it under the filter")
     args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     install_filter()
     if not filter_bites():
         print(json.dumps({"ok": False, "error": "the filter did not refuse a W+X mapping"}))
         return 1
+    if command:
+        os.execvp(command[0], command)
     versions = run_agent_libraries(args.models)
     print(json.dumps({"ok": True, "machine": platform.machine(), **versions}))
     return 0

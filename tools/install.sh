@@ -35,7 +35,7 @@ AGENT_USER=plategate
 WHEELS=""
 PYTHON="${PYTHON:-python3}"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
