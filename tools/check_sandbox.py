@@ -13,8 +13,10 @@ OpenCV, onnxruntime with the shipped models (one recognition), paho-mqtt, crypto
 Exit 0 and one JSON line when everything ran under the filter; non-zero otherwise.
 With a command after `--`, it runs that command under the filter instead (the filter is
 inherited across exec): the whole agent, e.g. `-- plategate run --config unit.toml`.
+`--refuse` also refuses (EPERM) the syscalls the agent's libraries make that the unit's
+SystemCallFilter= refuses (docs/install.md lists them), to show the agent works without them.
 
-    python tools/check_mdwe.py [--models DIR] [-- COMMAND ...]
+    python tools/check_sandbox.py [--models DIR] [--refuse] [-- COMMAND ...]
 """
 from __future__ import annotations
 
@@ -35,13 +37,19 @@ SYSCALLS = {  # mmap, mprotect, pkey_mprotect, shmat
     "x86_64": (9, 10, 329, 30),
     "aarch64": (222, 226, 288, 196),
 }
+# Made by the agent's libraries, refused by the unit (@privileged, @resources): fchown (SQLite, as
+# root only), mbind (OpenBLAS's NUMA hint), sched_setaffinity (onnxruntime pinning its threads).
+REFUSED_BY_UNIT = {
+    "x86_64": {"fchown": 93, "mbind": 237, "sched_setaffinity": 203},
+    "aarch64": {"fchown": 55, "mbind": 235, "sched_setaffinity": 122},
+}
 PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
 RET_ALLOW, RET_EPERM = 0x7FFF0000, 0x00050000 | 1
 LD_ABS, JEQ, AND, RET = 0x20, 0x15, 0x54, 0x06
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 
 
-def _filter(machine: str) -> list[tuple[int, int, int, int]]:
+def _filter(machine: str, refuse: bool = False) -> list[tuple[int, int, int, int]]:
     mmap_nr, mprotect_nr, pkey_mprotect_nr, shmat_nr = SYSCALLS[machine]
 
     def deny_if(mask: int, value: int) -> list[tuple[int, int, int, int]]:
@@ -53,6 +61,8 @@ def _filter(machine: str) -> list[tuple[int, int, int, int]]:
     shmat_rule = deny_if(SHM_EXEC, SHM_EXEC)
     head = [(LD_ABS, 0, 0, ARCH), (JEQ, 1, 0, AUDIT_ARCH[machine]), (RET, 0, 0, RET_ALLOW),
             (LD_ABS, 0, 0, NR)]
+    for nr in REFUSED_BY_UNIT[machine].values() if refuse else ():
+        head += [(JEQ, 0, 1, nr), (RET, 0, 0, RET_EPERM)]
     # four syscall tests, then "allow", then the three rule blocks
     jumps_len = 4
     to_mmap = jumps_len + 1
@@ -65,11 +75,11 @@ def _filter(machine: str) -> list[tuple[int, int, int, int]]:
     return head + tests + [(RET, 0, 0, RET_ALLOW)] + mmap_rule + mprotect_rule + shmat_rule
 
 
-def install_filter() -> None:
+def install_filter(refuse: bool = False) -> None:
     machine = platform.machine()
     if machine not in SYSCALLS:
-        raise SystemExit(f"check_mdwe: no syscall table for {machine}")
-    program = _filter(machine)
+        raise SystemExit(f"check_sandbox: no syscall table for {machine}")
+    program = _filter(machine, refuse)
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in program)
     buf = ctypes.create_string_buffer(raw, len(raw))
 
@@ -114,10 +124,12 @@ def run_agent_libraries(models: Path | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None, help="models folder (default: the bundled one)")
+    parser.add_argument("--refuse", action="store_true",
+                        help="also refuse the syscalls the unit refuses that the libraries make")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: run it under the filter")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    install_filter()
+    install_filter(args.refuse)
     if not filter_bites():
         print(json.dumps({"ok": False, "error": "the filter did not refuse a W+X mapping"}))
         return 1
