@@ -372,7 +372,7 @@ def test_upgrade_keeps_a_queued_read_and_the_audit_chain_then_delivers_it(bundle
     install(bundle, dest)
     broker = MosquittoBroker(tmp_path / "broker")  # port chosen, not started: the destination is down
     policy = tmp_path / "policy.bundle"
-    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads")],
+    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)],
                                               time.time()), load_private_key(KEYS / "department-TEST-ONLY.key")))
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -456,7 +456,7 @@ def one_read_agent(tmp_path: Path, broker: MosquittoBroker) -> list[str]:
     for i in range(3):
         write_scene(frames / f"{i:02d}.jpg")
     policy = tmp_path / "policy.bundle"
-    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads")],
+    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)],
                                               time.time()), load_private_key(KEYS / "department-TEST-ONLY.key")))
     subprocess.run([sys.executable, "-m", "agent", "keygen", "--out", str(tmp_path / "unit")], check=True,
                    capture_output=True, cwd=ROOT)

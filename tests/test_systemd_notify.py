@@ -159,7 +159,7 @@ def test_a_hung_delivery_sender_is_a_stall_too(tmp_path, mosquitto, monkeypatch)
 
     monkeypatch.setattr(delivery_service._Sender, "_step", step)
     stack = build_stack(tmp_path / "state")
-    stack.rig.install(policy_doc(1, [destination_doc("county", mosquitto.url, "pg/county/reads")], time.time()))
+    stack.rig.install(policy_doc(1, [destination_doc("county", mosquitto.url, "pg/county/reads", pin=mosquitto.pin)], time.time()))
     stack.service.start()
     try:
         (sender,) = stack.service.senders()
