@@ -371,29 +371,10 @@ def test_upgrade_keeps_a_queued_read_and_the_audit_chain_then_delivers_it(bundle
     dest = tmp_path / "root"
     install(bundle, dest)
     broker = MosquittoBroker(tmp_path / "broker")  # port chosen, not started: the destination is down
-    policy = tmp_path / "policy.bundle"
-    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)],
-                                              time.time()), load_private_key(KEYS / "department-TEST-ONLY.key")))
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(3):
-        write_scene(frames / f"{i:02d}.jpg")
     config = dest / "etc/plategate/plategate.toml"
-    config.write_text(f"""[unit]
-state_dir = "{dest}/var/lib/plategate"
-[source]
-kind = "image_folder"
-path = "{frames}"
-fps = 10
-[tracker]
-merge_window_s = 0.5
-[policy]
-bundle = "{policy}"
-trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
-[audit]
-unit_key = "{dest}/etc/plategate/keys/unit.key"
-""")
-
+    config.write_text(one_plate_config(tmp_path, broker, dest / "var/lib/plategate",
+                                       dest / "etc/plategate/keys/unit.key"))
+    frames = tmp_path / "frames"
     agent = InstalledAgent(dest, tmp_path)
     wait_for(lambda: allowed_reads(dest), what="the read's allow decision in the audit log")
     agent.stop()
@@ -448,35 +429,44 @@ def test_upgrade_refuses_when_nothing_is_installed(bundle, tmp_path):
     assert result.returncode == 2 and "nothing to upgrade" in result.stderr
 
 
-def one_read_agent(tmp_path: Path, broker: MosquittoBroker) -> list[str]:
-    """`plategate run` on three frames of one plate, delivering to `broker`, exiting at the end:
-    frames, ONNX, tracker, policy, SQLite outbox, MQTT, audit checkpoints signed by a unit key."""
+def one_plate_config(tmp_path: Path, broker: MosquittoBroker, state_dir: Path, unit_key: Path,
+                     exit_at_end: bool = False) -> str:
+    """A unit config that sees one plate in three frames and may send it to `broker`; the frames
+    (tmp_path/frames) and the signed policy are written here."""
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(3):
         write_scene(frames / f"{i:02d}.jpg")
     policy = tmp_path / "policy.bundle"
-    policy.write_bytes(sign_bundle(policy_doc(1, [destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)],
-                                              time.time()), load_private_key(KEYS / "department-TEST-ONLY.key")))
-    subprocess.run([sys.executable, "-m", "agent", "keygen", "--out", str(tmp_path / "unit")], check=True,
-                   capture_output=True, cwd=ROOT)
-    config = tmp_path / "unit.toml"
-    config.write_text(f"""[unit]
-state_dir = "{tmp_path / 'state'}"
+    destination = destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)
+    policy.write_bytes(sign_bundle(policy_doc(1, [destination], time.time()),
+                                   load_private_key(KEYS / "department-TEST-ONLY.key")))
+    return f"""[unit]
+state_dir = "{state_dir}"
 [source]
 kind = "image_folder"
 path = "{frames}"
 fps = 10
-exit_at_end = true
+exit_at_end = {str(exit_at_end).lower()}
 [tracker]
 merge_window_s = 0.5
 [policy]
 bundle = "{policy}"
 trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
 [audit]
-unit_key = "{tmp_path / 'unit.key'}"
+unit_key = "{unit_key}"
 checkpoint_every = 1
-""")
+"""
+
+
+def one_read_agent(tmp_path: Path, broker: MosquittoBroker) -> list[str]:
+    """`plategate run` on three frames of one plate, delivering to `broker`, exiting at the end:
+    frames, ONNX, tracker, policy, SQLite outbox, MQTT, audit checkpoints signed by a unit key."""
+    subprocess.run([sys.executable, "-m", "agent", "keygen", "--out", str(tmp_path / "unit")], check=True,
+                   capture_output=True, cwd=ROOT)
+    config = tmp_path / "unit.toml"
+    config.write_text(one_plate_config(tmp_path, broker, tmp_path / "state", tmp_path / "unit.key",
+                                       exit_at_end=True))
     return [sys.executable, "-m", "agent", "run", "--config", str(config)]
 
 
