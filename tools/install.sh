@@ -85,10 +85,10 @@ UNITS=(plategate.service plategate-console@.service)
 # systemd is only driven on a live install of a host that runs it.
 live_systemd() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; }
 user_exists() { getent passwd "$AGENT_USER" >/dev/null 2>&1; }
-owned() {  # owned OWNER:GROUP MODE PATH: chown only when the account exists (staging may lack it)
+owned() {  # owned OWNER:GROUP MODE PATH: chown as root when the account exists (staging may lack it)
   chmod "$2" "$3"
   local user="${1%%:*}" group="${1##*:}"
-  if getent passwd "$user" >/dev/null 2>&1 && getent group "$group" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && getent passwd "$user" >/dev/null 2>&1 && getent group "$group" >/dev/null 2>&1; then
     chown -h "$1" "$3"
   fi
 }
