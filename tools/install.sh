@@ -57,6 +57,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "$PURGE" = 1 ] && [ "$ACTION" != uninstall ] && die "--purge goes with --uninstall"
+[ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ] && die "installing on this machine needs root (sudo $0), or --destdir DIR"
 if [ -n "$DESTDIR" ]; then
   mkdir -p "$DESTDIR"
   DESTDIR="$(cd "$DESTDIR" && pwd)"
