@@ -10,6 +10,7 @@ private mount namespace (nothing on the host changes).
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -524,3 +525,33 @@ def test_onnxruntime_runs_under_the_memory_deny_write_execute_filter():
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["ok"] is True
+
+
+def fake_bundle(tmp_path: Path, python: str, wheel_text: str = "wheel", sums_text: str = "wheel") -> Path:
+    """A bundle's shape (install.sh, BUNDLE, SHA256SUMS, wheels/, systemd/) around one fake wheel."""
+    root = tmp_path / "bundle"
+    (root / "wheels").mkdir(parents=True)
+    shutil.copytree(ROOT / "systemd", root / "systemd")
+    shutil.copy(ROOT / "tools" / "install.sh", root / "install.sh")
+    (root / "wheels" / "plategate-0-py3-none-any.whl").write_text(wheel_text)
+    digest = hashlib.sha256(sums_text.encode()).hexdigest()
+    (root / "SHA256SUMS").write_text(f"{digest}  wheels/plategate-0-py3-none-any.whl\n")
+    (root / "BUNDLE").write_text(f"version=0\npython={python}\narch={os.uname().machine}\n")
+    return root
+
+
+def test_a_bundle_for_another_python_is_refused(tmp_path):
+    root = fake_bundle(tmp_path, "cp39")
+    result = subprocess.run([str(root / "install.sh"), "--destdir", str(tmp_path / "stage")],
+                            capture_output=True, text=True, env=clean_env())
+    assert result.returncode == 2 and "this bundle is for cp39" in result.stderr
+    assert not (tmp_path / "stage" / "opt").exists()
+
+
+def test_a_bundle_whose_wheels_changed_is_refused(tmp_path):
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    root = fake_bundle(tmp_path, here, wheel_text="tampered", sums_text="wheel")
+    result = subprocess.run([str(root / "install.sh"), "--destdir", str(tmp_path / "stage")],
+                            capture_output=True, text=True, env=dict(clean_env(), PYTHON=sys.executable))
+    assert result.returncode == 2 and "do not match SHA256SUMS" in result.stderr
+    assert not (tmp_path / "stage" / "opt").exists()
