@@ -86,7 +86,7 @@ class AgentOps:
                              for d, s in delivery.get("destinations", {}).items()},
             "policy": _policy_brief(policy, p.policies.highwater()),
             "hotlists": [{"list_id": h.list_id, "version": h.version} for h in p.hotlists.lists()],
-            "models": _model_versions(p.config.recognizer.models_dir),
+            "models": _model_versions(p.config.recognizer.models_path),
             "last_read_at": self._last_read_at(),
             "disk_free_mb": stats["disk_free_mb"],
             "stage_restarts": stats["stage_restarts"],
