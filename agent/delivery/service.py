@@ -23,7 +23,7 @@ from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
-from agent.delivery.records import Delivery, build_message
+from agent.delivery.records import Delivery
 from agent.policy.model import Destination, Policy
 
 log = logging.getLogger(__name__)
@@ -214,9 +214,13 @@ class _Sender:
                         break
                     self.cursor = delivery.seq
                     continue
+                message = gate.wire(delivery, dest)      # signed; sealed where required
+                if message is None:                       # cannot go out so: stays queued
+                    self._rewound = True
+                    break
                 self.cursor = delivery.seq
                 try:
-                    mid = link.publish(build_message(delivery), read_id=delivery.read_id,
+                    mid = link.publish(message, read_id=delivery.read_id,
                                        purpose=delivery.purpose,
                                        policy_version=delivery.policy_version,
                                        expiry_s=expiry_seconds(delivery, dest, policy, now))
