@@ -230,3 +230,22 @@ CROSS_FIELD_RULES: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
     plate_sizes_ordered,
     policy_has_trusted_key,
 )
+
+
+def parse_toml_as(cls: type, raw: bytes | str, source: str, base_dir: Path,
+                  rules: tuple[Callable[[Any], list[Problem]], ...] = ()) -> Any:
+    """Any other schema dataclass (e.g. the receiver's config) loaded with the same rules:
+    unknown keys refused, every problem reported with its key path, then `rules` applied."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [Problem("", f"not valid TOML: {exc}")]) from exc
+    problems: list[Problem] = []
+    config = _build(cls, data, "", problems, base_dir)
+    if not problems:
+        for rule in rules:
+            problems.extend(rule(config))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
