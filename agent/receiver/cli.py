@@ -72,7 +72,7 @@ def register(subparsers) -> None:
         "revoke", help="revoke a unit's key(s): its later reads are rejected",
         description="Revoke one key of a unit (--key-id) or all of them. Every receiver stops "
                     "accepting reads signed by a revoked key with its next batch."))
-    revoke.add_argument("unit_id")
+    revoke.add_argument("unit_id", help="the unit whose key(s) to revoke")
     revoke.add_argument("--key-id", default=None, help="revoke only this key")
     revoke.set_defaults(func=cmd_units_revoke)
 
