@@ -76,9 +76,12 @@ def genuine(signer: UnitSigner, destination: str, index: int, *, seal_to: bytes 
 class Publisher:
     """A plain MQTT 5 publisher (QoS 1) for test messages; waits for every PUBACK."""
 
-    def __init__(self, broker, client_id: str = "test-publisher") -> None:
+    def __init__(self, broker, client_id: str = "test-publisher", username: str | None = None,
+                 password: str | None = None) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         if broker.tls:

@@ -308,3 +308,32 @@ def test_health_table_from_status_topics(tmp_path, mosquitto):
     assert by_unit["unit-0001"]["state"] == "online" and by_unit["unit-0001"]["queue_depth"] == 7
     assert by_unit["unit-0001"]["policy_version"] == 4
     assert by_unit["unit-0002"]["state"] == "offline"
+
+
+def test_acl_layout_each_destination_reads_only_its_own_topic(tmp_path, broker_factory):
+    """The ACL of docs/receiver.md on a real broker: the county's receiver asks for the state
+    police's topic too, and gets none of its reads (had one arrived, the receiver would
+    have counted it as wrong_destination)."""
+    acl = ("user unit-0001\ntopic write plategate/+/reads\ntopic write plategate/unit-0001/#\n\n"
+           "user county-rx\ntopic read plategate/county/reads\ntopic read plategate/+/status\n"
+           "topic read plategate/+/heartbeat\n")
+    broker = broker_factory(passwords={"unit-0001": "pw-unit", "county-rx": "pw-county"}, acl=acl)
+    unit = new_unit("unit-0001")
+    db = tmp_path / "rx.sqlite"
+    config = write_config(tmp_path / "rx.toml", broker, client_id="rx-1",
+                          topics=["plategate/county/reads", "plategate/state-police/reads"],
+                          destinations=["county", "state-police"], sqlite=db,
+                          extra_broker='username = "county-rx"\npassword = "pw-county"')
+    register(config, unit, tmp_path)
+    rx = ThreadedReceiver(config).start()
+    try:
+        publisher = Publisher(broker, username="unit-0001", password="pw-unit")
+        publisher.publish("plategate/state-police/reads",
+                          [genuine(unit, "state-police", i, prefix="p") for i in range(20)])
+        publisher.publish("plategate/county/reads", [genuine(unit, "county", 1)])
+        publisher.close()
+        assert wait_until(lambda: "r00000001" in rx.store.read_ids(), 30)
+        assert rx.store.read_ids() == {"r00000001"}
+        assert rx.store.counts() == {"stored": 1}
+    finally:
+        rx.close()

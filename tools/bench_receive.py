@@ -91,6 +91,16 @@ def count_rows(store) -> int:
     return store.count_reads()
 
 
+def storage_bytes(store, sqlite_path: Path) -> int:
+    """Bytes the reads take: PostgreSQL's table with its indexes, or the SQLite file (+ WAL)."""
+    if store.dialect == "postgresql":
+        cur = store.conn.cursor()
+        cur.execute("SELECT pg_total_relation_size('reads')")
+        return int(cur.fetchone()[0])
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(p.stat().st_size for p in sqlite_path.parent.glob(sqlite_path.name + "*"))
+
+
 def wait_subscribed(broker: MosquittoBroker, client_ids: list[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -139,6 +149,7 @@ def run_receivers(workdir: Path, broker: MosquittoBroker, messages: list[bytes],
         stop_process(proc)
     stored = count_rows(store)
     counts = store.counts()
+    table_bytes = storage_bytes(store, db)
     store.close()
     rate = (stored - first_n) / (end_t - first_t) if first_t and end_t > first_t else None
     return {"store": "postgresql" if dsn else "sqlite", "receivers": receivers, "reads": total,
@@ -146,6 +157,7 @@ def run_receivers(workdir: Path, broker: MosquittoBroker, messages: list[bytes],
                                            if k not in ("stored", "duplicate")},
             "reads_per_s": round(rate, 1) if rate else None,
             "seconds": round(end_t - first_t, 2) if first_t else None,
+            "bytes_per_read_stored": round(table_bytes / stored, 1) if stored else None,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)]}
 
 

@@ -119,11 +119,12 @@ class Receiver:
                  getattr(flags, "session_present", None))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
-        if failed:
-            log.error("subscription refused broker=%s reasons=%s", self.config.broker.url, failed)
-            return
-        self.subscribed.set()
+        topics = [topic for topic, _ in self.subscriptions()]
+        refused = [f"{topic}: {rc}" for topic, rc in zip(topics, reason_codes) if rc.is_failure]
+        if refused:   # e.g. the broker's ACL: this department may not read that topic
+            log.error("subscriptions refused broker=%s refused=%s", self.config.broker.url, refused)
+        if len(refused) < len(reason_codes):
+            self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
