@@ -75,6 +75,9 @@ class PostgresServer:
                         "-w", "stop"], capture_output=True, **self._as_owner())
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def postmaster_pid(self) -> int:
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 

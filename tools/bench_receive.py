@@ -2,7 +2,8 @@
 """Receiver benchmark: verified, unsealed and stored reads per second, and the unit's cost
 of signing and sealing a read, side by side with an unsigned read in the same run.
 
-Unit side (`unit_us_per_read`): median of --repeats timings of --unit-reads messages each,
+Unit side (`unit`): median (and best) wall time and median CPU time (of this process) per
+message over --repeats timings of --unit-reads messages each,
 for one typical read payload (plate, confidence, timestamp, camera, location; no images):
 - unsigned: the plategate.read/1 envelope the unit built before (the baseline);
 - signed: plategate.read/2 clear form (Ed25519 over the canonical bytes);
@@ -16,8 +17,10 @@ database): the receivers subscribe once (the broker keeps their sessions), are s
 --reads messages are queued at the broker, the receivers are started again, and the rate is
 the reads stored between the first and the last poll of the database's row count (every
 50 ms) over that time. Receiver start-up is not counted; every read is acknowledged only
-after its commit, as in production. Load averages before and after each run are recorded:
-the machine may be shared.
+after its commit, as in production. Load averages before and after each run are recorded
+(the machine may be shared), and the CPU time per stored read of the receiver processes,
+mosquitto and the PostgreSQL server over the same interval (`cpu_us_per_read`), which says
+what the work costs independently of how much of the CPU others were using.
 
 Usage: nice .venv/bin/python tools/bench_receive.py [--reads 30000] [--json]
 """
@@ -67,16 +70,20 @@ def unit_costs(reads: int, repeats: int) -> dict:
                                                   seal_to=dept_pub,
                                                   routing_fields=frozenset({"camera_id"})).data,
     }
-    timings: dict[str, list[float]] = {name: [] for name in cases}
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, build in cases.items():          # interleaved: the same load for all three
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for rid in ids:
                 build(rid)
-            timings[name].append((time.perf_counter() - start) / reads * 1e6)
+            wall[name].append((time.perf_counter() - start) / reads * 1e6)
+            cpu[name].append((time.process_time() - start_cpu) / reads * 1e6)
     sizes = {name: len(build("r00000000")) for name, build in cases.items()}
     return {"payload_bytes": len(payload),
-            "us_per_read": {n: round(statistics.median(t), 2) for n, t in timings.items()},
+            "us_per_read": {n: round(statistics.median(t), 2) for n, t in wall.items()},
+            "cpu_us_per_read": {n: round(statistics.median(t), 2) for n, t in cpu.items()},
+            "min_us_per_read": {n: round(min(t), 2) for n, t in wall.items()},
             "message_bytes": sizes}
 
 
@@ -101,6 +108,31 @@ def storage_bytes(store, sqlite_path: Path) -> int:
     return sum(p.stat().st_size for p in sqlite_path.parent.glob(sqlite_path.name + "*"))
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU of a process and its direct children (the PostgreSQL postmaster and its backends)."""
+    total = cpu_seconds(root_pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root_pid:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def wait_subscribed(broker: MosquittoBroker, client_ids: list[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,7 +144,7 @@ def wait_subscribed(broker: MosquittoBroker, client_ids: list[str], timeout: flo
 
 
 def run_receivers(workdir: Path, broker: MosquittoBroker, messages: list[bytes], unit, dept_key: Path,
-                  receivers: int, dsn: str | None, label: str) -> dict:
+                  receivers: int, dsn: str | None, label: str, pg_pid: int | None = None) -> dict:
     from agent.receiver.store import open_store
     db = workdir / f"{label}.sqlite"
     ids = [f"bench-{label}-{i}" for i in range(receivers)]
@@ -134,16 +166,23 @@ def run_receivers(workdir: Path, broker: MosquittoBroker, messages: list[bytes],
     procs = [receiver_process(c, log) for c, log in zip(configs, logs)]
     total = len(messages)
     first_t = first_n = None
+    cpu_first: dict[str, float] = {}
+
+    def cpu_now() -> dict[str, float]:
+        return {"receivers": sum(cpu_seconds(p.pid) for p in procs),
+                "mosquitto": cpu_seconds(broker.process.pid),
+                "postgresql": tree_cpu_seconds(pg_pid) if pg_pid else 0.0}
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         n = count_rows(store)
         now = time.monotonic()
         if n and first_t is None:
-            first_t, first_n = now, n
+            first_t, first_n, cpu_first = now, n, cpu_now()
         if n >= total:
             break
         time.sleep(0.05)
     end_t = time.monotonic()
+    cpu_end = cpu_now()
     load_after = os.getloadavg()
     for proc in procs:
         stop_process(proc)
@@ -158,6 +197,8 @@ def run_receivers(workdir: Path, broker: MosquittoBroker, messages: list[bytes],
             "reads_per_s": round(rate, 1) if rate else None,
             "seconds": round(end_t - first_t, 2) if first_t else None,
             "bytes_per_read_stored": round(table_bytes / stored, 1) if stored else None,
+            "cpu_us_per_read": {k: round((cpu_end[k] - cpu_first.get(k, 0.0)) / max(1, stored - first_n) * 1e6, 1)
+                                for k in cpu_end} if first_t else None,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)]}
 
 
@@ -195,7 +236,9 @@ def main() -> int:
                 if store_name == "postgresql":
                     dsn = pg.new_database()
                 label = f"{store_name}-{count}"
-                runs.append(run_receivers(workdir, broker, messages, unit, dept_key, count, dsn, label))
+                pg_pid = pg.postmaster_pid() if dsn else None
+                runs.append(run_receivers(workdir, broker, messages, unit, dept_key, count, dsn, label,
+                                          pg_pid))
                 if not args.json:
                     print(json.dumps(runs[-1]), file=sys.stderr)
     finally:
