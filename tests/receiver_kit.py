@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.delivery.records import encode_payload
 from agent.policy.signing import key_id, write_keypair
-from agent.provenance.keys import raw_public, write_x25519_keypair
+from agent.provenance.keys import raw_public
 from agent.provenance.messages import UnitSigner, wire_message
 from agent.receiver.validation import read_schema
 
@@ -53,7 +53,7 @@ def department_key(directory: Path, name: str = "dept") -> tuple[X25519PrivateKe
     """(private key, its PEM path, raw public key) of a fresh X25519 sealing key."""
     directory.mkdir(parents=True, exist_ok=True)
     key = X25519PrivateKey.generate()
-    key_path, _ = write_x25519_keypair(directory / name, key, overwrite=True)
+    key_path, _ = write_keypair(directory / name, key, overwrite=True)
     return key, key_path, raw_public(key.public_key())
 
 

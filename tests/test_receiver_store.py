@@ -159,8 +159,8 @@ def test_receiver_stores_exactly_the_fields_the_policy_allowed(tmp_path_factory,
     dept = X25519PrivateKey.generate()
     dept_key_path = None
     if seal:
-        from agent.provenance.keys import write_x25519_keypair
-        dept_key_path, _ = write_x25519_keypair(tmp / "dept", dept)
+        from agent.provenance.keys import write_keypair
+        dept_key_path, _ = write_keypair(tmp / "dept", dept)
     dest_doc = destination_doc("dest", "mqtt://127.0.0.1:1", "t/dest", fields=sorted(fields),
                                plate_form=plate_form, location_precision_m=precision,
                                purposes=("stolen_vehicle", "records_retention"),

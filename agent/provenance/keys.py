@@ -1,6 +1,7 @@
 """Keys of read provenance: the unit's Ed25519 signing key and the department's X25519 sealing key.
 
-Key ids are the project's one key-id function (`agent.policy.signing.key_id`: the first 16
+Both kinds are written with the project's `write_keypair` (PEM: PKCS#8 private, mode 0600;
+SubjectPublicKeyInfo public). Key ids are the project's one key-id function (`agent.policy.signing.key_id`: the first 16
 hex digits of SHA-256 over the 32 raw public-key bytes), for both kinds, so the id the
 installer prints for a unit key is the id `plategate receive units add` expects, and the id
 on a sealed envelope names the department key it was sealed to.
@@ -63,30 +64,6 @@ def load_x25519_private(path: Path) -> X25519PrivateKey:
     return key
 
 
-def x25519_public_from_hex(text: str) -> X25519PublicKey:
-    """The X25519 public key of a policy's `sealing.x25519_public_key` (64 hex digits)."""
-    return X25519PublicKey.from_public_bytes(bytes.fromhex(text))
-
-
-def write_x25519_keypair(prefix: Path, key: X25519PrivateKey, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write PREFIX.key (PEM, mode 0600, created exclusively) and PREFIX.pub (PEM)."""
-    prefix = Path(prefix)
-    key_path = prefix.with_name(prefix.name + ".key")
-    pub_path = prefix.with_name(prefix.name + ".pub")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    fd = os.open(key_path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    pub_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key_path, pub_path
-
-
 def load_unit_public_key(path: Path) -> Ed25519PublicKey:
     """A unit's Ed25519 public key from a PEM file (public, or private: its public half)."""
     from agent.policy.errors import PolicyError
@@ -98,5 +75,4 @@ def load_unit_public_key(path: Path) -> Ed25519PublicKey:
 
 
 __all__ = ["DEFAULT_UNIT_KEY_NAME", "KeyFileError", "key_id", "load_unit_key_or_create",
-           "load_unit_public_key", "load_x25519_private", "raw_public", "write_x25519_keypair",
-           "x25519_public_from_hex"]
+           "load_unit_public_key", "load_x25519_private", "raw_public", "write_keypair"]

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.config.loader import ConfigError
 from agent.policy.signing import key_id
-from agent.provenance.keys import (KeyFileError, load_unit_public_key, raw_public,
-                                   write_x25519_keypair)
+from agent.policy.signing import write_keypair
+from agent.provenance.keys import KeyFileError, load_unit_public_key, raw_public
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 78
 
@@ -117,6 +117,19 @@ def _store(config):
     return open_store(config.storage.dsn, config.storage.sqlite)
 
 
+def _with_store(args, query):
+    """(config, query(store)) for the config named by args, the store closed after; or
+    (None, exit code) when the config is unusable (the problem printed)."""
+    config, code = _load(args)
+    if config is None:
+        return None, code
+    store = _store(config)
+    try:
+        return config, query(store)
+    finally:
+        store.close()
+
+
 def _parse_when(text: str) -> float:
     value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     if value.tzinfo is None:
@@ -148,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = X25519PrivateKey.generate()
     try:
-        key_path, pub_path = write_x25519_keypair(args.out, key, overwrite=args.force)
+        key_path, pub_path = write_keypair(args.out, key, overwrite=args.force)
     except FileExistsError:
         return _err(f"{args.out}.key already exists (use --force to overwrite)")
     except OSError as exc:
@@ -185,14 +198,9 @@ def cmd_units_add(args: argparse.Namespace) -> int:
 
 
 def cmd_units_list(args: argparse.Namespace) -> int:
-    config, code = _load(args)
+    config, units = _with_store(args, lambda store: store.list_units())
     if config is None:
-        return code
-    store = _store(config)
-    try:
-        units = store.list_units()
-    finally:
-        store.close()
+        return units
     if args.json:
         print(json.dumps(units, indent=2))
         return EXIT_OK
@@ -204,14 +212,9 @@ def cmd_units_list(args: argparse.Namespace) -> int:
 
 
 def cmd_units_revoke(args: argparse.Namespace) -> int:
-    config, code = _load(args)
+    config, count = _with_store(args, lambda store: store.revoke_unit(args.unit_id, args.key_id))
     if config is None:
-        return code
-    store = _store(config)
-    try:
-        count = store.revoke_unit(args.unit_id, args.key_id)
-    finally:
-        store.close()
+        return count
     if not count:
         return _err(f"no active key of unit {args.unit_id!r}"
                     + (f" with id {args.key_id}" if args.key_id else "") + " to revoke")
@@ -251,14 +254,9 @@ def _when(ts: float | None) -> str:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from agent.receiver.health import online_state
-    config, code = _load(args)
+    config, rows = _with_store(args, lambda store: store.health())
     if config is None:
-        return code
-    store = _store(config)
-    try:
-        rows = store.health()
-    finally:
-        store.close()
+        return rows
     now = time.time()
     for row in rows:
         row["state"] = online_state(row, now, config.storage.offline_after_s)
@@ -274,15 +272,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    config, code = _load(args)
+    config, found = _with_store(args, lambda store: (store.counts(),
+                                                     store.samples() if args.samples else []))
     if config is None:
-        return code
-    store = _store(config)
-    try:
-        counts = store.counts()
-        samples = store.samples() if args.samples else []
-    finally:
-        store.close()
+        return found
+    counts, samples = found
     print(json.dumps({"counts": counts, "samples": [
         {"reason": s.reason, "detail": s.detail, "topic": s.topic, "received_at": _when(s.received_at),
          "message": s.message.decode("utf-8", errors="replace")[:2000]} for s in samples]}, indent=2))

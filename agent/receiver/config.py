@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.fields import setting
-from agent.config.loader import ConfigError, Problem, parse_toml_as
+from agent.config.loader import Problem, load_toml_as
 from agent.config.schema import ID_PATTERN
 from agent.delivery.mqtt_link import parse_broker_url
 from agent.policy.schema import ID_RE
@@ -143,9 +143,4 @@ RULES = (broker_url_valid, client_cert_has_key, topics_valid, destinations_valid
 
 def load_receiver_config(path: Path) -> ReceiverConfig:
     """Read and validate a receiver config; raise ConfigError naming every problem."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
-    return parse_toml_as(ReceiverConfig, raw, str(path), path.resolve().parent, RULES)
+    return load_toml_as(ReceiverConfig, path, RULES)
