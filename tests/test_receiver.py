@@ -337,3 +337,33 @@ def test_acl_layout_each_destination_reads_only_its_own_topic(tmp_path, broker_f
         assert rx.store.counts() == {"stored": 1}
     finally:
         rx.close()
+
+
+def test_retired_receiver_leaves_the_share_group(tmp_path, mosquitto):
+    """While a receiver's session exists the broker keeps assigning it reads even when it is
+    down; `--retire` stores what it holds and ends the session, so the rest go elsewhere."""
+    unit = new_unit("unit-0001")
+    dbs = [tmp_path / f"rx{i}.sqlite" for i in range(2)]
+    configs = [write_config(tmp_path / f"rx{i}.toml", mosquitto, client_id=f"rx-{i}", topics=[TOPIC],
+                            destinations=["county"], sqlite=dbs[i]) for i in range(2)]
+    for config in configs:
+        register(config, unit, tmp_path)
+    rxs = [ThreadedReceiver(c).start() for c in configs]
+    publisher = Publisher(mosquitto)
+    try:
+        prime(publisher, unit, dbs)
+        rxs[1].close()                          # down, session kept: still gets its share
+        publisher.publish(TOPIC, [genuine(unit, "county", i, prefix="a") for i in range(100)])
+        assert wait_until(lambda: len([i for i in stored_ids(dbs[0]) if i.startswith("a")]) >= 30, 30)
+        retired = plategate("receive", "--retire", "--config", str(configs[1]))
+        assert retired.returncode == 0, retired.stderr
+        first = {f"a{i:08d}" for i in range(100)}
+        assert first <= stored_ids(dbs[0]) | stored_ids(dbs[1]), "a read was lost by retiring"
+        held = stored_ids(dbs[1])
+        assert {i for i in held if i.startswith("a")}, "the broker assigned the down receiver nothing"
+        publisher.publish(TOPIC, [genuine(unit, "county", i, prefix="b") for i in range(100)])
+        assert wait_until(lambda: {f"b{i:08d}" for i in range(100)} <= stored_ids(dbs[0]), 30)
+        assert stored_ids(dbs[1]) == held
+    finally:
+        publisher.close()
+        rxs[0].close()

@@ -1,6 +1,7 @@
 """`plategate receive`: the department's receiver and its registry, export and health commands.
 
     plategate receive --config FILE                       run a receiver (until SIGTERM/SIGINT)
+    plategate receive --config FILE --retire              drain and end this receiver's session
     plategate receive keygen --out PREFIX                 the department's X25519 sealing key
     plategate receive units add|list|revoke --config FILE register unit keys
     plategate receive export --config FILE --since DATE --format csv|json
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
                     "every read (schema, destination, seal, registered unit key, signature), store it "
                     "(SQLite or PostgreSQL) and acknowledge it only once committed. See docs/receiver.md.")
     receive.add_argument("--config", type=Path, help="receiver config (TOML)")
+    receive.add_argument("--retire", action="store_true",
+                         help="take this receiver (its client_id) out of the share group for good: "
+                              "store what the broker holds for it, unsubscribe, end its session")
     receive.set_defaults(func=cmd_run)
     sub = receive.add_subparsers(dest="receive_command", metavar="ACTION")
 
@@ -152,7 +156,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        receiver.run()
+        if args.retire:
+            if not receiver.retire():
+                return _err("not fully drained; run --retire again (its session is kept)", 1)
+            print(f"retired {config.broker.client_id}")
+        else:
+            receiver.run()
     finally:
         store.close()
     return EXIT_OK

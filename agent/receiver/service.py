@@ -69,6 +69,7 @@ class Receiver:
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.unsubscribed = threading.Event()
         self.counts: Counter[str] = Counter()     # this process's own tallies (the store has all)
         self._unit_keys: dict[tuple[str, str], UnitKey] = {}
         self._registry_version = -1
@@ -95,6 +96,7 @@ class Receiver:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = lambda *args: self.unsubscribed.set()
         client.on_message = self._on_message
         return client
 
@@ -150,6 +152,50 @@ class Receiver:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def retire(self, idle_s: float = 3.0, timeout_s: float = 600.0) -> bool:
+        """Take this receiver out of its share group for good; True once drained.
+
+        While a receiver's session exists the broker keeps assigning it a share of the reads,
+        even while it is down. So: take what the broker holds for it until nothing came for
+        `idle_s`, unsubscribe the shared topics, take what was still in flight the same way,
+        then disconnect ending the session (session expiry 0): from then on its share goes to
+        the other receivers of the group.
+        """
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            if not self.subscribed.wait(30):
+                log.error("retire: receiver did not subscribe broker=%s", self.config.broker.url)
+                return False
+            if not self._drain(idle_s, deadline):
+                self.client.disconnect()          # session kept: nothing is lost, run it again
+                return False
+            shared = [topic for topic, _ in self.subscriptions() if topic.startswith("$share/")]
+            self.unsubscribed.clear()
+            self.client.unsubscribe(shared)
+            if not (self.unsubscribed.wait(30) and self._drain(idle_s, deadline)):
+                self.client.disconnect()
+                return False
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+            log.info("receiver retired client_id=%s", self.config.broker.client_id)
+            return True
+        finally:
+            self.client.loop_stop()
+
+    def _drain(self, idle_s: float, deadline: float) -> bool:
+        """Process batches until none came for `idle_s` (True) or `deadline` passed (False)."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                return False
+            batch = self._take_batch()
+            if batch:
+                self.process(batch)
+                quiet_since = time.monotonic()
+        return True
 
     # --- the receive loop ------------------------------------------------------------------
 
