@@ -26,7 +26,8 @@ from receiver_kit import SCHEMA_VALIDATOR, check_schema, genuine, new_unit, samp
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-BROKER = "mqtt://127.0.0.1:1"
+BROKER = "mqtts://127.0.0.1:1"   # never contacted
+PIN = "0" * 64
 
 
 @pytest.fixture
@@ -195,8 +196,8 @@ def test_compiled_validator_agrees_with_the_reference(data):
 # --- policy: sealing keys and routing metadata ----------------------------------------------
 
 def sealed_policy(now, dept_pub: bytes, **kwargs) -> dict:
-    dest = destination_doc("county", BROKER, "t/county", seal_to=dept_pub, **kwargs)
-    return policy_doc(1, [dest, destination_doc("open", BROKER, "t/open")], now)
+    dest = destination_doc("county", BROKER, "t/county", pin=PIN, seal_to=dept_pub, **kwargs)
+    return policy_doc(1, [dest, destination_doc("open", BROKER, "t/open", pin=PIN)], now)
 
 
 def test_policy_sealing_round_trips(dept):
@@ -242,7 +243,7 @@ def queue_one(stack, dest_doc) -> tuple:
 
 def test_gate_seals_for_a_sealed_destination(stack):
     dept = X25519PrivateKey.generate()
-    dest, delivery = queue_one(stack, destination_doc("county", BROKER, "t/county",
+    dest, delivery = queue_one(stack, destination_doc("county", BROKER, "t/county", pin=PIN,
                                                       seal_to=raw_public(dept.public_key())))
     data = stack.gate.wire(delivery, dest)
     signer = stack.gate.signer
@@ -256,7 +257,7 @@ def test_gate_refuses_clear_text_to_a_sealed_destination(stack, monkeypatch):
     """Pins the rule, not the builder: if the message builder ever returned the clear form
     for a sealed destination, the gate must still refuse to hand it over."""
     dept = X25519PrivateKey.generate()
-    dest, delivery = queue_one(stack, destination_doc("county", BROKER, "t/county",
+    dest, delivery = queue_one(stack, destination_doc("county", BROKER, "t/county", pin=PIN,
                                                       seal_to=raw_public(dept.public_key())))
     monkeypatch.setattr(egress, "wire_message",
                         lambda *a, **k: wire_message(*a, **dict(k, seal_to=None)))
@@ -268,7 +269,7 @@ def test_gate_refuses_clear_text_to_a_sealed_destination(stack, monkeypatch):
 
 
 def test_gate_sends_nothing_unsigned(stack):
-    dest, delivery = queue_one(stack, destination_doc("city", BROKER, "t/city"))
+    dest, delivery = queue_one(stack, destination_doc("city", BROKER, "t/city", pin=PIN))
     stack.gate.signer = None
     assert stack.gate.wire(delivery, dest) is None
 

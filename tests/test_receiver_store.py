@@ -161,7 +161,7 @@ def test_receiver_stores_exactly_the_fields_the_policy_allowed(tmp_path_factory,
     if seal:
         from agent.provenance.keys import write_keypair
         dept_key_path, _ = write_keypair(tmp / "dept", dept)
-    dest_doc = destination_doc("dest", "mqtt://127.0.0.1:1", "t/dest", fields=sorted(fields),
+    dest_doc = destination_doc("dest", "mqtts://127.0.0.1:1", "t/dest", pin="0" * 64, fields=sorted(fields),
                                plate_form=plate_form, location_precision_m=precision,
                                purposes=("stolen_vehicle", "records_retention"),
                                seal_to=raw_public(dept.public_key()) if seal else None,
