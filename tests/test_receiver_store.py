@@ -130,6 +130,33 @@ def test_two_receivers_into_one_postgresql(tmp_path, mosquitto, postgres_dsn):
             rx.close()
 
 
+@pytest.mark.integration
+def test_receiver_survives_a_lost_postgresql_connection(tmp_path, mosquitto, postgres_dsn):
+    """The server drops the receiver's connection (as in a restart or failover): nothing
+    acknowledged is lost, the receiver reconnects and stores what came meanwhile."""
+    import psycopg
+    unit = new_unit("unit-0001")
+    config = write_config(tmp_path / "rx.toml", mosquitto, client_id="rx-pg-lost",
+                          topics=["plategate/county/reads"], destinations=["county"], dsn=postgres_dsn)
+    rx = ThreadedReceiver(config)
+    rx.store.add_unit("unit-0001", unit.key.public_key())
+    rx.start()
+    try:
+        publisher = Publisher(mosquitto)
+        publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50)])
+        assert wait_until(lambda: rx.store.count_reads() == 50, 30)
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50, 150)])
+        publisher.close()
+        with psycopg.connect(postgres_dsn) as check:
+            assert wait_until(lambda: check.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 150, 60)
+            assert check.execute("SELECT COUNT(DISTINCT read_id) FROM reads").fetchone()[0] == 150
+    finally:
+        rx.close()
+
+
 # --- property: stored == allowed ------------------------------------------------------------
 
 FIELD_SETS = st.frozensets(st.sampled_from(

@@ -295,6 +295,10 @@ class Receiver:
                 log.error("cannot store batch size=%d error=%s retry_in_s=%.1f", len(batch),
                           exc, delay)
                 self.stop_event.wait(delay)
+                try:
+                    self.store.recover()
+                except Exception as again:  # still unreachable: the next round tries again
+                    log.error("database still unreachable error=%s", again)
         self.counts.update(counts)
         self.counts["stored"] += stored
         self.counts["duplicate"] += len(rows) - stored

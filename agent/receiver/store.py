@@ -165,6 +165,10 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def recover(self) -> None:
+        """After a failed operation: make the next one possible (a new connection where the
+        old one broke). Raises StoreError while the database stays unreachable."""
+
     # --- schema ----------------------------------------------------------------------------
 
     def _lock_migrations(self, cur) -> None:
@@ -401,10 +405,21 @@ class PostgresStore(Store):
         except ImportError as exc:
             raise StoreError("storage.dsn is set but psycopg is not installed: "
                              "pip install 'plategate[receiver]'") from exc
+        self.dsn = dsn
+        self.conn = self._connect()
+
+    def _connect(self):
+        import psycopg
         try:
-            self.conn = psycopg.connect(dsn, autocommit=True)
+            return psycopg.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+    def recover(self) -> None:
+        """A connection the server closed (restart, failover, terminated backend) is replaced."""
+        if self.conn.closed or self.conn.broken:
+            log.warning("PostgreSQL connection lost; reconnecting")
+            self.conn = self._connect()
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
