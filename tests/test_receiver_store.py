@@ -21,7 +21,7 @@ from agent.receiver.config import load_receiver_config
 from agent.receiver.service import Incoming, Receiver
 from agent.receiver.store import open_store, row_to_read
 from receiver_kit import (Publisher, ThreadedReceiver, check_schema, department_key, genuine,
-                          new_unit, wait_until, write_config)
+                          new_unit, sample_fields, wait_until, write_config)
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -217,3 +217,36 @@ def test_receiver_stores_exactly_the_fields_the_policy_allowed(tmp_path_factory,
     assert "plate" not in stored if plate_form != "clear" else "plate_hmac" not in stored
     assert {"plate_crop", "vehicle_image", "confidence", "timestamp", "camera_id", "location"} \
         & set(stored) <= fields
+
+
+def test_export_json_keeps_absent_fields_absent_and_csv_is_flat(tmp_path):
+    import csv
+    import io
+    import subprocess
+    import sys
+    from receiver_kit import ROOT
+    rx = offline_receiver(tmp_path)
+    unit = new_unit("unit-1")
+    rx.store.add_unit("unit-1", unit.key.public_key())
+    sent = [sample_fields(1), {"plate_hmac": "ab" * 32, "timestamp": "2026-12-05T00:00:00.000Z"},
+            {"confidence": 0.5, "hits": [{"list_id": "ct", "purpose": "stolen_vehicle"}]}]
+    rx.process([Incoming(i, 0, "t/dest", genuine(unit, "dest", i, fields=f), time.time(), 0)
+                for i, f in enumerate(sent)])
+    rx.store.close()
+
+    def export(fmt: str, *extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "agent", "receive", "export", "--config",
+                               str(tmp_path / "rx.toml"), "--format", fmt, *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    records = json.loads(export("json", "--since", "2026-01-01"))
+    assert [r["read"] for r in sorted(records, key=lambda r: r["read_id"])] == sent
+    assert {r["unit_id"] for r in records} == {"unit-1"} and not any(r["sealed"] for r in records)
+    rows = list(csv.DictReader(io.StringIO(export("csv", "--since", "2026-01-01"))))
+    by_id = {r["read_id"]: r for r in rows}
+    assert by_id["r00000001"]["plate"] == "" and by_id["r00000001"]["plate_hmac"] == "ab" * 32
+    assert by_id["r00000000"]["latitude"] == "41.765" and by_id["r00000000"]["plate"] == "KT00001"
+    assert json.loads(by_id["r00000002"]["hits"]) == sent[2]["hits"]
+    assert json.loads(export("json", "--since", "2999-01-01")) == []
