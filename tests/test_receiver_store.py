@@ -250,3 +250,25 @@ def test_export_json_keeps_absent_fields_absent_and_csv_is_flat(tmp_path):
     assert by_id["r00000000"]["latitude"] == "41.765" and by_id["r00000000"]["plate"] == "KT00001"
     assert json.loads(by_id["r00000002"]["hits"]) == sent[2]["hits"]
     assert json.loads(export("json", "--since", "2999-01-01")) == []
+
+
+def test_bad_receiver_config_names_every_problem_and_exits_78(tmp_path):
+    import subprocess
+    import sys
+    from receiver_kit import ROOT
+    config = tmp_path / "rx.toml"
+    config.write_text('[broker]\nurl = "mqtt://10.0.0.1:1883"\nclient_id = "rx 1"\ntopics = []\n'
+                      '[accept]\ndestinations = ["County"]\nrequire_sealed = true\n'
+                      '[storage]\nbatchsize = 10\n')
+    done = subprocess.run([sys.executable, "-m", "agent", "receive", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78
+    for where in ("broker.client_id", "storage.batchsize: unknown key (did you mean 'batch_size'?)"):
+        assert where in done.stderr, done.stderr
+    config.write_text(config.read_text().replace("batchsize", "batch_size").replace("rx 1", "rx-1"))
+    done = subprocess.run([sys.executable, "-m", "agent", "receive", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78
+    for where in ("broker.url", "broker.topics: needs at least one topic",
+                  "accept.destinations[0]", "accept.private_keys"):
+        assert where in done.stderr, done.stderr
