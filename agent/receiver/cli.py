@@ -142,7 +142,7 @@ def _parse_when(text: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.receiver.service import Receiver
+    from agent.receiver.service import SWITCH_INTERVAL_S, Receiver
     from agent.receiver.store import StoreError
     config, code = _load(args)
     if config is None:
@@ -155,6 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _err(str(exc), EXIT_CONFIG)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    sys.setswitchinterval(SWITCH_INTERVAL_S)    # this process is the receiver (see service.py)
     try:
         if args.retire:
             if not receiver.retire():
