@@ -35,6 +35,7 @@ EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 78
 def register(subparsers) -> None:
     receive = subparsers.add_parser(
         "receive", help="the department's receiver: verify, unseal and store reads",
+        usage="plategate receive --config FILE [--retire]\n       plategate receive ACTION ...",
         description="Subscribe to the department's read topics (MQTT 5 shared subscription), check "
                     "every read (schema, destination, seal, registered unit key, signature), store it "
                     "(SQLite or PostgreSQL) and acknowledge it only once committed. See docs/receiver.md.")
