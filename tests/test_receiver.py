@@ -64,15 +64,21 @@ def prime(publisher: Publisher, unit, dbs: list[Path]) -> None:
         time.sleep(0.05)
 
 
+def receiver_pair(tmp_path: Path, broker, unit) -> tuple[list[Path], list[Path]]:
+    """Configs (and their SQLite files) of two receivers in one share group, `unit` registered."""
+    dbs = [tmp_path / f"rx{i}.sqlite" for i in range(2)]
+    configs = [write_config(tmp_path / f"rx{i}.toml", broker, client_id=f"rx-{i}", topics=[TOPIC],
+                            destinations=["county"], sqlite=dbs[i]) for i in range(2)]
+    for config in configs:
+        register(config, unit, tmp_path)
+    return dbs, configs
+
+
 # --- shared subscription ---------------------------------------------------------------------
 
 def test_two_receivers_split_the_reads_disjointly_and_get_all(tmp_path, mosquitto):
     unit = new_unit("unit-0001")
-    dbs = [tmp_path / f"rx{i}.sqlite" for i in range(2)]
-    configs = [write_config(tmp_path / f"rx{i}.toml", mosquitto, client_id=f"rx-{i}", topics=[TOPIC],
-                            destinations=["county"], sqlite=dbs[i]) for i in range(2)]
-    for config in configs:
-        register(config, unit, tmp_path)
+    dbs, configs = receiver_pair(tmp_path, mosquitto, unit)
     procs = [receiver_process(c, tmp_path / f"rx{i}.log") for i, c in enumerate(configs)]
     try:
         publisher = Publisher(mosquitto)
@@ -344,11 +350,7 @@ def test_retired_receiver_leaves_the_share_group(tmp_path, mosquitto):
     """While a receiver's session exists the broker keeps assigning it reads even when it is
     down; `--retire` stores what it holds and ends the session, so the rest go elsewhere."""
     unit = new_unit("unit-0001")
-    dbs = [tmp_path / f"rx{i}.sqlite" for i in range(2)]
-    configs = [write_config(tmp_path / f"rx{i}.toml", mosquitto, client_id=f"rx-{i}", topics=[TOPIC],
-                            destinations=["county"], sqlite=dbs[i]) for i in range(2)]
-    for config in configs:
-        register(config, unit, tmp_path)
+    dbs, configs = receiver_pair(tmp_path, mosquitto, unit)
     rxs = [ThreadedReceiver(c).start() for c in configs]
     publisher = Publisher(mosquitto)
     try:
