@@ -280,3 +280,23 @@ def test_unit_key_created_once_and_kept(tmp_path):
     assert (tmp_path / "keys" / "unit.pub").exists()
     again = load_unit_key_or_create(tmp_path / "keys" / "unit.key")
     assert raw_public(again.public_key()) == raw_public(first.public_key())
+
+
+def test_policy_explain_says_what_the_broker_sees(tmp_path, capsys):
+    from agent.cli import main
+    from agent.policy.schema import format_time
+    now = time.time()
+    doc = sealed_policy(now, raw_public(X25519PrivateKey.generate().public_key()),
+                        routing_metadata=["camera_id"])
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(doc))
+    read = tmp_path / "read.json"
+    read.write_text(json.dumps({"plate": "ABC1234", "confidence": 0.9, "seen_at": format_time(now),
+                                "camera_id": "cam-1"}))
+    assert main(["policy", "explain", str(path), str(read)]) == 0
+    out = capsys.readouterr().out
+    assert "sealed; the broker sees only: camera_id" in out and out.count("sealed;") == 1
+    assert main(["policy", "explain", str(path), str(read), "--json"]) == 0
+    rows = {r["destination"]: r for r in json.loads(capsys.readouterr().out)["decisions"]}
+    assert rows["county"]["sealed"] and rows["county"]["routing_metadata"] == ["camera_id"]
+    assert not rows["open"]["sealed"]

@@ -217,7 +217,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         d = decide(read, dest, policy, now)
         rows.append({"destination": dest.id, "class": dest.dest_class, "jurisdiction": dest.jurisdiction,
                      "allowed": d.allowed, "rule_id": d.rule_id, "reason": d.reason,
-                     "fields": sorted(d.fields), "hit_purposes": sorted(d.purposes)})
+                     "fields": sorted(d.fields), "hit_purposes": sorted(d.purposes),
+                     "sealed": dest.sealing is not None,
+                     "routing_metadata": sorted(dest.sealing.routing_metadata) if dest.sealing else []})
     if args.json:
         print(json.dumps({"policy_version": policy.version, "now": format_time(now), "decisions": rows}, indent=2))
         return EXIT_OK
@@ -231,4 +233,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if r["allowed"]:
             print(f"  {'':<{width}}         fields: {', '.join(r['fields']) or '(none)'}"
                   + (f"; hit purposes: {', '.join(r['hit_purposes'])}" if r["hit_purposes"] else ""))
+            if r["sealed"]:
+                print(f"  {'':<{width}}         sealed; the broker sees only: "
+                      f"{', '.join(r['routing_metadata']) or '(no read fields)'}")
     return EXIT_OK
