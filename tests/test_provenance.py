@@ -300,3 +300,15 @@ def test_policy_explain_says_what_the_broker_sees(tmp_path, capsys):
     rows = {r["destination"]: r for r in json.loads(capsys.readouterr().out)["decisions"]}
     assert rows["county"]["sealed"] and rows["county"]["routing_metadata"] == ["camera_id"]
     assert not rows["open"]["sealed"]
+
+
+def test_receive_keygen_prints_the_policy_key(tmp_path, capsys):
+    from agent.cli import main
+    from agent.provenance.keys import load_x25519_private
+    assert main(["receive", "keygen", "--out", str(tmp_path / "dept")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    key = load_x25519_private(tmp_path / "dept.key")
+    assert lines[0] == f"key id {key_id(key.public_key())}"
+    assert lines[1] == f"x25519_public_key {raw_public(key.public_key()).hex()}"
+    assert (tmp_path / "dept.key").stat().st_mode & 0o777 == 0o600
+    assert main(["receive", "keygen", "--out", str(tmp_path / "dept")]) == 2   # never overwritten

@@ -90,14 +90,23 @@ def _err(message: str) -> int:
     return EXIT_REFUSED
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    key = Ed25519PrivateKey.generate()
+def write_key_files(args: argparse.Namespace, key) -> tuple[Path, Path] | int:
+    """`key` written to args.out (.key/.pub, args.force to overwrite), or the exit code after
+    printing why not (for every keygen command: Ed25519 here, X25519 for `receive keygen`)."""
     try:
-        key_path, pub_path = write_keypair(args.out, key, overwrite=args.force)
+        return write_keypair(args.out, key, overwrite=args.force)
     except FileExistsError:
         return _err(f"{args.out}.key already exists (use --force to overwrite)")
     except OSError as exc:
         return _err(f"cannot write key files at {args.out}: {exc}")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = Ed25519PrivateKey.generate()
+    written = write_key_files(args, key)
+    if isinstance(written, int):
+        return written
+    key_path, pub_path = written
     print(f"key id {key_id(key.public_key())}\nprivate key {key_path} (keep secret)\npublic key {pub_path}")
     return EXIT_OK
 

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.config.loader import ConfigError
 from agent.policy.signing import key_id
-from agent.policy.signing import write_keypair
 from agent.provenance.keys import KeyFileError, load_unit_public_key, raw_public
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 78
@@ -170,13 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from agent.policy.cli import write_key_files
     key = X25519PrivateKey.generate()
-    try:
-        key_path, pub_path = write_keypair(args.out, key, overwrite=args.force)
-    except FileExistsError:
-        return _err(f"{args.out}.key already exists (use --force to overwrite)")
-    except OSError as exc:
-        return _err(f"cannot write key files at {args.out}: {exc}")
+    written = write_key_files(args, key)
+    if isinstance(written, int):
+        return written
+    key_path, pub_path = written
     print(f"key id {key_id(key.public_key())}\n"
           f"x25519_public_key {raw_public(key.public_key()).hex()}\n"
           f"private key {key_path} (keep secret; list it in the receiver's accept.private_keys)\n"
