@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "agent.policy.cli",
     "agent.audit.cli",
     "agent.console.cli",
+    "agent.receiver.cli",
 )
 
 
