@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.audit.log import AuditLog
-from agent.capture.files import open_source
+from agent.capture.gate import MotionGate, SceneRecognizer
+from agent.capture.scene import RegionOfInterest
+from agent.capture.sources import open_source
 from agent.config.schema import DeviceConfig
 from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.gate import EgressGate
@@ -48,6 +50,7 @@ class Pipeline:
     delivery: DeliveryService
     status: StatusPublisher | None
     capture: CaptureStage
+    scene: SceneRecognizer
     recognize: RecognizeStage
     track: TrackStage
     accept: AcceptStage
@@ -110,6 +113,8 @@ class Pipeline:
             "frames_dropped": self.capture.frames.dropped,
             "frames_corrupt": self.capture.corrupt_frames,
             "frames_recognized": self.recognize.frames_done,
+            "frames_motion_skipped": self.scene.frames_skipped,
+            "source": self.capture.source_status(),
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
             "reads_accepted": self.accept.accepted,
@@ -153,10 +158,10 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     frames: DropOldestQueue = DropOldestQueue(config.source.frame_queue)
     sightings: queue.Queue = queue.Queue()
     reads: queue.Queue = queue.Queue()
-    source = config.source
-    capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
+    capture = CaptureStage(stop, lambda: open_source(config.source, config.scene), config.source.fps, frames)
+    scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
-    recognize = RecognizeStage(stop, capture, frames, recognizer,
+    recognize = RecognizeStage(stop, capture, frames, scene,
                                lambda hit: is_confident(hit, cut),
                                sightings)
     tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
@@ -167,10 +172,19 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
         stage.restart_policy = restart
 
     pipeline = Pipeline(config=config, stop=stop, audit=audit, policies=policies, hotlists=hotlists,
-                        outbox=outbox, delivery=delivery, status=None, capture=capture, recognize=recognize,
+                        outbox=outbox, delivery=delivery, status=None, capture=capture, scene=scene, recognize=recognize,
                         track=track, accept=accept)
     pipeline.status = make_status_publisher(config, pipeline.stats)
     return pipeline
+
+
+def scene_recognizer(config: DeviceConfig, recognizer: PlateRecognizer) -> SceneRecognizer:
+    """The recognizer behind the region of interest and, when enabled, the motion gate."""
+    scene = config.scene
+    roi = RegionOfInterest(scene.roi)
+    gate = MotionGate(roi, scene.motion_width, scene.motion_threshold, scene.motion_min_area) \
+        if scene.motion_gate else None
+    return SceneRecognizer(recognizer, roi, gate, scene.recheck_s)
 
 
 def install_policy_and_hotlists(config: DeviceConfig, policies: PolicyStore, hotlists: HotlistStore,

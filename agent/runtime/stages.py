@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from agent.capture.frames import Frame, FrameSource, SourceEnded
+from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded
 from agent.reads import Candidate, HotlistHit, ReadEvent
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import Stage
@@ -72,6 +72,8 @@ class CaptureStage(Stage):
         self._next_at = max(self._next_at + self._interval, time.monotonic())
         try:
             frame = self._source.read()
+        except NoFrame:  # a live source between frames, or reconnecting: it logs its own state
+            return
         except SourceEnded:
             log.info("source ended frames=%d", self.frames_read)
             self.source_ended.set()
@@ -86,6 +88,11 @@ class CaptureStage(Stage):
     def corrupt_frames(self) -> int:
         current = self._source.corrupt_frames if self._source is not None else 0
         return self._corrupt_before + current
+
+    def source_status(self) -> dict:
+        """The source's connection state and counters for the heartbeat ({} before it is opened)."""
+        status = getattr(self._source, "status", None)
+        return status() if status is not None else {}
 
     def finish(self) -> None:
         self._close_source()
