@@ -33,7 +33,7 @@ from agent.policy.store import PolicyStore
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
-from agent.tracking.tracker import WindowTracker
+from agent.tracking.passes import PassTracker
 from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     recognize = RecognizeStage(stop, capture, frames, scene,
                                lambda hit: is_confident(hit, cut),
                                sightings)
-    tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
-                            config.unit.latitude, config.unit.longitude)
+    tracker = PassTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.max_track_s,
+                          config.tracker.min_frames, config.unit.latitude, config.unit.longitude)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
     accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)
     for stage in (capture, recognize, track, accept):

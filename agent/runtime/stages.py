@@ -281,10 +281,13 @@ def _sighting(frame: Frame, hit: Any) -> Sighting:
     candidates = tuple(Candidate(text=c[0], confidence=float(c[1])) if isinstance(c, tuple)
                        else Candidate(text=c.text, confidence=float(c.confidence))
                        for c in (hit.candidates or ()))
+    height, width = frame.image.shape[:2]
     return Sighting(
         text=hit.text, confidence=float(hit.confidence), seen_at=frame.captured_at, box=(x, y, w, h),
         candidates=candidates, plate_crop_jpeg=_jpeg(frame.image, (x, y, w, h), 1.0),
         vehicle_jpeg=_jpeg(frame.image, (x, y, w, h), 3.0),
+        char_confidences=tuple(float(c) for c in getattr(hit, "char_confidences", None) or ()),
+        frame_size=(width, height),
     )
 
 

@@ -1,0 +1,162 @@
+"""One read event per vehicle pass: plate sightings tracked across frames, then a vote.
+
+A sighting joins a track when it is where the track's plate should be by now (its last box
+moved on by its velocity) and its text is like the track's texts, or when its box overlaps
+that predicted box strongly (a badly blurred frame still belongs to the vehicle). Each track
+takes at most one sighting per frame, so two vehicles in view at once stay two tracks. A
+track ends when its plate has not been seen for `timeout_s`, when it has left the frame
+(its predicted box is outside it), or when it has lasted `max_track_s`; it then becomes one
+ReadEvent whose text is the per-character vote over all of its frames (agent.tracking.vote).
+
+Timestamps are the frames' capture times; `flush(now)` uses the same clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.reads import Candidate, ReadEvent
+from agent.tracking.tracker import Sighting, similar
+from agent.tracking.vote import OUTLIER_EDITS, Reading, distance, vote
+
+OVERLAP_JOINS = 0.5        # IoU with the predicted box that joins whatever the text says
+REACH_PLATE_WIDTHS = 2.5   # how far from the predicted centre a similar read may be, in plate widths
+SMOOTHING = 0.5            # weight of the newest velocity measurement
+
+
+@dataclass
+class _Pass:
+    sightings: list[Sighting]
+    last_box: tuple[int, int, int, int]
+    velocity: tuple[float, float] = (0.0, 0.0)  # plate centre, pixels per second
+    texts: set[str] = field(default_factory=set)
+
+    @property
+    def first_seen(self) -> float:
+        return self.sightings[0].seen_at
+
+    @property
+    def last_seen(self) -> float:
+        return self.sightings[-1].seen_at
+
+    def predicted(self, at: float) -> tuple[float, float, float, float]:
+        dt = at - self.last_seen
+        x, y, w, h = self.last_box
+        return (x + self.velocity[0] * dt, y + self.velocity[1] * dt, w, h)
+
+    def add(self, sighting: Sighting, names: set[str]) -> None:
+        dt = sighting.seen_at - self.last_seen
+        if dt > 0:
+            (ax, ay), (bx, by) = _centre(self.last_box), _centre(sighting.box)
+            measured = ((bx - ax) / dt, (by - ay) / dt)
+            weight = SMOOTHING if len(self.sightings) > 1 else 1.0
+            self.velocity = tuple(weight * m + (1 - weight) * v for m, v in zip(measured, self.velocity))
+        self.sightings.append(sighting)
+        self.last_box = sighting.box
+        self.texts |= names
+
+
+class PassTracker:
+    """Tracks plates across frames and emits one voted read event per vehicle pass."""
+
+    def __init__(self, camera_id: str, timeout_s: float = 3.0, max_track_s: float = 300.0, min_frames: int = 1,
+                 latitude: float | None = None, longitude: float | None = None):
+        self.camera_id = camera_id
+        self.timeout_s = timeout_s
+        self.max_track_s = max_track_s
+        self.min_frames = min_frames
+        self.latitude = latitude
+        self.longitude = longitude
+        self._tracks: list[_Pass] = []
+
+    def observe(self, sighting: Sighting) -> list[ReadEvent]:
+        done = self.flush(sighting.seen_at)
+        names = {sighting.text} | {c.text for c in sighting.candidates[:3]}
+        track = self._best_track(sighting, names)
+        if track is None:
+            self._tracks.append(_Pass(sightings=[sighting], last_box=sighting.box, texts=set(names)))
+        else:
+            track.add(sighting, names)
+        return done
+
+    def flush(self, now: float, force: bool = False) -> list[ReadEvent]:
+        finished = [t for t in self._tracks if force or self._ended(t, now)]
+        self._tracks = [t for t in self._tracks if t not in finished]
+        return [self._to_read(t) for t in finished if len(t.sightings) >= self.min_frames]
+
+    def pending(self) -> int:
+        return len(self._tracks)
+
+    # -- association --------------------------------------------------------------------------------
+    def _best_track(self, sighting: Sighting, names: set[str]) -> _Pass | None:
+        best, best_score = None, 0.0
+        for track in self._tracks:
+            if track.last_seen >= sighting.seen_at:
+                continue  # one sighting per frame per track: a second plate in the frame is another vehicle
+            predicted = track.predicted(sighting.seen_at)
+            overlap = _iou(predicted, sighting.box)
+            width = max(predicted[2], sighting.box[2], 1)
+            (px, py), (sx, sy) = _centre(predicted), _centre(sighting.box)
+            reach = ((px - sx) ** 2 + (py - sy) ** 2) ** 0.5 / width
+            alike = any(similar(a, b) for a in names for b in track.texts)
+            if (alike and reach <= REACH_PLATE_WIDTHS) or (overlap >= OVERLAP_JOINS and self._garbled(sighting, track)):
+                score = overlap + (1.0 if alike else 0.0) + 1.0 / (1.0 + reach)
+                if score > best_score:
+                    best, best_score = track, score
+        return best
+
+    @staticmethod
+    def _garbled(sighting: Sighting, track: _Pass) -> bool:
+        """A read too unlike the track's to be called similar, yet sharing at least half its
+        characters: a blurred frame of the same plate, not another vehicle's plate."""
+        reference = track.sightings[-1].text
+        return distance(reference, sighting.text) <= OUTLIER_EDITS * max(len(reference), 1)
+
+    def _ended(self, track: _Pass, now: float) -> bool:
+        if now - track.last_seen > self.timeout_s or now - track.first_seen >= self.max_track_s:
+            return True
+        size = track.sightings[-1].frame_size
+        if size is None or len(track.sightings) < 3 or now <= track.last_seen:
+            return False
+        x, y, w, h = track.predicted(now)
+        cx, cy = x + w / 2, y + h / 2
+        return not (0 <= cx < size[0] and 0 <= cy < size[1])  # its plate has left the picture
+
+    # -- the read event -----------------------------------------------------------------------------
+    def _to_read(self, track: _Pass) -> ReadEvent:
+        sightings = track.sightings
+        consensus = vote([Reading(s.text, s.confidence, tuple(s.char_confidences)) for s in sightings])
+        best = max(sightings, key=lambda s: (s.text == consensus.text, s.confidence, s.box[2] * s.box[3]))
+        return ReadEvent(
+            plate=consensus.text, confidence=consensus.confidence, seen_at=track.first_seen,
+            camera_id=self.camera_id, latitude=self.latitude, longitude=self.longitude,
+            candidates=tuple(Candidate(text, p) for text, p in consensus.candidates),
+            plate_crop_jpeg=best.plate_crop_jpeg, vehicle_jpeg=best.vehicle_jpeg, frames=len(sightings),
+            last_seen=track.last_seen, direction=direction(sightings[0].box, sightings[-1].box),
+        )
+
+
+def direction(first: tuple[int, int, int, int], last: tuple[int, int, int, int]) -> str:
+    """Where the plate went in the picture: left, right, up, down; or approaching / receding /
+    stationary when it hardly moved across (judged by its width)."""
+    (ax, ay), (bx, by) = _centre(first), _centre(last)
+    dx, dy = bx - ax, by - ay
+    width = max(first[2], last[2], 1)
+    if max(abs(dx), abs(dy)) < 0.5 * width:
+        growth = last[2] / max(first[2], 1)
+        return "approaching" if growth > 1.15 else "receding" if growth < 0.87 else "stationary"
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
+def _centre(box) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def _iou(a, b) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
