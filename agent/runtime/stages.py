@@ -148,13 +148,8 @@ class RecognizeStage(Stage):
             self.failed_frames += 1
             self._pending = None
             return
-        height, width = frame.image.shape[:2]
-        for hit in self.recognizer.recognize(frame.image):
-            if not self.accept_hit(hit):
-                continue
-            if _touches_edge(hit.box, width, height):
-                continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
-            self.sightings.put(_sighting(frame, hit))
+        for sighting in frame_sightings(frame, self.recognizer, self.accept_hit):
+            self.sightings.put(sighting)
         self.frames_done += 1
         self._pending = None
 
@@ -269,6 +264,20 @@ class AcceptStage(Stage):
         log.critical("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
                      len(hits), len(batch) - len(hits), exc)
         self.stop_requested.wait(1.0)
+
+
+def frame_sightings(frame: Frame, recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool]) -> list[Sighting]:
+    """The plates of one frame that pass the cut, as the tracker's sightings (also used by
+    tools/bench_passes.py, so the benchmark measures the agent's own path)."""
+    height, width = frame.image.shape[:2]
+    out = []
+    for hit in recognizer.recognize(frame.image):
+        if not accept_hit(hit):
+            continue
+        if _touches_edge(hit.box, width, height):
+            continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
+        out.append(_sighting(frame, hit))
+    return out
 
 
 def _touches_edge(box: Any, width: int, height: int, margin: int = 2) -> bool:
