@@ -2,7 +2,7 @@
 """A real RTSP server (GStreamer's gst-rtsp-server) serving one H.264 MP4 file, for the tests.
 
 Run with the SYSTEM python (python3-gi and gir1.2-gst-rtsp-server-1.0 are Debian packages,
-not in the venv):  /usr/bin/python3 tests/streams/rtsp_server.py PORT MOUNT FILE [USER PASSWORD]
+not in the venv):  /usr/bin/python3 tests/rtsp_serve.py PORT MOUNT FILE [USER PASSWORD]
 
 The file is streamed as it is (no transcoding: qtdemux ! h264parse ! rtph264pay), at its own
 frame rate, looping. Prints "READY rtsp://127.0.0.1:PORT/MOUNT" once it listens.
