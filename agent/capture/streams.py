@@ -71,7 +71,6 @@ def open_capture(settings: StreamSettings) -> cv2.VideoCapture:
                 log.info("camera setting not supported by the driver device=%s property=%d", device, prop)
         return capture
     url = with_credentials(settings.url or "", settings.username, settings.password)
-    _quiet_decoder_logs()
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
     with _ENV_LOCK:
         previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
@@ -89,10 +88,14 @@ def open_capture(settings: StreamSettings) -> cv2.VideoCapture:
 def _quiet_decoder_logs() -> None:
     """FFmpeg and OpenCV print a line per failed attempt to stderr, bypassing our logging (and
     the URL they print can carry the credentials); our own state log says it once instead.
-    Set before the first capture is opened, unless the operator set them."""
+    Set when this module is imported (OpenCV reads them when its FFmpeg back end first starts),
+    unless the operator set them."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     if "OPENCV_LOG_LEVEL" not in os.environ:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+_quiet_decoder_logs()
 
 
 class LiveSource:
