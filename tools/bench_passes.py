@@ -135,6 +135,12 @@ def score(run: ClipRun, truth: dict) -> dict:
                 frames_right += s.text == text
     n = len(passes)
     minutes = run.frames / fps / 60
+    missed = [{k: passes[i][k] for k in ("text", "lane", "speed_px_s", "stop_s", "first_full_frame",
+                                         "last_full_frame")} for i in range(n) if i not in matched]
+    duplicated = [{"truth": passes[i]["text"],
+                   "events": [(e.plate, round(e.seen_at * fps), round((e.last_seen or e.seen_at) * fps), e.frames)
+                              for e in events]}
+                  for i, events in matched.items() if len(events) > 1]
     return {
         "passes": n, "events": len(run.events), "matched": len(matched), "missed": n - len(matched),
         "duplicates": sum(len(e) - 1 for e in matched.values()), "spurious": spurious,
@@ -145,6 +151,7 @@ def score(run: ClipRun, truth: dict) -> dict:
         "frames": run.frames, "frames_recognised": run.recognised, "frames_skipped_by_motion": run.skipped,
         "cpu_s": round(run.cpu_s, 2), "cpu_s_per_video_minute": round(run.cpu_s / max(minutes, 1e-9), 2),
         "wall_s": round(run.wall_s, 2), "video_s": round(run.frames / fps, 1), "wrong": wrong,
+        "missed_passes": missed, "duplicated_passes": duplicated,
     }
 
 
@@ -180,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"CPU {r['cpu_s']} s = {r['cpu_s_per_video_minute']} s per video minute")
             for w in r["wrong"]:
                 print(f"   wrong: {w}")
+            for m in r["missed_passes"]:
+                print(f"   missed: {m}")
+            for d in r["duplicated_passes"]:
+                print(f"   duplicated: {d}")
     return 0
 
 

@@ -95,8 +95,8 @@ class PassTracker:
             predicted = track.predicted(sighting.seen_at)
             overlap = _iou(predicted, sighting.box)
             width = max(predicted[2], sighting.box[2], 1)
-            (px, py), (sx, sy) = _centre(predicted), _centre(sighting.box)
-            reach = ((px - sx) ** 2 + (py - sy) ** 2) ** 0.5 / width
+            # from where it should be by now, or from where it was last (a vehicle that braked)
+            reach = min(_gap(predicted, sighting.box), _gap(track.last_box, sighting.box)) / width
             alike = any(similar(a, b) for a in names for b in track.texts)
             if (alike and reach <= REACH_PLATE_WIDTHS) or (overlap >= OVERLAP_JOINS and self._garbled(sighting, track)):
                 score = overlap + (1.0 if alike else 0.0) + 1.0 / (1.0 + reach)
@@ -117,9 +117,11 @@ class PassTracker:
         size = track.sightings[-1].frame_size
         if size is None or len(track.sightings) < 3 or now <= track.last_seen:
             return False
+        lx, ly, lw, lh = track.last_box
+        near_edge = min(lx, ly, size[0] - (lx + lw), size[1] - (ly + lh)) < lw  # last seen within a plate width
         x, y, w, h = track.predicted(now)
         cx, cy = x + w / 2, y + h / 2
-        return not (0 <= cx < size[0] and 0 <= cy < size[1])  # its plate has left the picture
+        return near_edge and not (0 <= cx < size[0] and 0 <= cy < size[1])  # its plate has left the picture
 
     # -- the read event -----------------------------------------------------------------------------
     def _to_read(self, track: _Pass) -> ReadEvent:
@@ -151,6 +153,12 @@ def direction(first: tuple[int, int, int, int], last: tuple[int, int, int, int])
 
 def _centre(box) -> tuple[float, float]:
     return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def _gap(a, b) -> float:
+    """Distance between two boxes' centres, in pixels."""
+    (ax, ay), (bx, by) = _centre(a), _centre(b)
+    return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
 
 
 def _iou(a, b) -> float:
