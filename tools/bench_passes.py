@@ -38,7 +38,7 @@ from agent.config.schema import DeviceConfig  # noqa: E402
 from agent.reads import ReadEvent  # noqa: E402
 from agent.runtime.pipeline import scene_recognizer  # noqa: E402
 from agent.runtime.stages import frame_sightings  # noqa: E402
-from agent.tracking.passes import PassTracker, _Pass  # noqa: E402
+from agent.tracking.passes import PassTracker, _Pass, weak_read  # noqa: E402
 from agent.tracking.tracker import Sighting  # noqa: E402
 from agent.tracking.vote import distance  # noqa: E402
 from agent.vision.recognizer import Recognizer, is_confident  # noqa: E402
@@ -76,8 +76,9 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
     scene = scene_recognizer(config, recognizer)
     scene.clock = lambda: clock["t"]
     mask = PrivacyMask(config.scene.privacy_masks)
-    tracker = RecordingTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.max_track_s,
-                               config.tracker.min_frames)
+    t = config.tracker
+    tracker = RecordingTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames,
+                               agreeing_frames=t.agreeing_frames, min_confidence=config.recognizer.min_confidence)
     run = ClipRun()
     source = VideoFileSource(clip)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -91,7 +92,8 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
             clock["t"] = t
             frame = Frame(image=mask.apply(frame.image), captured_at=t, index=frame.index, origin=clip.name,
                           monotonic=t)
-            for sighting in frame_sightings(frame, scene, lambda hit: is_confident(hit, config.recognizer)):
+            for sighting in frame_sightings(frame, scene, lambda hit: is_confident(hit, config.recognizer),
+                                            lambda hit: weak_read(hit, t.weak_min_confidence)):
                 run.events += tracker.observe(sighting)
             run.events += tracker.flush(t)
             run.frames += 1
@@ -127,10 +129,12 @@ def score(run: ClipRun, truth: dict) -> dict:
             wrong.append({"truth": text, "read": first.plate, "frames": first.frames,
                           "candidates": [c.text for c in first.candidates]})
         sightings = run.sightings_of.get(first.read_id, [])
-        if sightings:
+        if sightings:  # what the earlier tracker kept: the most confident frame (a weak one if no other)
             single_best += max(sightings, key=lambda s: s.confidence).text == text
         for event in events:
             for s in run.sightings_of.get(event.read_id, []):
+                if s.weak:
+                    continue  # single-frame figures count only reads that pass the cut alone
                 frames_total += 1
                 frames_right += s.text == text
     n = len(passes)

@@ -33,7 +33,7 @@ from agent.policy.store import PolicyStore
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
-from agent.tracking.passes import PassTracker
+from agent.tracking.passes import PassTracker, weak_read
 from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,9 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     capture = CaptureStage(stop, lambda: open_source(config.source, config.scene), config.source.fps, frames)
     scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
-    recognize = RecognizeStage(stop, capture, frames, scene,
-                               lambda hit: is_confident(hit, cut),
-                               sightings)
-    tracker = PassTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.max_track_s,
-                          config.tracker.min_frames, config.unit.latitude, config.unit.longitude)
+    recognize = RecognizeStage(stop, capture, frames, scene, lambda hit: is_confident(hit, cut), sightings,
+                               lambda hit: weak_read(hit, config.tracker.weak_min_confidence))
+    tracker = pass_tracker(config)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
     accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)
     for stage in (capture, recognize, track, accept):
@@ -176,6 +174,12 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                         track=track, accept=accept)
     pipeline.status = make_status_publisher(config, pipeline.stats)
     return pipeline
+
+
+def pass_tracker(config: DeviceConfig) -> PassTracker:
+    t = config.tracker
+    return PassTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames, config.unit.latitude,
+                       config.unit.longitude, t.agreeing_frames, config.recognizer.min_confidence)
 
 
 def scene_recognizer(config: DeviceConfig, recognizer: PlateRecognizer) -> SceneRecognizer:

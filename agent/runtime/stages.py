@@ -113,11 +113,12 @@ class RecognizeStage(Stage):
 
     def __init__(self, stop: threading.Event, upstream: CaptureStage, frames: DropOldestQueue[Frame],
                  recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],
-                 sightings: "queue.Queue[Sighting]"):
+                 sightings: "queue.Queue[Sighting]", weak_hit: Callable[[Any], bool] | None = None):
         super().__init__(stop, upstream)
         self.frames = frames
         self.recognizer = recognizer
         self.accept_hit = accept_hit  # the confidence cut (agent.vision.recognizer.is_confident)
+        self.weak_hit = weak_hit      # below the cut, yet evidence for the tracker's vote
         self.sightings = sightings
         self.frames_done = 0
         self.failed_frames = 0
@@ -148,7 +149,7 @@ class RecognizeStage(Stage):
             self.failed_frames += 1
             self._pending = None
             return
-        for sighting in frame_sightings(frame, self.recognizer, self.accept_hit):
+        for sighting in frame_sightings(frame, self.recognizer, self.accept_hit, self.weak_hit):
             self.sightings.put(sighting)
         self.frames_done += 1
         self._pending = None
@@ -266,17 +267,19 @@ class AcceptStage(Stage):
         self.stop_requested.wait(1.0)
 
 
-def frame_sightings(frame: Frame, recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool]) -> list[Sighting]:
-    """The plates of one frame that pass the cut, as the tracker's sightings (also used by
-    tools/bench_passes.py, so the benchmark measures the agent's own path)."""
+def frame_sightings(frame: Frame, recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],
+                    weak_hit: Callable[[Any], bool] | None = None) -> list[Sighting]:
+    """The plates of one frame that pass the cut (or, marked weak, the looser `weak_hit`), as the
+    tracker's sightings (also used by tools/bench_passes.py: the benchmark measures this path)."""
     height, width = frame.image.shape[:2]
     out = []
     for hit in recognizer.recognize(frame.image):
-        if not accept_hit(hit):
+        strong = accept_hit(hit)
+        if not strong and not (weak_hit is not None and weak_hit(hit)):
             continue
         if _touches_edge(hit.box, width, height):
             continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
-        out.append(_sighting(frame, hit))
+        out.append(_sighting(frame, hit, weak=not strong))
     return out
 
 
@@ -285,7 +288,7 @@ def _touches_edge(box: Any, width: int, height: int, margin: int = 2) -> bool:
     return x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin
 
 
-def _sighting(frame: Frame, hit: Any) -> Sighting:
+def _sighting(frame: Frame, hit: Any, weak: bool = False) -> Sighting:
     x, y, w, h = (int(v) for v in hit.box)
     candidates = tuple(Candidate(text=c[0], confidence=float(c[1])) if isinstance(c, tuple)
                        else Candidate(text=c.text, confidence=float(c.confidence))
@@ -296,7 +299,7 @@ def _sighting(frame: Frame, hit: Any) -> Sighting:
         candidates=candidates, plate_crop_jpeg=_jpeg(frame.image, (x, y, w, h), 1.0),
         vehicle_jpeg=_jpeg(frame.image, (x, y, w, h), 3.0),
         char_confidences=tuple(float(c) for c in getattr(hit, "char_confidences", None) or ()),
-        frame_size=(width, height),
+        frame_size=(width, height), weak=weak,
     )
 
 

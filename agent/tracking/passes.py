@@ -13,13 +13,20 @@ Timestamps are the frames' capture times; `flush(now)` uses the same clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.reads import Candidate, ReadEvent
 from agent.tracking.tracker import Sighting, similar
 from agent.tracking.vote import OUTLIER_EDITS, Reading, distance, vote
 
+
+def weak_read(hit: Any, floor: float) -> bool:
+    """A read below the cut that is still evidence: it fits a plate format and is not noise."""
+    return bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
+
 OVERLAP_JOINS = 0.5        # IoU with the predicted box that joins whatever the text says
 REACH_PLATE_WIDTHS = 2.5   # how far from the predicted centre a similar read may be, in plate widths
+REACH_GROWTH = 4.0         # plus this many plate widths per second since the track was last seen
 SMOOTHING = 0.5            # weight of the newest velocity measurement
 
 
@@ -59,8 +66,12 @@ class PassTracker:
     """Tracks plates across frames and emits one voted read event per vehicle pass."""
 
     def __init__(self, camera_id: str, timeout_s: float = 3.0, max_track_s: float = 300.0, min_frames: int = 1,
-                 latitude: float | None = None, longitude: float | None = None):
+                 latitude: float | None = None, longitude: float | None = None, agreeing_frames: int = 4,
+                 min_confidence: float = 0.7):
         self.camera_id = camera_id
+        self.agreeing_frames = agreeing_frames
+        self.min_confidence = min_confidence
+        self.tracks_dropped = 0  # passes seen only in weak reads that did not agree enough
         self.timeout_s = timeout_s
         self.max_track_s = max_track_s
         self.min_frames = min_frames
@@ -81,7 +92,16 @@ class PassTracker:
     def flush(self, now: float, force: bool = False) -> list[ReadEvent]:
         finished = [t for t in self._tracks if force or self._ended(t, now)]
         self._tracks = [t for t in self._tracks if t not in finished]
-        return [self._to_read(t) for t in finished if len(t.sightings) >= self.min_frames]
+        reads = []
+        for track in finished:
+            if len(track.sightings) < self.min_frames:
+                continue
+            read = self._to_read(track)
+            if self._evident(track, read.plate):
+                reads.append(read)
+            else:
+                self.tracks_dropped += 1
+        return reads
 
     def pending(self) -> int:
         return len(self._tracks)
@@ -98,7 +118,8 @@ class PassTracker:
             # from where it should be by now, or from where it was last (a vehicle that braked)
             reach = min(_gap(predicted, sighting.box), _gap(track.last_box, sighting.box)) / width
             alike = any(similar(a, b) for a in names for b in track.texts)
-            if (alike and reach <= REACH_PLATE_WIDTHS) or (overlap >= OVERLAP_JOINS and self._garbled(sighting, track)):
+            limit = REACH_PLATE_WIDTHS + REACH_GROWTH * (sighting.seen_at - track.last_seen)
+            if (alike and reach <= limit) or (overlap >= OVERLAP_JOINS and self._garbled(sighting, track)):
                 score = overlap + (1.0 if alike else 0.0) + 1.0 / (1.0 + reach)
                 if score > best_score:
                     best, best_score = track, score
@@ -117,11 +138,26 @@ class PassTracker:
         size = track.sightings[-1].frame_size
         if size is None or len(track.sightings) < 3 or now <= track.last_seen:
             return False
-        lx, ly, lw, lh = track.last_box
-        near_edge = min(lx, ly, size[0] - (lx + lw), size[1] - (ly + lh)) < lw  # last seen within a plate width
         x, y, w, h = track.predicted(now)
         cx, cy = x + w / 2, y + h / 2
-        return near_edge and not (0 <= cx < size[0] and 0 <= cy < size[1])  # its plate has left the picture
+        lx, ly, lw, lh = track.last_box
+        # its plate has left the picture: the predicted centre is past an edge the plate was last
+        # seen within a plate's size of (not past any edge: a plate can ride near the bottom)
+        return ((cx >= size[0] and size[0] - (lx + lw) < lw) or (cx < 0 and lx < lw)
+                or (cy >= size[1] and size[1] - (ly + lh) < lh) or (cy < 0 and ly < lh))
+
+    def _evident(self, track: _Pass, text: str) -> bool:
+        """A pass counts if one of its reads passed the cut, or, seen only in weak reads,
+        `agreeing_frames` of them read exactly its text with a combined confidence
+        1 - prod(1 - c) that reaches the cut: a plate the OCR is unsure of in each frame but
+        reads the same way in many is still read (a sign or a glitch rarely agrees that often)."""
+        if any(not s.weak for s in track.sightings):
+            return True
+        agreeing = [s.confidence for s in track.sightings if s.text == text]
+        doubt = 1.0
+        for confidence in agreeing:
+            doubt *= 1.0 - confidence
+        return len(agreeing) >= self.agreeing_frames and 1.0 - doubt >= self.min_confidence
 
     # -- the read event -----------------------------------------------------------------------------
     def _to_read(self, track: _Pass) -> ReadEvent:

@@ -24,6 +24,7 @@ class Sighting:
     vehicle_jpeg: bytes | None = None
     char_confidences: tuple[float, ...] = ()
     frame_size: tuple[int, int] | None = None   # width, height of the frame it was seen in
+    weak: bool = False   # below the read cut, kept as evidence for the pass (agent.tracking.passes)
 
 
 class Tracker(Protocol):
