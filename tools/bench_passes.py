@@ -76,9 +76,10 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
     scene = scene_recognizer(config, recognizer)
     scene.clock = lambda: clock["t"]
     mask = PrivacyMask(config.scene.privacy_masks)
-    t = config.tracker
-    tracker = RecordingTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames,
-                               agreeing_frames=t.agreeing_frames, min_confidence=config.recognizer.min_confidence)
+    settings = config.tracker
+    tracker = RecordingTracker(config.unit.camera_id, settings.merge_window_s, settings.max_track_s,
+                               settings.min_frames, agreeing_frames=settings.agreeing_frames,
+                               min_confidence=config.recognizer.min_confidence)
     run = ClipRun()
     source = VideoFileSource(clip)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -93,7 +94,7 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
             frame = Frame(image=mask.apply(frame.image), captured_at=t, index=frame.index, origin=clip.name,
                           monotonic=t)
             for sighting in frame_sightings(frame, scene, lambda hit: is_confident(hit, config.recognizer),
-                                            lambda hit: weak_read(hit, t.weak_min_confidence)):
+                                            lambda hit: weak_read(hit, settings.weak_min_confidence)):
                 run.events += tracker.observe(sighting)
             run.events += tracker.flush(t)
             run.frames += 1
