@@ -5,7 +5,9 @@ Callable as functions (the serial console's `camera test` and `camera snapshot` 
 - `probe(config, seconds, recognizer=None, snapshot=None) -> ProbeReport`: grab frames from the
   configured source for a few seconds (through the same masked source the agent reads) and
   report the achieved fps, resolution, focus (variance of the Laplacian inside the region of
-  interest), brightness and clipped shares, the source's state, and the plates read;
+  interest), brightness and clipped shares, the source's state, and the plates read (each with
+  `above_cut`: whether that frame's read passes the cut alone; weaker reads that fit a plate
+  format are listed too, as the tracker counts them when several frames agree);
 - `snapshot_jpeg(image, scene, hits) -> bytes`: one frame with the region of interest, the
   privacy masks and the detections drawn, as JPEG bytes. The frame it draws on has already had
   the masks blacked out (every frame from `open_source` has), so a snapshot never shows what a
@@ -28,6 +30,7 @@ from agent.capture.gate import SceneRecognizer
 from agent.capture.scene import RegionOfInterest, polygon_pixels
 from agent.capture.sources import open_source, source_name
 from agent.config.schema import REPLAY_KINDS, DeviceConfig, SceneConfig
+from agent.tracking.passes import weak_read
 from agent.vision.recognizer import is_confident
 
 log = logging.getLogger(__name__)
@@ -130,13 +133,15 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
             last = frame
             if reader is not None and time.monotonic() >= next_read:
                 next_read = time.monotonic() + RECOGNIZE_EVERY_S
-                hits = [h for h in reader.recognize(frame.image) if is_confident(h, config.recognizer)]
+                hits = [h for h in reader.recognize(frame.image)
+                        if is_confident(h, config.recognizer) or weak_read(h, config.tracker.weak_min_confidence)]
                 shot = (frame, hits)
                 for hit in hits:
                     seen = plates.get(hit.text)
                     if seen is None or hit.confidence > seen["confidence"]:
                         plates[hit.text] = {"text": hit.text, "confidence": round(float(hit.confidence), 3),
-                                            "box": [int(v) for v in hit.box]}
+                                            "box": [int(v) for v in hit.box],
+                                            "above_cut": is_confident(hit, config.recognizer)}
         elapsed = time.monotonic() - first_at
         report.source_status = source.status()
     finally:
