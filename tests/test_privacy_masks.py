@@ -50,7 +50,7 @@ def scene(tmp_path_factory) -> dict:
     """One road frame with a whole plate, a magenta patch just above the plate, and their boxes."""
     work = tmp_path_factory.mktemp("privacy")
     clip = work / "road.mp4"
-    truth = make_passes(clip, seed=5, count=1, width=640, height=360, stop_share=0.0, blur=False)
+    truth = make_passes(clip, seed=5, count=1, width=640, height=360, stop_share=0.0, exposure_s=0)
     middle = (truth["passes"][0]["first_full_frame"] + truth["passes"][0]["last_full_frame"]) // 2
     capture = cv2.VideoCapture(str(clip))
     capture.set(cv2.CAP_PROP_POS_FRAMES, middle)

@@ -133,3 +133,51 @@ def test_a_dead_mjpeg_server_is_reconnected_when_it_comes_back(tmp_path, caplog)
         server.stop()
     assert state_lines(caplog) == ["source connected", "source lost", "source reconnecting", "source connected",
                                    "source closed"]
+
+
+def test_capture_test_command_against_the_rtsp_stream_writes_an_annotated_jpeg(tmp_path):
+    require_rtsp_server()
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from tools.synth.make_passes import make_passes
+
+    clip = tmp_path / "road.mp4"
+    make_passes(clip, seed=11, count=4, width=640, height=360, gap_s=0.3, stop_share=0.0)
+    server = RtspServer(to_h264(clip, tmp_path / "road_h264.mp4"), user="op", password=PASSWORD).start()
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "unit.toml"
+    config.write_text(f"""
+[source]
+kind = "rtsp"
+url = "{server.url}"
+username = "op"
+password = "{PASSWORD}"
+[recognizer]
+models_dir = "{root / 'models'}"
+[scene]
+roi = [[0.0, 0.35], [1.0, 0.35], [1.0, 1.0], [0.0, 1.0]]
+privacy_masks = [[[0.0, 0.0], [0.4, 0.0], [0.4, 0.2], [0.0, 0.2]]]
+""")
+    snapshot = tmp_path / "aim.jpg"
+    try:
+        result = subprocess.run([sys.executable, "-m", "agent", "capture", "test", "--config", str(config),
+                                 "--seconds", "4", "--snapshot", str(snapshot), "--json"],
+                                capture_output=True, text=True, cwd=root, timeout=120)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["kind"], report["width"], report["height"]) == ("rtsp", 640, 360)
+    assert report["fps"] > 5 and report["frames"] > 20 and report["focus"] > 0
+    assert report["source"] == server.url and PASSWORD not in result.stdout + result.stderr
+    image = cv2.imdecode(np.frombuffer(snapshot.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (360, 640, 3)
+    green = (image[:, :, 1] > 180) & (image[:, :, 0] < 60) & (image[:, :, 2] < 60)
+    red = (image[:, :, 2] > 180) & (image[:, :, 0] < 60) & (image[:, :, 1] < 60)
+    assert green.sum() > 300 and red.sum() > 200  # the ROI and the mask outline are drawn
+    assert image[30:65, 20:230].max() < 40  # inside the mask: black (below its label, inside its outline)

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the masks and the detections drawn, to aim the camera. Exit 0 when frames came, 1 when "
                     "none did, 2 when the config is invalid.")
     test.add_argument("--config", type=Path, required=True, help="the device config (TOML)")
-    test.add_argument("--seconds", type=float, default=5.0, help="how long to grab frames (default 5)")
+    test.add_argument("--seconds", type=float, default=5.0,
+                      help="how long to grab frames, from the first frame (default 5)")
     test.add_argument("--snapshot", type=Path, default=None, metavar="FILE.jpg", help="write an annotated frame")
     test.add_argument("--no-plates", action="store_true", help="do not load the models or read plates")
     test.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,7 +61,8 @@ def _test(args: argparse.Namespace) -> int:
 
 def _print(report) -> None:
     print(f"source      {report.kind} {report.source}  state={report.source_status.get('state', '?')}")
-    print(f"frames      {report.frames} in {report.seconds:g} s  ({report.fps} fps)")
+    print(f"frames      {report.frames} in {report.seconds:g} s  ({report.fps} fps; first frame after "
+          f"{report.connect_s} s)")
     if report.width:
         print(f"resolution  {report.width}x{report.height}")
         print(f"focus       {report.focus}  (variance of the Laplacian in the ROI; higher is sharper)")

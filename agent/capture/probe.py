@@ -45,7 +45,7 @@ PLATE_COLOUR = (0, 220, 255)
 class ProbeReport:
     source: str                       # credentials redacted
     kind: str
-    seconds: float
+    seconds: float                    # grabbing time, counted from the first frame
     frames: int
     fps: float
     width: int | None
@@ -54,6 +54,7 @@ class ProbeReport:
     brightness: float | None          # mean grey level in the ROI, 0-255
     dark_share: float | None          # share of ROI pixels at or below 5 (crushed shadows)
     bright_share: float | None        # share of ROI pixels at or above 250 (blown highlights)
+    connect_s: float | None = None    # from opening the source to its first frame
     plates: list[dict] = field(default_factory=list)
     source_status: dict = field(default_factory=dict)
     snapshot: str | None = None
@@ -112,10 +113,11 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
     shot: tuple[Frame, list[Any]] | None = None  # the last frame read for plates, with its plates
     source = open_source(config.source, config.scene)
     started = first_at = time.monotonic()
+    deadline = started + seconds + max(seconds, 2 * config.source.stall_timeout_s)  # connecting is not grabbing
     next_read = next_frame = started
     paced = config.source.kind in REPLAY_KINDS  # a replay is read at the agent's pace, not decode speed
     try:
-        while time.monotonic() - started < seconds:
+        while time.monotonic() < (first_at + seconds if report.frames else deadline):
             if paced:
                 time.sleep(max(0.0, next_frame - time.monotonic()))
                 next_frame = max(next_frame + 1.0 / config.source.fps, time.monotonic())
@@ -129,6 +131,7 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
                 break
             if report.frames == 0:
                 first_at = time.monotonic()
+                report.connect_s = round(first_at - started, 2)
             report.frames += 1
             last = frame
             if reader is not None and time.monotonic() >= next_read:
@@ -148,7 +151,7 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
         source.close()
     if last is None:
         if not report.problems:
-            report.problems.append(f"no frame from {report.source} within {seconds:g} s")
+            report.problems.append(f"no frame from {report.source} within {deadline - started:g} s")
         return report
     report.fps = round((report.frames - 1) / elapsed, 2) if report.frames > 1 and elapsed > 0 else 0.0
     report.height, report.width = last.image.shape[:2]

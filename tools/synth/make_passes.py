@@ -5,8 +5,9 @@
 Two lanes of vehicles (rear views carrying our generator's plates) cross the picture, the far
 lane right to left, the near lane left to right, at speeds drawn per vehicle. Both lanes run
 at once, so passes overlap in time (two plates in view together). Some vehicles stop in view
-for a few seconds (stop-and-go), fast ones are motion-blurred (a horizontal blur as long as
-the distance travelled during a 1/150 s exposure), and each clip has a lighting
+for a few seconds (stop-and-go), moving ones are motion-blurred (a horizontal blur as long as
+the distance travelled during the exposure: 1/300 s by default; ALPR cameras usually run
+1/500 s or shorter), and each clip has a lighting
 variant: `day`, `dusk` (dark, low contrast, noisier) or `ir` (infrared night: a grey, dark
 scene with the retroreflective plates bright). Every frame has sensor noise, so a motion
 gate is tested against a picture that is never exactly still.
@@ -52,6 +53,7 @@ class Pass:
     mask: np.ndarray
     plate_box: tuple[int, int, int, int]  # inside the sprite
     blur_px: int = 0
+    blurred: np.ndarray | None = None   # the sprite as seen while moving
     frames: list[int] = field(default_factory=list)
     full_frames: list[int] = field(default_factory=list)
 
@@ -92,7 +94,7 @@ def _road(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
 
 
 def plan_passes(rng: np.random.Generator, count: int, width: int, height: int, gap_s: float,
-                stop_share: float, blur: bool) -> list[Pass]:
+                stop_share: float, exposure_s: float) -> list[Pass]:
     scale = width / BASE_WIDTH
     lane_free = [1.0, 1.0]  # clip time at which each lane can take the next vehicle
     passes = []
@@ -123,22 +125,22 @@ def plan_passes(rng: np.random.Generator, count: int, width: int, height: int, g
                  stop_at=float(rng.uniform(0.2, 0.6) * width) if stops else None,
                  stop_s=float(rng.uniform(2.0, 6.0)) if stops else 0.0,
                  sprite=sprite, mask=mask, plate_box=plate_box)
-        if blur:
-            p.blur_px = int(round(speed / 150))  # the travel during a 1/150 s exposure
+        if exposure_s > 0:
+            p.blur_px = int(round(speed * exposure_s))  # the travel during the exposure
             if p.blur_px >= 2:
                 kernel = np.ones((1, p.blur_px), np.float32) / p.blur_px
-                p.sprite = cv2.filter2D(p.sprite, -1, kernel)
+                p.blurred = cv2.filter2D(p.sprite, -1, kernel)
         lane_free[lane] = p.end_s(width) + 0.3
         passes.append(p)
     return passes
 
 
 def make_passes(out: Path, seed: int, count: int = 60, width: int = 960, height: int = 540, fps: float = 10.0,
-                lighting: str = "day", gap_s: float = 1.5, stop_share: float = 0.15, blur: bool = True,
-                tail_s: float = 2.0) -> dict:
+                lighting: str = "day", gap_s: float = 1.5, stop_share: float = 0.15,
+                exposure_s: float = 1 / 300, tail_s: float = 2.0) -> dict:
     rng = np.random.default_rng([seed, 4242])
     road = _road(rng, width, height)
-    passes = plan_passes(rng, count, width, height, gap_s, stop_share, blur)
+    passes = plan_passes(rng, count, width, height, gap_s, stop_share, exposure_s)
     frames = int((max(p.end_s(width) for p in passes) + tail_s) * fps)
     lane_y = {0: int(height * 0.58), 1: height - 8}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,9 @@ def make_passes(out: Path, seed: int, count: int = 60, width: int = 960, height:
                 x = p.x_at(t, width)
                 if x is None:
                     continue
+                previous = p.x_at(t - 1 / fps, width)
+                sprite = p.blurred if p.blurred is not None and previous is not None and abs(x - previous) > 0.5 \
+                    else p.sprite
                 x = int(round(x))
                 sh, sw = p.sprite.shape[:2]
                 y = lane_y[p.lane] - sh
@@ -163,7 +168,7 @@ def make_passes(out: Path, seed: int, count: int = 60, width: int = 960, height:
                     continue
                 part = frame[y:y + sh, x0:x1]
                 m = p.mask[:, x0 - x:x1 - x]
-                part[m] = p.sprite[:, x0 - x:x1 - x][m]
+                part[m] = sprite[:, x0 - x:x1 - x][m]
                 bx, by, bw, bh = p.plate_box
                 px0, px1 = max(0, x + bx), min(width, x + bx + bw)
                 if px1 > px0:
@@ -216,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lighting", choices=LIGHTING, default="day")
     parser.add_argument("--gap-s", type=float, default=1.5, help="mean extra gap between vehicles of a lane")
     parser.add_argument("--stop-share", type=float, default=0.15, help="share of vehicles that stop in view")
-    parser.add_argument("--no-blur", action="store_true", help="no motion blur")
+    parser.add_argument("--exposure", type=float, default=1 / 300,
+                        help="exposure in seconds for motion blur (default 1/300; 0: none)")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     sidecar = make_passes(args.out, args.seed, args.passes, args.width, args.height, args.fps, args.lighting,
-                          args.gap_s, args.stop_share, not args.no_blur)
+                          args.gap_s, args.stop_share, args.exposure)
     print(json.dumps({"video": str(args.out), "truth": str(args.out) + ".json", "passes": len(sidecar["passes"]),
                       "frames": sidecar["frames"], "seconds": round(time.monotonic() - t0, 1)}))
     return 0

@@ -9,7 +9,7 @@ are stored small (480 px), so the photo is scaled up to put the plate at 130-190
 plate's own crop from `plate-text` (cut from the same photo at its native resolution) is laid
 back over it. The camera then pans so the plate crosses the picture, zooming in or out by up
 to 30%, turning by up to 4 degrees, with a little perspective change, the horizontal motion
-blur of the pan (a 1/150 s exposure) and sensor noise. Photos are chosen with one labelled
+blur of the pan (a 1/300 s exposure) and sensor noise. Photos are chosen with one labelled
 plate, its crop at least 90 px wide, one photo per plate text. Writes OUT (MP4) and OUT.json
 in the form of tools/synth/make_passes.py (what tools/bench_passes.py reads).
 """
@@ -31,6 +31,7 @@ DATASETS = next((p for p in (ROOT.parent / "shared" / "datasets", ROOT.parents[1
                  if p.is_dir()), ROOT.parent / "shared" / "datasets")
 SCENE_SETS = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-plates")
 MIN_CROP_WIDTH = 90
+EXPOSURE_S = 1 / 300  # the pan's motion blur, as tools/synth/make_passes.py
 GREY = (110, 110, 110)
 
 
@@ -125,7 +126,7 @@ def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, heig
                                            flags=cv2.INTER_NEAREST)
                 mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
                 image[mask > 0] = plate[mask > 0]
-                blur = int(round(speed * fps / 150))
+                blur = int(round(speed * fps * EXPOSURE_S))
                 if blur >= 2:
                     image = cv2.filter2D(image, -1, np.ones((1, blur), np.float32) / blur)
                 image = np.clip(image.astype(np.int16) + noise.normal(0, 2.0, image.shape[:2])[:, :, None]
