@@ -149,3 +149,34 @@ def test_direction_names():
     assert direction((0, 0, 100, 30), (0, 300, 100, 30)) == "down"
     assert direction((0, 0, 100, 30), (0, 0, 140, 42)) == "approaching"
     assert direction((0, 0, 100, 30), (0, 0, 100, 30)) == "stationary"
+
+
+def test_a_vehicle_braking_near_the_bottom_edge_is_not_taken_for_one_that_left():
+    """Regression: a plate riding near the bottom edge that stopped while moving right was ended
+    as 'left the frame' (its predicted centre passed the right edge) and came back as a second pass."""
+    tracker = PassTracker("cam-1", timeout_s=3.0)
+    emitted = []
+    for i in range(8):
+        emitted += tracker.observe(sighting("8918LZ", i * 0.1, box=(50 + 50 * i, 385, 170, 101), size=(960, 540)))
+    for k in range(1, 4):  # stopped; the motion gate re-reads it about once a second
+        emitted += tracker.flush(0.7 + k * 0.5)
+        emitted += tracker.observe(sighting("8918LZ", 0.7 + k * 1.0, box=(400, 385, 170, 101), size=(960, 540)))
+    emitted += tracker.flush(now=20)
+    assert [(r.plate, r.frames) for r in emitted] == [("8918LZ", 11)]
+
+
+def test_a_pass_seen_only_in_weak_reads_counts_when_enough_frames_agree():
+    tracker = PassTracker("cam-1", agreeing_frames=4, min_confidence=0.7)
+    for i, conf in enumerate([0.2, 0.3, 0.25, 0.4, 0.35]):
+        tracker.observe(Sighting("1PZX581", conf, i * 0.1, (100 + 20 * i, 300, 150, 80), weak=True))
+    for i, conf in enumerate([0.5, 0.6]):  # another pass, two weak frames only: not enough
+        tracker.observe(Sighting("ZZZ9999", conf, i * 0.1, (700, 100, 150, 80), weak=True))
+    reads = tracker.flush(now=0, force=True)
+    assert [r.plate for r in reads] == ["1PZX581"] and tracker.tracks_dropped == 1
+
+
+def test_weak_reads_vote_but_one_strong_read_is_enough_to_count():
+    tracker = PassTracker("cam-1")
+    tracker.observe(Sighting("ABC1234", 0.9, 0.0, (100, 300, 150, 80)))
+    tracker.observe(Sighting("ABC1234", 0.3, 0.1, (120, 300, 150, 80), weak=True))
+    assert [(r.plate, r.frames) for r in tracker.flush(now=0, force=True)] == [("ABC1234", 2)]

@@ -117,6 +117,7 @@ class Pipeline:
             "source": self.capture.source_status(),
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
+            "passes_dropped_weak": getattr(self.track.tracker, "tracks_dropped", 0),
             "reads_accepted": self.accept.accepted,
             "reads_refused_full": self.accept.refused_full,
             "stage_restarts": {s.name: s.restarts for s in self.stages},
