@@ -8,7 +8,6 @@ control run without the mask shows the same crops do contain it.
 from __future__ import annotations
 
 import json
-import queue
 from pathlib import Path
 
 import cv2
@@ -19,22 +18,13 @@ from agent.capture.probe import probe
 from agent.config.loader import load_config
 from agent.runtime.pipeline import build_pipeline
 from agent.vision.recognizer import Recognizer
+from test_pipeline import RecordingQueue
 from tools.synth.make_passes import make_passes
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 MAGENTA = (255, 0, 255)
-
-
-class RecordingQueue(queue.Queue):
-    def __init__(self):
-        super().__init__()
-        self.emitted: list = []
-
-    def put(self, item, block=True, timeout=None):
-        self.emitted.append(item)
-        super().put(item, block, timeout)
 
 
 def magenta_pixels(jpeg: bytes | None) -> int:

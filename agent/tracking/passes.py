@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.reads import Candidate, ReadEvent
 from agent.tracking.tracker import Sighting, similar
+from agent.vision.evaluate import iou
 from agent.tracking.vote import OUTLIER_EDITS, Reading, distance, vote
 
 
@@ -113,7 +114,7 @@ class PassTracker:
             if track.last_seen >= sighting.seen_at:
                 continue  # one sighting per frame per track: a second plate in the frame is another vehicle
             predicted = track.predicted(sighting.seen_at)
-            overlap = _iou(predicted, sighting.box)
+            overlap = iou(predicted, sighting.box)
             width = max(predicted[2], sighting.box[2], 1)
             # from where it should be by now, or from where it was last (a vehicle that braked)
             reach = min(_gap(predicted, sighting.box), _gap(track.last_box, sighting.box)) / width
@@ -195,12 +196,3 @@ def _gap(a, b) -> float:
     """Distance between two boxes' centres, in pixels."""
     (ax, ay), (bx, by) = _centre(a), _centre(b)
     return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
-
-
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
