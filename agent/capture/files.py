@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from agent.capture.frames import Frame, SourceEnded, SourceError, as_bgr
 

@@ -62,7 +62,7 @@ def candidates(datasets: Path) -> list[dict]:
     return out
 
 
-def _plate_layer(item: dict, scene: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _plate_layer(item: dict) -> tuple[np.ndarray, np.ndarray]:
     """The native-resolution crop, and the affine that maps its pixels onto scene pixels."""
     crop = cv2.imread(str(item["crop"]), cv2.IMREAD_COLOR)
     cx, cy, cw, ch = item["crop_box"]
@@ -112,7 +112,7 @@ def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, heig
     try:
         for item in chosen:
             scene = cv2.imread(str(item["scene"]), cv2.IMREAD_COLOR)
-            crop, crop_to_scene = _plate_layer(item, scene)
+            crop, crop_to_scene = _plate_layer(item)
             frames = int(rng.integers(22, 40))
             visible, full = [], []
             sx, sy, sw, sh = item["scene_box"]
