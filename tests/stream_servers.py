@@ -95,6 +95,7 @@ class MjpegServer:
         self.url = f"http://127.0.0.1:{self.port}/video.mjpg"
         self.frames_sent = 0
         self.corrupt_sent = 0
+        self.paused = threading.Event()  # set: connections stay open but no frame is sent (a stall)
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> "MjpegServer":
@@ -118,6 +119,10 @@ class MjpegServer:
                 index = 0
                 try:
                     while owner._server is not None:
+                        if owner.paused.is_set():
+                            time.sleep(0.05)
+                            next_at = time.monotonic()
+                            continue
                         data = owner.jpegs[index % len(owner.jpegs)]
                         index += 1
                         if owner.corrupt_every and index % owner.corrupt_every == 0:

@@ -181,3 +181,21 @@ privacy_masks = [[[0.0, 0.0], [0.4, 0.0], [0.4, 0.2], [0.0, 0.2]]]
     red = (image[:, :, 2] > 180) & (image[:, :, 0] < 60) & (image[:, :, 1] < 60)
     assert green.sum() > 300 and red.sum() > 200  # the ROI and the mask outline are drawn
     assert image[30:65, 20:230].max() < 40  # inside the mask: black (below its label, inside its outline)
+
+
+def test_a_stalled_stream_counts_as_lost_after_the_stall_timeout(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    server = MjpegServer(solid_clip(tmp_path / "solid.mp4")).start()
+    source = LiveSource(StreamSettings(kind="http_mjpeg", url=server.url, username="cam", password="pw",
+                                       stall_timeout_s=1.0, reconnect_initial_s=0.1, reconnect_max_s=0.3))
+    try:
+        read_frames(source, 3)
+        server.paused.set()  # the connection stays open; frames stop coming
+        wait_for(lambda: source.health.losses == 1, what="the stall noticed")
+        assert source.health.snapshot()["reason"].startswith(("stalled", "no frame"))
+        server.paused.clear()
+        wait_for(lambda: source.health.reconnects == 1, what="reconnected")
+        read_frames(source, 3)
+    finally:
+        source.close()
+        server.stop()

@@ -58,7 +58,9 @@ class SourceHealth:
         with self._lock:
             if state == self.state:
                 return False
-            previous, self.state, self.reason, self.since = self.state, state, reason, time.time()
+            previous, self.state, self.since = self.state, state, time.time()
+            if reason is not None or state != RECONNECTING:  # reconnecting keeps the reason it was lost for
+                self.reason = reason
             if state == LOST:
                 self.losses += 1
             if state == CONNECTED and previous in (LOST, RECONNECTING):
