@@ -152,7 +152,9 @@ class LiveSource:
         self._closed.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=self.settings.stall_timeout_s + 1.0)
+        # A read blocked on a stalled stream returns within stall_timeout_s; shutdown does not
+        # wait for it (the thread is a daemon, releases its capture and ends by itself).
+        self._thread.join(timeout=1.0)
         self.health.set(CLOSED)
 
     # -- grabber thread -----------------------------------------------------------------------------
