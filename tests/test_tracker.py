@@ -180,3 +180,16 @@ def test_weak_reads_vote_but_one_strong_read_is_enough_to_count():
     tracker.observe(Sighting("ABC1234", 0.9, 0.0, (100, 300, 150, 80)))
     tracker.observe(Sighting("ABC1234", 0.3, 0.1, (120, 300, 150, 80), weak=True))
     assert [(r.plate, r.frames) for r in tracker.flush(now=0, force=True)] == [("ABC1234", 2)]
+
+
+def test_a_last_glimpse_after_the_plate_left_is_not_a_second_pass():
+    """Regression: 'GLW' read once as GLW5U09 left the picture became its own event."""
+    tracker = PassTracker("cam-1", timeout_s=3.0)
+    emitted = []
+    for i in range(5):
+        emitted += tracker.observe(sighting("GLW5U09", i * 0.1, box=(500 + 80 * i, 200, 100, 30), size=(960, 540)))
+    emitted += tracker.flush(0.75)
+    assert [r.plate for r in emitted] == ["GLW5U09"]
+    emitted += tracker.observe(sighting("GLW", 0.8, box=(880, 200, 60, 30), size=(960, 540)))
+    emitted += tracker.flush(now=10)
+    assert [r.plate for r in emitted] == ["GLW5U09"] and tracker.late_sightings == 1

@@ -7,6 +7,8 @@ takes at most one sighting per frame, so two vehicles in view at once stay two t
 track ends when its plate has not been seen for `timeout_s`, when it has left the frame
 (its predicted box is outside it), or when it has lasted `max_track_s`; it then becomes one
 ReadEvent whose text is the per-character vote over all of its frames (agent.tracking.vote).
+A last glimpse of a plate that has just left (a fragment read after its track ended, within
+`timeout_s`) joins nothing and starts nothing: it is counted in `late_sightings`.
 
 Timestamps are the frames' capture times; `flush(now)` uses the same clock.
 """
@@ -78,21 +80,27 @@ class PassTracker:
         self.min_frames = min_frames
         self.latitude = latitude
         self.longitude = longitude
+        self.late_sightings = 0  # fragments of a plate that had just left, dropped (not a second pass)
         self._tracks: list[_Pass] = []
+        self._gone: list[_Pass] = []  # tracks that left the frame within timeout_s: their late fragments
 
     def observe(self, sighting: Sighting) -> list[ReadEvent]:
         done = self.flush(sighting.seen_at)
         names = {sighting.text} | {c.text for c in sighting.candidates[:3]}
-        track = self._best_track(sighting, names)
-        if track is None:
-            self._tracks.append(_Pass(sightings=[sighting], last_box=sighting.box, texts=set(names)))
-        else:
+        track = self._best_track(sighting, names, self._tracks)
+        if track is not None:
             track.add(sighting, names)
+        elif self._best_track(sighting, names, self._gone) is not None:
+            self.late_sightings += 1  # the last glimpse of a plate already emitted as it left
+        else:
+            self._tracks.append(_Pass(sightings=[sighting], last_box=sighting.box, texts=set(names)))
         return done
 
     def flush(self, now: float, force: bool = False) -> list[ReadEvent]:
+        self._gone = [t for t in self._gone if now - t.last_seen <= self.timeout_s]
         finished = [t for t in self._tracks if force or self._ended(t, now)]
         self._tracks = [t for t in self._tracks if t not in finished]
+        self._gone += [t for t in finished if not force and self._left(t, now)]
         reads = []
         for track in finished:
             if len(track.sightings) < self.min_frames:
@@ -108,9 +116,9 @@ class PassTracker:
         return len(self._tracks)
 
     # -- association --------------------------------------------------------------------------------
-    def _best_track(self, sighting: Sighting, names: set[str]) -> _Pass | None:
+    def _best_track(self, sighting: Sighting, names: set[str], tracks: list[_Pass]) -> _Pass | None:
         best, best_score = None, 0.0
-        for track in self._tracks:
+        for track in tracks:
             if track.last_seen >= sighting.seen_at:
                 continue  # one sighting per frame per track: a second plate in the frame is another vehicle
             predicted = track.predicted(sighting.seen_at)
@@ -136,14 +144,18 @@ class PassTracker:
     def _ended(self, track: _Pass, now: float) -> bool:
         if now - track.last_seen > self.timeout_s or now - track.first_seen >= self.max_track_s:
             return True
+        return self._left(track, now)
+
+    @staticmethod
+    def _left(track: _Pass, now: float) -> bool:
+        """Its plate has left the picture: the predicted centre is past an edge the plate was last
+        seen within a plate's size of (not past any edge: a plate can ride near the bottom)."""
         size = track.sightings[-1].frame_size
         if size is None or len(track.sightings) < 3 or now <= track.last_seen:
             return False
         x, y, w, h = track.predicted(now)
         cx, cy = x + w / 2, y + h / 2
         lx, ly, lw, lh = track.last_box
-        # its plate has left the picture: the predicted centre is past an edge the plate was last
-        # seen within a plate's size of (not past any edge: a plate can ride near the bottom)
         return ((cx >= size[0] and size[0] - (lx + lw) < lw) or (cx < 0 and lx < lw)
                 or (cy >= size[1] and size[1] - (ly + lh) < lh) or (cy < 0 and ly < lh))
 

@@ -10,7 +10,8 @@ plate's own crop from `plate-text` (cut from the same photo at its native resolu
 back over it. The camera then pans so the plate crosses the picture, zooming in or out by up
 to 30%, turning by up to 4 degrees, with a little perspective change, the horizontal motion
 blur of the pan (a 1/300 s exposure) and sensor noise. Photos are chosen with one labelled
-plate, its crop at least 90 px wide, one photo per plate text. Writes OUT (MP4) and OUT.json
+plate, its crop at least 90 px wide, one photo per plate text, one-row plates unless
+`--layouts` says otherwise (the OCR reads one-row plates: docs/ocr.md). Writes OUT (MP4) and OUT.json
 in the form of tools/synth/make_passes.py (what tools/bench_passes.py reads).
 """
 from __future__ import annotations
@@ -35,8 +36,8 @@ EXPOSURE_S = 1 / 300  # the pan's motion blur, as tools/synth/make_passes.py
 GREY = (110, 110, 110)
 
 
-def candidates(datasets: Path) -> list[dict]:
-    """Training photos with exactly one labelled plate that plate-text transcribed."""
+def candidates(datasets: Path, layouts: tuple[str, ...] = ("one_row",)) -> list[dict]:
+    """Training photos with exactly one labelled plate that plate-text transcribed, of `layouts`."""
     scenes: dict[tuple[str, str], dict] = {}
     for name in SCENE_SETS:
         for line in (datasets / name / "labels.jsonl").read_text().splitlines():
@@ -46,7 +47,7 @@ def candidates(datasets: Path) -> list[dict]:
     out, texts = [], set()
     for line in (datasets / "plate-text" / "labels.jsonl").read_text().splitlines():
         crop = json.loads(line)
-        if crop["split"] != "train" or crop["source_dataset"] not in SCENE_SETS:
+        if crop["split"] != "train" or crop["source_dataset"] not in SCENE_SETS or crop["layout"] not in layouts:
             continue
         scene = scenes.get((crop["source_dataset"], crop["source_id"]))
         index = int(Path(crop["image"]).stem.rsplit("_", 1)[1])
@@ -58,7 +59,7 @@ def candidates(datasets: Path) -> list[dict]:
         texts.add(plate["text"])
         out.append({"scene": datasets / crop["source_dataset"] / scene["image"], "scene_box": scene["plates"][0]["box"],
                     "crop": datasets / "plate-text" / crop["image"], "crop_box": plate["box"], "text": plate["text"],
-                    "dataset": crop["source_dataset"], "region": crop.get("region")})
+                    "dataset": crop["source_dataset"], "region": crop.get("region"), "layout": crop["layout"]})
     return out
 
 
@@ -96,9 +97,9 @@ def _camera(rng: np.random.Generator, item: dict, width: int, height: int, frame
 
 
 def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, height: int = 540, fps: float = 10.0,
-                   datasets: Path = DATASETS, gap_frames: int = 6) -> dict:
+                   datasets: Path = DATASETS, gap_frames: int = 6, layouts: tuple[str, ...] = ("one_row",)) -> dict:
     rng = np.random.default_rng([seed, 5151])
-    pool = candidates(datasets)
+    pool = candidates(datasets, layouts)
     if len(pool) < count:
         raise SystemExit(f"only {len(pool)} usable training photos, asked for {count}")
     chosen = [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
@@ -144,6 +145,7 @@ def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, heig
                 writer.write(blank)
                 f += 1
             passes.append({"text": item["text"], "dataset": item["dataset"], "region": item["region"],
+                           "layout": item["layout"],
                            "scene": f"{item['dataset']}/{Path(item['scene']).name}", "lane": 0,
                            "speed_px_s": round(speed * fps, 1), "stop_s": 0.0, "blur_px": blur,
                            "first_frame": visible[0] if visible else None, "last_frame": visible[-1] if visible else None,
@@ -162,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--passes", type=int, default=60)
     parser.add_argument("--datasets", type=Path, default=DATASETS)
+    parser.add_argument("--layouts", default="one_row",
+                        help="plate layouts to use, comma-separated: one_row, two_rows (default one_row: the "
+                             "OCR reads one-row plates; docs/ocr.md)")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    sidecar = make_real_clip(args.out, args.seed, args.passes, datasets=args.datasets)
+    sidecar = make_real_clip(args.out, args.seed, args.passes, datasets=args.datasets,
+                             layouts=tuple(args.layouts.split(",")))
     print(json.dumps({"video": str(args.out), "passes": len(sidecar["passes"]), "frames": sidecar["frames"],
                       "seconds": round(time.monotonic() - t0, 1)}))
     return 0
