@@ -133,3 +133,17 @@ privacy_masks = {json.dumps([polygon(scene["patch"], size)])}
     assert [p["text"] for p in report.plates] == [scene["text"]]
     data = snapshot.read_bytes()
     assert data[:2] == b"\xff\xd8" and magenta_pixels(data) == 0
+
+
+def test_grab_snapshot_returns_a_masked_annotated_jpeg(scene, tmp_path):
+    from agent.capture.probe import grab_snapshot
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), scene["frame"])
+    size = scene["frame"].shape[1], scene["frame"].shape[0]
+    config = tmp_path / "unit.toml"
+    config.write_text(f'[source]\nkind = "image_folder"\npath = "{folder}"\n[scene]\n'
+                      f'privacy_masks = {json.dumps([polygon(scene["patch"], size)])}\n')
+    data = grab_snapshot(load_config(config))
+    assert data[:2] == b"\xff\xd8" and magenta_pixels(data) == 0

@@ -8,6 +8,7 @@ Callable as functions (the serial console's `camera test` and `camera snapshot` 
   interest), brightness and clipped shares, the source's state, and the plates read (each with
   `above_cut`: whether that frame's read passes the cut alone; weaker reads that fit a plate
   format are listed too, as the tracker counts them when several frames agree);
+- `grab_snapshot(config, recognizer=None) -> bytes`: one fresh frame, masked, with the overlays;
 - `snapshot_jpeg(image, scene, hits) -> bytes`: one frame with the region of interest, the
   privacy masks and the detections drawn, as JPEG bytes. The frame it draws on has already had
   the masks blacked out (every frame from `open_source` has), so a snapshot never shows what a
@@ -164,3 +165,27 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
         write_atomic(Path(snapshot), snapshot_jpeg(frame.image, config.scene, hits))
         report.snapshot = str(snapshot)
     return report
+
+
+def grab_snapshot(config: DeviceConfig, recognizer: Any = None, timeout_s: float = 10.0) -> bytes:
+    """One masked frame from the configured source with the overlays drawn, as JPEG bytes
+    (the serial console's `camera snapshot`). Raises SourceError when no frame comes in time."""
+    source = open_source(config.source, config.scene)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                frame = source.read()
+                break
+            except NoFrame:
+                if time.monotonic() > deadline:
+                    raise SourceError(f"no frame from {source_name(config.source)} within {timeout_s:g} s") from None
+            except SourceEnded:
+                raise SourceError(f"{source_name(config.source)} ended before a frame") from None
+    finally:
+        source.close()
+    hits = []
+    if recognizer is not None:
+        reader = SceneRecognizer(recognizer, RegionOfInterest(config.scene.roi))
+        hits = [h for h in reader.recognize(frame.image) if is_confident(h, config.recognizer)]
+    return snapshot_jpeg(frame.image, config.scene, hits)
