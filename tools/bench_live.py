@@ -98,7 +98,7 @@ motion_gate = {str(not args.no_gate).lower()}
         "grabbed_fps": round((source.get("frames_grabbed") or 0) / wall, 2),
         "dropped_newer_frame_first": source.get("stale_dropped"),
         "handed_to_recognition": stats["frames_read"], "dropped_queue_full": stats["frames_dropped"],
-        "skipped_by_motion_gate": stats["frames_motion_skipped"], "recognised": stats["frames_recognized"],
+        "skipped_by_motion_gate": stats["frames_motion_skipped"], "recognised": stats["frames_detector_run"],
         "corrupt": stats["frames_corrupt"], "reads": stats["reads_emitted"],
         "cpu_s": round(cpu, 2), "core_share": round(cpu / wall, 3), "source_state": source.get("state"),
         "reconnects": source.get("reconnects"),

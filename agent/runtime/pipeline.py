@@ -114,6 +114,7 @@ class Pipeline:
             "frames_corrupt": self.capture.corrupt_frames,
             "frames_recognized": self.recognize.frames_done,
             "frames_motion_skipped": self.scene.frames_skipped,
+            "frames_detector_run": self.scene.frames_recognized,
             "source": self.capture.source_status(),
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
