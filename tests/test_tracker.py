@@ -193,3 +193,15 @@ def test_a_last_glimpse_after_the_plate_left_is_not_a_second_pass():
     emitted += tracker.observe(sighting("GLW", 0.8, box=(880, 200, 60, 30), size=(960, 540)))
     emitted += tracker.flush(now=10)
     assert [r.plate for r in emitted] == ["GLW5U09"] and tracker.late_sightings == 1
+
+
+def test_a_long_track_keeps_crops_only_on_its_best_sightings():
+    tracker = PassTracker("cam-1", timeout_s=5.0, max_track_s=1000)
+    for i in range(500):
+        conf = 0.99 if i == 250 else 0.8
+        tracker.observe(Sighting("PARK001", conf, i * 0.5, (100, 100, 100, 30),
+                                 plate_crop_jpeg=b"crop%d" % i, vehicle_jpeg=b"car%d" % i))
+    track = tracker._tracks[0]
+    assert sum(1 for s in track.sightings if s.plate_crop_jpeg is not None) == 0
+    [read] = tracker.flush(now=0, force=True)
+    assert (read.frames, read.plate_crop_jpeg, read.vehicle_jpeg) == (500, b"crop250", b"car250")

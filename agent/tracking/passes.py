@@ -14,23 +14,25 @@ Timestamps are the frames' capture times; `flush(now)` uses the same clock.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.reads import Candidate, ReadEvent
 from agent.tracking.tracker import Sighting, similar
-from agent.vision.evaluate import iou
 from agent.tracking.vote import OUTLIER_EDITS, Reading, distance, vote
-
-
-def weak_read(hit: Any, floor: float) -> bool:
-    """A read below the cut that is still evidence: it fits a plate format and is not noise."""
-    return bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
+from agent.vision.evaluate import iou
 
 OVERLAP_JOINS = 0.5        # IoU with the predicted box that joins whatever the text says
 REACH_PLATE_WIDTHS = 2.5   # how far from the predicted centre a similar read may be, in plate widths
 REACH_GROWTH = 4.0         # plus this many plate widths per second since the track was last seen
 SMOOTHING = 0.5            # weight of the newest velocity measurement
+CROPS_KEPT = 5             # texts per track whose best crops are kept (a parked car is seen thousands of times)
+
+
+def weak_read(hit: Any, floor: float) -> bool:
+    """A read below the cut that is still evidence: it fits a plate format and is not noise."""
+    return bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
 
 
 @dataclass
@@ -39,6 +41,13 @@ class _Pass:
     last_box: tuple[int, int, int, int]
     velocity: tuple[float, float] = (0.0, 0.0)  # plate centre, pixels per second
     texts: set[str] = field(default_factory=set)
+    best: dict[str, Sighting] = field(default_factory=dict)  # per text, its best sighting with crops
+
+    @classmethod
+    def start(cls, sighting: Sighting, names: set[str]) -> "_Pass":
+        track = cls(sightings=[], last_box=sighting.box)
+        track.add(sighting, names)
+        return track
 
     @property
     def first_seen(self) -> float:
@@ -54,15 +63,33 @@ class _Pass:
         return (x + self.velocity[0] * dt, y + self.velocity[1] * dt, w, h)
 
     def add(self, sighting: Sighting, names: set[str]) -> None:
-        dt = sighting.seen_at - self.last_seen
+        dt = sighting.seen_at - self.last_seen if self.sightings else 0.0
         if dt > 0:
             (ax, ay), (bx, by) = _centre(self.last_box), _centre(sighting.box)
             measured = ((bx - ax) / dt, (by - ay) / dt)
             weight = SMOOTHING if len(self.sightings) > 1 else 1.0
             self.velocity = tuple(weight * m + (1 - weight) * v for m, v in zip(measured, self.velocity))
-        self.sightings.append(sighting)
+        self.sightings.append(self._keep_crops(sighting))
         self.last_box = sighting.box
         self.texts |= names
+
+    def _keep_crops(self, sighting: Sighting) -> Sighting:
+        """Crops are kept only on the best sighting of each of the CROPS_KEPT most confident texts;
+        the others are stored without them (the vote needs only text and confidences)."""
+        held = self.best.get(sighting.text)
+        if held is None or _rank(sighting) > _rank(held):
+            self.best[sighting.text] = sighting
+            if len(self.best) > CROPS_KEPT:
+                del self.best[min(self.best, key=lambda text: _rank(self.best[text]))]
+        if sighting.plate_crop_jpeg is None and sighting.vehicle_jpeg is None:
+            return sighting
+        return dataclasses.replace(sighting, plate_crop_jpeg=None, vehicle_jpeg=None)
+
+    def best_for(self, text: str) -> Sighting:
+        """The sighting whose crops go with the read: the best one that read `text`, else the best."""
+        if text in self.best:
+            return self.best[text]
+        return max(self.best.values(), key=_rank) if self.best else max(self.sightings, key=_rank)
 
 
 class PassTracker:
@@ -93,7 +120,7 @@ class PassTracker:
         elif self._best_track(sighting, names, self._gone) is not None:
             self.late_sightings += 1  # the last glimpse of a plate already emitted as it left
         else:
-            self._tracks.append(_Pass(sightings=[sighting], last_box=sighting.box, texts=set(names)))
+            self._tracks.append(_Pass.start(sighting, names))
         return done
 
     def flush(self, now: float, force: bool = False) -> list[ReadEvent]:
@@ -176,7 +203,7 @@ class PassTracker:
     def _to_read(self, track: _Pass) -> ReadEvent:
         sightings = track.sightings
         consensus = vote([Reading(s.text, s.confidence, tuple(s.char_confidences)) for s in sightings])
-        best = max(sightings, key=lambda s: (s.text == consensus.text, s.confidence, s.box[2] * s.box[3]))
+        best = track.best_for(consensus.text)
         return ReadEvent(
             plate=consensus.text, confidence=consensus.confidence, seen_at=track.first_seen,
             camera_id=self.camera_id, latitude=self.latitude, longitude=self.longitude,
@@ -198,6 +225,10 @@ def direction(first: tuple[int, int, int, int], last: tuple[int, int, int, int])
     if abs(dx) >= abs(dy):
         return "right" if dx > 0 else "left"
     return "down" if dy > 0 else "up"
+
+
+def _rank(sighting: Sighting) -> tuple[float, int]:
+    return sighting.confidence, sighting.box[2] * sighting.box[3]
 
 
 def _centre(box) -> tuple[float, float]:
