@@ -71,12 +71,16 @@ merge_window_s = 1.5
         wait_for(lambda: pipeline.accept.accepted > accepted_at_reconnect, 60, "a read after the reconnect")
         after = pipeline.outbox.read_ids()
         restarts = {s.name: s.restarts for s in pipeline.stages}
+        heartbeat_source = pipeline.stats()["source"]  # what the status heartbeat carries
     finally:
         pipeline.shutdown()
         server.stop()
     assert before and before <= after, "a read accepted before the outage is gone"
     assert len(after) > len(before)
     assert restarts["capture"] == 0, restarts
+    assert (heartbeat_source["state"], heartbeat_source["losses"], heartbeat_source["reconnects"]) == \
+        ("connected", 1, 1)
+    assert heartbeat_source["reason"] is None or "cam-secret" not in heartbeat_source["reason"]
     states = [r.getMessage().split(" source=")[0] for r in caplog.records if r.name == "agent.capture.health"]
     assert states[:4] == ["source connected", "source lost", "source reconnecting", "source connected"], states
     assert states.count("source lost") == 1, states

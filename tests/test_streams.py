@@ -53,10 +53,12 @@ def rtsp_clip(tmp_path: Path) -> Path:
     return to_h264(solid_clip(tmp_path / "solid.mp4", frames=100), tmp_path / "solid_h264.mp4")
 
 
-def test_rtsp_stream_is_read_with_credentials_that_never_reach_the_log(rtsp_clip, caplog):
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_stream_is_read_with_credentials_that_never_reach_the_log(rtsp_clip, caplog, transport):
     caplog.set_level(logging.DEBUG)
     server = RtspServer(rtsp_clip, user="alice", password=PASSWORD).start()
-    source = LiveSource(StreamSettings(kind="rtsp", url=server.url, username="alice", password=PASSWORD))
+    source = LiveSource(StreamSettings(kind="rtsp", url=server.url, username="alice", password=PASSWORD,
+                                       rtsp_transport=transport))
     try:
         frames = read_frames(source, 10)
         assert frames[0].image.shape == (240, 320, 3)
