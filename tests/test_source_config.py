@@ -79,3 +79,20 @@ def test_config_show_redacts_the_stream_password(tmp_path):
     result = subprocess.run([sys.executable, "-m", "agent", "config", "show", str(config)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "hunter2" not in result.stdout
+
+
+def test_capture_test_on_an_unreachable_camera_says_so_and_exits_1(tmp_path):
+    import json
+
+    from stream_servers import free_port
+
+    config = tmp_path / "unit.toml"
+    config.write_text(f'[source]\nkind = "rtsp"\nurl = "rtsp://127.0.0.1:{free_port()}/cam"\n'
+                      'username = "op"\npassword = "hunter2"\nstall_timeout_s = 0.5\n')
+    result = subprocess.run([sys.executable, "-m", "agent", "capture", "test", "--config", str(config),
+                             "--seconds", "1", "--no-plates", "--json"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 0 and report["problems"] and "no frame" in report["problems"][0]
+    assert "hunter2" not in result.stdout + result.stderr
