@@ -47,6 +47,12 @@ def state_lines(caplog) -> list[str]:
     return [r.getMessage().split(" source=")[0] for r in caplog.records if r.name == "agent.capture.health"]
 
 
+def quick_reconnecting_source(server: MjpegServer) -> LiveSource:
+    """A source that notices a loss within a second and retries every 0.1-0.3 s."""
+    return LiveSource(StreamSettings(kind="http_mjpeg", url=server.url, username="cam", password="pw",
+                                     stall_timeout_s=1.0, reconnect_initial_s=0.1, reconnect_max_s=0.3))
+
+
 @pytest.fixture
 def rtsp_clip(tmp_path: Path) -> Path:
     require_rtsp_server()
@@ -120,8 +126,7 @@ def test_a_slow_reader_gets_the_newest_frame_and_the_skipped_ones_are_counted(tm
 def test_a_dead_mjpeg_server_is_reconnected_when_it_comes_back(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     server = MjpegServer(solid_clip(tmp_path / "solid.mp4")).start()
-    source = LiveSource(StreamSettings(kind="http_mjpeg", url=server.url, username="cam", password="pw",
-                                       stall_timeout_s=1.0, reconnect_initial_s=0.1, reconnect_max_s=0.3))
+    source = quick_reconnecting_source(server)
     try:
         read_frames(source, 3)
         server.stop()
@@ -188,8 +193,7 @@ privacy_masks = [[[0.0, 0.0], [0.4, 0.0], [0.4, 0.2], [0.0, 0.2]]]
 def test_a_stalled_stream_counts_as_lost_after_the_stall_timeout(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     server = MjpegServer(solid_clip(tmp_path / "solid.mp4")).start()
-    source = LiveSource(StreamSettings(kind="http_mjpeg", url=server.url, username="cam", password="pw",
-                                       stall_timeout_s=1.0, reconnect_initial_s=0.1, reconnect_max_s=0.3))
+    source = quick_reconnecting_source(server)
     try:
         read_frames(source, 3)
         server.paused.set()  # the connection stays open; frames stop coming
