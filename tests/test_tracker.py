@@ -205,3 +205,18 @@ def test_a_long_track_keeps_crops_only_on_its_best_sightings():
     assert sum(1 for s in track.sightings if s.plate_crop_jpeg is not None) == 0
     [read] = tracker.flush(now=0, force=True)
     assert (read.frames, read.plate_crop_jpeg, read.vehicle_jpeg) == (500, b"crop250", b"car250")
+
+
+def test_weak_reads_need_a_plate_format_and_the_detector_to_agree():
+    from types import SimpleNamespace
+
+    from agent.tracking.passes import weak_read
+
+    def hit(text="1PZX581", conf=0.3, fmt="us.DLLLDDD", score=0.75):
+        return SimpleNamespace(text=text, confidence=conf, format=fmt, detection_score=score)
+
+    assert weak_read(hit(), 0.1, 0.6)
+    assert not weak_read(hit(conf=0.05), 0.1, 0.6)
+    assert not weak_read(hit(fmt=None), 0.1, 0.6)          # sign lettering fits no plate format
+    assert not weak_read(hit(score=0.52), 0.1, 0.6)        # nor does the detector think it a plate
+    assert weak_read(hit(score=None), 0.1, 0.6)            # a crop read without the detector

@@ -94,7 +94,8 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
             frame = Frame(image=mask.apply(frame.image), captured_at=t, index=frame.index, origin=clip.name,
                           monotonic=t)
             for sighting in frame_sightings(frame, scene, lambda hit: is_confident(hit, config.recognizer),
-                                            lambda hit: weak_read(hit, settings.weak_min_confidence)):
+                                            lambda hit: weak_read(hit, settings.weak_min_confidence,
+                                                                      config.recognizer.min_detection_score_no_format)):
                 run.events += tracker.observe(sighting)
             run.events += tracker.flush(t)
             run.frames += 1

@@ -138,7 +138,8 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
             if reader is not None and time.monotonic() >= next_read:
                 next_read = time.monotonic() + RECOGNIZE_EVERY_S
                 hits = [h for h in reader.recognize(frame.image)
-                        if is_confident(h, config.recognizer) or weak_read(h, config.tracker.weak_min_confidence)]
+                        if is_confident(h, config.recognizer) or weak_read(h, config.tracker.weak_min_confidence,
+                                                                             config.recognizer.min_detection_score_no_format)]
                 shot = (frame, hits)
                 for hit in hits:
                     seen = plates.get(hit.text)

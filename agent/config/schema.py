@@ -137,9 +137,10 @@ class TrackerConfig:
     min_frames: int = setting(1, help="Frames a plate must be seen in before it becomes a read.",
                               min=1, max=100)
     weak_min_confidence: float = setting(
-        0.1, help="Reads below recognizer.min_confidence but fitting a plate format and at least this "
-                  "confident are kept as evidence for their pass: they vote, and a pass seen only in such "
-                  "reads is still a read when agreeing_frames of them read the same text.", min=0, max=1)
+        0.1, help="Reads below recognizer.min_confidence but fitting a plate format, at least this "
+                  "confident and with a detector score of at least recognizer.min_detection_score_no_format "
+                  "are kept as evidence for their pass: they vote, and a pass seen only in such reads is "
+                  "still a read when agreeing_frames of them read the same text.", min=0, max=1)
     agreeing_frames: int = setting(
         4, help="Frames that must read exactly the same text for a pass without one read above "
                 "recognizer.min_confidence to count (their combined confidence must also reach it).",

@@ -175,7 +175,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
     recognize = RecognizeStage(stop, capture, frames, scene, lambda hit: is_confident(hit, cut), sightings,
-                               lambda hit: weak_read(hit, config.tracker.weak_min_confidence))
+                               lambda hit: weak_read(hit, config.tracker.weak_min_confidence,
+                                                      cut.min_detection_score_no_format))
     tracker = pass_tracker(config)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
     accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)

@@ -30,9 +30,13 @@ SMOOTHING = 0.5            # weight of the newest velocity measurement
 CROPS_KEPT = 5             # texts per track whose best crops are kept (a parked car is seen thousands of times)
 
 
-def weak_read(hit: Any, floor: float) -> bool:
-    """A read below the cut that is still evidence: it fits a plate format and is not noise."""
-    return bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
+def weak_read(hit: Any, floor: float, min_detection_score: float) -> bool:
+    """A read below the cut that is still evidence: it fits a plate format, is not noise, and the
+    detector is as sure it is a plate as the cut asks of format-less reads (sign lettering scored
+    0.50-0.54 there; docs/detection.md), so a sign re-read all day cannot add up to a read."""
+    score = getattr(hit, "detection_score", None)
+    return (bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
+            and (score is None or score >= min_detection_score))
 
 
 @dataclass
