@@ -96,3 +96,14 @@ def test_capture_test_on_an_unreachable_camera_says_so_and_exits_1(tmp_path):
     report = json.loads(result.stdout)
     assert report["frames"] == 0 and report["problems"] and "no frame" in report["problems"][0]
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_stream_urls_get_credentials_only_when_opened_and_are_redacted_everywhere_else():
+    from agent.capture.urls import redact, with_credentials
+
+    url = with_credentials("rtsp://10.0.0.5:554/Streaming/101", "op", "p@ss:w/rd#1")
+    assert url == "rtsp://op:p%40ss%3Aw%2Frd%231@10.0.0.5:554/Streaming/101"
+    assert redact(url) == "rtsp://***@10.0.0.5:554/Streaming/101"
+    assert with_credentials("rtsp://[fe80::1]:554/s", "op", "x") == "rtsp://op:x@[fe80::1]:554/s"
+    assert redact("http://cam/video.mjpg?user=op&token=abc") == "http://cam/video.mjpg?user=***&token=***"
+    assert with_credentials("rtsp://cam/s", None, "ignored") == "rtsp://cam/s"
