@@ -1,8 +1,9 @@
 """Privacy masks: masked pixels are in no image that leaves the unit, and a masked plate is never read.
 
 Real parts: a rendered road frame through OpenCV image files, the shipped models, the whole
-pipeline up to the outbox, and the capture-test snapshot. The masked area is painted pure
-magenta in the source frames, so any trace of it in an outgoing JPEG is easy to find; a
+pipeline up to the outbox, and the capture-test snapshot. The masked area is painted a pure
+colour found nowhere else in the frame (magenta, unless the rendered plate has some; never an
+overlay colour of the snapshot), so any trace of it in an outgoing JPEG is easy to find; a
 control run without the mask shows the same crops do contain it.
 """
 from __future__ import annotations
@@ -24,20 +25,23 @@ from tools.synth.make_passes import make_passes
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-MAGENTA = (255, 0, 255)
+PATCH_COLOURS = ((255, 0, 255), (255, 255, 0), (255, 0, 0), (128, 0, 255))  # BGR: magenta, cyan, blue, pink
 
 
-def magenta_pixels(jpeg: bytes | None) -> int:
+def colour_pixels(image: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """Pixels within 60 grey levels of `colour` on every channel (JPEG keeps a flat patch that close)."""
+    return int((np.abs(image.astype(int) - np.array(colour)).max(axis=2) < 60).sum())
+
+
+def patch_pixels(jpeg: bytes | None, colour: tuple[int, int, int]) -> int:
     if jpeg is None:
         return 0
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    b, g, r = (image[:, :, i].astype(int) for i in range(3))
-    return int(((r > 170) & (b > 170) & (g < 90)).sum())
+    return colour_pixels(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), colour)
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> dict:
-    """One road frame with a whole plate, a magenta patch just above the plate, and their boxes."""
+    """One road frame with a whole plate, a patch of a unique colour just above it, and their boxes."""
     work = tmp_path_factory.mktemp("privacy")
     clip = work / "road.mp4"
     truth = make_passes(clip, seed=5, count=1, width=640, height=360, stop_share=0.0, exposure_s=0)
@@ -49,8 +53,10 @@ def scene(tmp_path_factory) -> dict:
     [hit] = Recognizer.from_models(ROOT / "models").recognize(frame)
     x, y, w, h = hit.box
     patch = (x, max(0, y - 2 * h), x + w, max(1, y - h))  # inside the vehicle crop the agent keeps
-    frame[patch[1]:patch[3], patch[0]:patch[2]] = MAGENTA
-    return {"work": work, "frame": frame, "plate": (x, y, x + w, y + h), "patch": patch, "text": hit.text}
+    colour = next(c for c in PATCH_COLOURS if colour_pixels(frame, c) == 0)
+    frame[patch[1]:patch[3], patch[0]:patch[2]] = colour
+    return {"work": work, "frame": frame, "plate": (x, y, x + w, y + h), "patch": patch, "text": hit.text,
+            "colour": colour}
 
 
 def polygon(box, size, grow: int = 3) -> list[list[float]]:
@@ -97,11 +103,12 @@ def test_masked_pixels_are_in_no_crop_that_leaves_the_unit(scene):
     size = scene["frame"].shape[1], scene["frame"].shape[0]
     control, _ = run_agent(scene, "unmasked", [])
     assert [r.plate for r in control] == [scene["text"]]
-    assert magenta_pixels(control[0].vehicle_jpeg) > 50, "the control crop must contain the patch"
+    assert patch_pixels(control[0].vehicle_jpeg, scene["colour"]) > 50, "the control crop must contain the patch"
     masked, stats = run_agent(scene, "masked", [polygon(scene["patch"], size)])
     assert [r.plate for r in masked] == [scene["text"]] and stats["frames_recognized"] == 5
     for read in masked:
-        assert magenta_pixels(read.vehicle_jpeg) == 0 and magenta_pixels(read.plate_crop_jpeg) == 0
+        assert patch_pixels(read.vehicle_jpeg, scene["colour"]) == 0
+        assert patch_pixels(read.plate_crop_jpeg, scene["colour"]) == 0
 
 
 def test_a_plate_under_a_mask_is_never_read(scene):
@@ -132,7 +139,7 @@ privacy_masks = {json.dumps([polygon(scene["patch"], size)])}
                    snapshot=snapshot)
     assert [p["text"] for p in report.plates] == [scene["text"]]
     data = snapshot.read_bytes()
-    assert data[:2] == b"\xff\xd8" and magenta_pixels(data) == 0
+    assert data[:2] == b"\xff\xd8" and patch_pixels(data, scene["colour"]) == 0
 
 
 def test_grab_snapshot_returns_a_masked_annotated_jpeg(scene, tmp_path):
@@ -146,4 +153,4 @@ def test_grab_snapshot_returns_a_masked_annotated_jpeg(scene, tmp_path):
     config.write_text(f'[source]\nkind = "image_folder"\npath = "{folder}"\n[scene]\n'
                       f'privacy_masks = {json.dumps([polygon(scene["patch"], size)])}\n')
     data = grab_snapshot(load_config(config))
-    assert data[:2] == b"\xff\xd8" and magenta_pixels(data) == 0
+    assert data[:2] == b"\xff\xd8" and patch_pixels(data, scene["colour"]) == 0
