@@ -79,7 +79,8 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
     settings = config.tracker
     tracker = RecordingTracker(config.unit.camera_id, settings.merge_window_s, settings.max_track_s,
                                settings.min_frames, agreeing_frames=settings.agreeing_frames,
-                               min_confidence=config.recognizer.min_confidence)
+                               min_confidence=config.recognizer.min_confidence,
+                               stopped_timeout_s=settings.stopped_timeout_s)
     run = ClipRun()
     source = VideoFileSource(clip)
     cpu0, wall0 = time.process_time(), time.monotonic()

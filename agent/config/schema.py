@@ -132,6 +132,10 @@ class TrackerConfig:
     merge_window_s: float = setting(3.0, help="A vehicle's track ends when its plate has not been seen for "
                                               "this long; its one read event is emitted then.",
                                     min=0.1, max=600)
+    stopped_timeout_s: float = setting(9.0, help="The same for a plate that stood still inside the picture: a "
+                                                 "stopped vehicle whose plate the detector loses for a while "
+                                                 "(glare, a passing vehicle in front) stays one pass.",
+                                       min=0.1, max=600)
     max_track_s: float = setting(300.0, help="A track that lasts this long (a parked vehicle) is emitted and "
                                              "a new one started.", min=1, max=86400)
     min_frames: int = setting(1, help="Frames a plate must be seen in before it becomes a read.",

@@ -193,7 +193,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
 def pass_tracker(config: DeviceConfig) -> PassTracker:
     t = config.tracker
     return PassTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames, config.unit.latitude,
-                       config.unit.longitude, t.agreeing_frames, config.recognizer.min_confidence)
+                       config.unit.longitude, t.agreeing_frames, config.recognizer.min_confidence,
+                       t.stopped_timeout_s)
 
 
 def scene_recognizer(config: DeviceConfig, recognizer: PlateRecognizer) -> SceneRecognizer:

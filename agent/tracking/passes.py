@@ -4,7 +4,8 @@ A sighting joins a track when it is where the track's plate should be by now (it
 moved on by its velocity) and its text is like the track's texts, or when its box overlaps
 that predicted box strongly (a badly blurred frame still belongs to the vehicle). Each track
 takes at most one sighting per frame, so two vehicles in view at once stay two tracks. A
-track ends when its plate has not been seen for `timeout_s`, when it has left the frame
+track ends when its plate has not been seen for `timeout_s` (`stopped_timeout_s` for a plate
+that stood still: a stopped vehicle the detector loses for a while), when it has left the frame
 (its predicted box is outside it), or when it has lasted `max_track_s`; it then becomes one
 ReadEvent whose text is the per-character vote over all of its frames (agent.tracking.vote).
 A last glimpse of a plate that has just left (a fragment read after its track ended, within
@@ -27,6 +28,7 @@ OVERLAP_JOINS = 0.5        # IoU with the predicted box that joins whatever the 
 REACH_PLATE_WIDTHS = 2.5   # how far from the predicted centre a similar read may be, in plate widths
 REACH_GROWTH = 4.0         # plus this many plate widths per second since the track was last seen
 SMOOTHING = 0.5            # weight of the newest velocity measurement
+STILL_SPEED = 0.5          # plate widths per second below which a plate stands still
 CROPS_KEPT = 5             # texts per track whose best crops are kept (a parked car is seen thousands of times)
 
 
@@ -101,8 +103,9 @@ class PassTracker:
 
     def __init__(self, camera_id: str, timeout_s: float = 3.0, max_track_s: float = 300.0, min_frames: int = 1,
                  latitude: float | None = None, longitude: float | None = None, agreeing_frames: int = 4,
-                 min_confidence: float = 0.7):
+                 min_confidence: float = 0.7, stopped_timeout_s: float | None = None):
         self.camera_id = camera_id
+        self.stopped_timeout_s = 3 * timeout_s if stopped_timeout_s is None else stopped_timeout_s
         self.agreeing_frames = agreeing_frames
         self.min_confidence = min_confidence
         self.tracks_dropped = 0  # passes seen only in weak reads that did not agree enough
@@ -173,9 +176,18 @@ class PassTracker:
         return distance(reference, sighting.text) <= OUTLIER_EDITS * max(len(reference), 1)
 
     def _ended(self, track: _Pass, now: float) -> bool:
-        if now - track.last_seen > self.timeout_s or now - track.first_seen >= self.max_track_s:
+        if now - track.first_seen >= self.max_track_s:
             return True
-        return self._left(track, now)
+        timeout = max(self.timeout_s, self.stopped_timeout_s) if self._still(track) else self.timeout_s
+        return now - track.last_seen > timeout or self._left(track, now)
+
+    @staticmethod
+    def _still(track: _Pass) -> bool:
+        """The plate stood still where it was last seen, not at an edge: a stopped vehicle whose
+        plate the detector lost for a while (glare, a passing vehicle in front) is still there."""
+        vx, vy = track.velocity
+        width = max(track.last_box[2], 1)
+        return (vx * vx + vy * vy) ** 0.5 < STILL_SPEED * width
 
     @staticmethod
     def _left(track: _Pass, now: float) -> bool:
