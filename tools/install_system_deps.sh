@@ -5,8 +5,10 @@
 #   fonts-*: typefaces for the synthetic plate generator; python3-venv: the virtualenv
 #   gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-*: the real RTSP server the capture tests
 #     stream clips from (run with the system python3; ffmpeg can push RTSP but not serve it)
+#   systemd: systemd-analyze (verify and security of the units); util-linux: unshare; strace: the
+#   syscalls the agent makes, checked against the unit's filter (tests/test_install.py)
 set -euo pipefail
-PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv
+PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv systemd util-linux strace
           fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin
           fonts-roboto-unhinted fonts-open-sans fonts-croscore fonts-freefont-ttf
           fonts-adf-switzera fonts-adf-gillius fonts-clear-sans fonts-go
