@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "agent.vision.cli",
     "agent.policy.cli",
     "agent.audit.cli",
+    "agent.receiver.cli",
 )
 
 
