@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.config.files import load_usable_config
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
@@ -25,7 +26,7 @@ from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
+EXIT_CONFIG = 78         # EX_CONFIG: the config can never work (RestartPreventExitStatus=78)
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
@@ -110,9 +111,11 @@ def _changed_sections(old: DeviceConfig, new: DeviceConfig) -> list[str]:
 
 def run_agent(config_path: Path, log_level: str | None = None) -> int:
     try:
-        config = load_config(config_path)
+        config = load_usable_config(config_path)
     except ConfigError as exc:
-        print(f"plategate: refusing to start: {exc}", file=sys.stderr)
+        # One line per problem, each complete on its own (the journal shows lines, not blocks).
+        for problem in exc.problems:
+            print(f"plategate: refusing to start: {exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(log_level or config.logging.level)
     agent = Agent(config_path, config)
