@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 78         # EX_CONFIG: the config can never work (RestartPreventExitStatus=78)
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
+EXIT_LOST = 74           # EX_IOERR: stopped, but the disk refused reads or audit records (counts logged)
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
 
@@ -77,7 +78,9 @@ class Agent:
                     log.info("source ended and reads settled; stopping")
                     break
         systemd.notify("STOPPING=1")
-        self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        report = self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        if code == EXIT_OK and not report.complete:
+            code = EXIT_LOST
         return code
 
     def reload(self) -> None:
@@ -122,8 +125,12 @@ def run_agent(config_path: Path, log_level: str | None = None) -> int:
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
     signal.signal(signal.SIGHUP, agent.request_reload)
+    # A file-size limit (systemd LimitFSIZE=) then fails a write with EFBIG, handled like a
+    # full disk, instead of killing the agent with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return agent.run()
     except Exception:
-        log.exception("agent failed to start config=%s", config_path)
+        log.exception("agent failed %s config=%s", "while running" if agent.pipeline else "to start",
+                      config_path)
         return EXIT_FATAL
