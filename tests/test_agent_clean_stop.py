@@ -8,13 +8,12 @@ file most units do not have, so every start logged "hmac keys not loaded" at ERR
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
 
 from test_agent_lifecycle import AgentProcess, write_config
-from test_disk_full_agent import heartbeats, status_section, wait_beat
+from test_disk_full_agent import heartbeats, status_section, terminate, wait_beat
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +25,8 @@ def test_clean_stop_is_offline_with_reason_and_pending_line(tmp_path: Path, mosq
     agent = AgentProcess(config)
     try:
         wait_beat(collector, lambda b: b["state"] == "running" and b["frames_read"] > 0)
-        agent.proc.send_signal(signal.SIGTERM)
-        code = agent.proc.wait(timeout=10)
-        agent._reader.join(5)
     finally:
-        agent.stop()
-    log = "".join(agent.lines)
+        code, log = terminate(agent)
     assert code == 0, log[-3000:]
     stopped = agent.wait_for("pipeline stopped clean=True")
     assert "level=INFO" in stopped and "pending: queued_for_delivery=0 (kept on disk) unstored_reads=0" in stopped

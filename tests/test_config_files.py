@@ -8,6 +8,7 @@ forever. Now each is a problem naming its key path and file: `config check` exit
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from agent.config.files import (audit_key_loadable, check_files, models_match_manifest, source_readable,
-                                state_dir_writable, trusted_keys_loadable)
+                                policy_files_readable, state_dir_writable)
 from agent.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,9 +142,15 @@ def test_keys_must_load(tmp_path):
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
     config = load_config(write_config(tmp_path, trusted_keys=f'["{bad}"]', unit_key=f'"{bad}"'))
-    assert [p.path for p in trusted_keys_loadable(config)] == ["policy.trusted_keys[0]"]
-    assert str(bad) in str(trusted_keys_loadable(config)[0])
+    assert [p.path for p in policy_files_readable(config)] == ["policy.trusted_keys[0]"]
+    assert f"trusted key {bad} cannot be used" in str(policy_files_readable(config)[0])
     assert [p.path for p in audit_key_loadable(config)] == ["audit.unit_key"]
+    hmac = tmp_path / "hmac.toml"
+    hmac.write_text('city = "not hex"\n')
+    config = load_config(write_config(tmp_path, trusted_keys="[]"))
+    config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, hmac_keys=hmac))
+    assert [str(p) for p in policy_files_readable(config)] == [
+        f"policy.hmac_keys: HMAC key file {hmac} cannot be used: the key of destination 'city' is not hex"]
 
 
 def test_unit_file_does_not_restart_on_exit_78():

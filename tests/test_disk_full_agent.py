@@ -101,6 +101,18 @@ def wait_beat(collector, predicate, timeout: float = 60) -> dict:
     return next(b for b in heartbeats(collector) if predicate(b))
 
 
+def terminate(agent: AgentProcess) -> tuple[int, str]:
+    """SIGTERM, then the exit code and the whole log (killed if it outlives 10 s)."""
+    if agent.proc.poll() is None:
+        agent.proc.send_signal(signal.SIGTERM)
+    try:
+        code = agent.proc.wait(timeout=10)
+    finally:
+        agent.stop()
+    agent._reader.join(5)
+    return code, "".join(agent.lines)
+
+
 def test_full_disk_warns_once_each_way_counts_and_stops_honestly(tmp_path, small_disk, mosquitto,
                                                                    collector_factory):
     clip = make_clip(tmp_path / "clip.mp4")
@@ -139,12 +151,8 @@ models_dir = "{ROOT / 'models'}"
         small_disk.fill()
         wait_beat(collector, lambda b: b["disk_full"]["episodes"] == 2
                   and b["disk_full"]["failed_writes"] >= full["disk_full"]["failed_writes"] + 3)
-        agent.proc.send_signal(signal.SIGTERM)
-        code = agent.proc.wait(timeout=10)
-        agent._reader.join(5)
     finally:
-        agent.stop()
-    log = "".join(agent.lines)
+        code, log = terminate(agent)
     assert code == 74, log[-3000:]  # EX_IOERR: stopped, but the disk refused what it lists
     assert "Traceback" not in log and "level=ERROR" not in log and "level=CRITICAL" not in log, log[-3000:]
     warnings = [line for line in agent.lines if "level=WARNING" in line]

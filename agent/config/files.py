@@ -129,64 +129,45 @@ def models_match_manifest(config: DeviceConfig) -> list[Problem]:
     return problems
 
 
-def policy_files_readable(config: DeviceConfig) -> list[Problem]:
-    policy = config.policy
-    return (_optional_file("policy.bundle", policy.bundle, "policy bundle")
-            + trusted_keys_loadable(config)
-            + _files("policy.hotlists", policy.hotlists, "hotlist bundle")
-            + hmac_keys_file_valid(config))
-
-
-def trusted_keys_loadable(config: DeviceConfig) -> list[Problem]:
-    """Each trusted key file is readable and holds a key `load_public_key` accepts."""
-    from agent.policy.errors import PolicyError
-    from agent.policy.signing import load_public_key
-
-    problems = _files("policy.trusted_keys", config.policy.trusted_keys, "trusted key")
-    broken = {p.path for p in problems}
-    for i, path in enumerate(config.policy.trusted_keys):
-        if f"policy.trusted_keys[{i}]" in broken:
-            continue
-        try:
-            load_public_key(Path(path))
-        except (OSError, PolicyError) as exc:
-            problems.append(Problem(f"policy.trusted_keys[{i}]", f"trusted key {path} cannot be "
-                                                                 f"used: {exc}"))
-    return problems
-
-
-def hmac_keys_file_valid(config: DeviceConfig) -> list[Problem]:
-    path = config.policy.hmac_keys
-    missing = _optional_file("policy.hmac_keys", path, "HMAC key file")
+def _loadable(key: str, path: Path | None, what: str, load: Callable[[Path], object]) -> list[Problem]:
+    """A readable file that `load` accepts (it raises OSError or ValueError, e.g. PolicyError,
+    saying why not); None: not configured, nothing to check."""
+    missing = _optional_file(key, path, what)
     if missing or path is None:
         return missing
     try:
-        table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return [Problem("policy.hmac_keys", f"HMAC key file {path} is not valid TOML: {exc}")]
-    problems = []
+        load(Path(path))
+    except (OSError, ValueError) as exc:
+        return [Problem(key, f"{what} {path} cannot be used: {exc}")]
+    return []
+
+
+def _hmac_table(path: Path) -> None:
+    """Parse an HMAC key file as the agent does; ValueError names what is wrong."""
+    table = tomllib.loads(path.read_text(encoding="utf-8"))   # TOMLDecodeError is a ValueError
     for dest_id, value in table.items():
         try:
             bytes.fromhex(str(value))
         except ValueError:
-            problems.append(Problem("policy.hmac_keys", f"HMAC key file {path}: the key of "
-                                                        f"destination {dest_id!r} is not hex"))
-    return problems
+            raise ValueError(f"the key of destination {dest_id!r} is not hex") from None
+
+
+def policy_files_readable(config: DeviceConfig) -> list[Problem]:
+    """The bundle and hotlists can be read; trusted keys load as public keys; HMAC keys parse."""
+    from agent.policy.signing import load_public_key
+
+    policy = config.policy
+    problems = _optional_file("policy.bundle", policy.bundle, "policy bundle")
+    for i, path in enumerate(policy.trusted_keys):
+        problems += _loadable(f"policy.trusted_keys[{i}]", path, "trusted key", load_public_key)
+    problems += _files("policy.hotlists", policy.hotlists, "hotlist bundle")
+    return problems + _loadable("policy.hmac_keys", policy.hmac_keys, "HMAC key file", _hmac_table)
 
 
 def audit_key_loadable(config: DeviceConfig) -> list[Problem]:
-    path = config.audit.unit_key
-    missing = _optional_file("audit.unit_key", path, "unit key")
-    if missing or path is None:
-        return missing
-    from agent.policy.errors import PolicyError
     from agent.policy.signing import load_private_key
 
-    try:
-        load_private_key(path)
-    except PolicyError as exc:
-        return [Problem("audit.unit_key", f"unit key {path} cannot be used: {exc}")]
-    return []
+    return _loadable("audit.unit_key", config.audit.unit_key, "unit key", load_private_key)
 
 
 def mqtt_files_readable(config: DeviceConfig) -> list[Problem]:
