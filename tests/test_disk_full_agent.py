@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -37,9 +38,9 @@ class SmallDisk:
     def __init__(self, where: Path) -> None:
         self.where = where
         where.mkdir()
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-                                 capture_output=True)
-        self.tmpfs = mounted.returncode == 0
+        mount = shutil.which("mount")
+        self.tmpfs = mount is not None and subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], capture_output=True).returncode == 0
         self.pid: int | None = None
         self.filler = where / "filler"
 
