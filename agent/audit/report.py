@@ -158,7 +158,7 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                     hotlists.append({"time": _iso(t), "event": event, "list_id": f.get("list_id"),
                                      "version": f.get("version"), "reason": f.get("reason")})
     report = {
-        "schema": "plategate.transparency/1",
+        "schema": "plategate.transparency/2",  # /2: policy_changes are changes only; integrity says what was verified
         "log": str(path),
         "period": {"since": _iso(since), "until": _iso(until),
                    "first_record": _iso(first_time), "last_record": _iso(last_time)},
