@@ -128,7 +128,7 @@ class Pipeline:
         log.log(logging.INFO if report.complete else logging.WARNING,
                 "pipeline stopped clean=%s frames_read=%d frames_dropped=%d frames_corrupt=%d reads_accepted=%d "
                 "reads_refused_full=%d restarts=%s pending: queued_for_delivery=%d (kept on disk) "
-                "unstored_reads=%d unstored_hits=%d audit_records_unwritten=%d (lost: disk full)",
+                "unstored_reads=%d unstored_hits=%d audit_records_unwritten=%d (in memory only: lost on exit)",
                 clean, stats["frames_read"], stats["frames_dropped"], stats["frames_corrupt"],
                 stats["reads_accepted"], stats["reads_refused_full"], stats["stage_restarts"],
                 report.queued, report.unstored_reads, report.unstored_hits, report.audit_unwritten)
