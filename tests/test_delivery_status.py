@@ -109,3 +109,17 @@ def test_reconnect_noise_does_not_reach_the_log_at_error(broker_factory, tmp_pat
         pub.stop(timeout=1.0)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_reconnect_noise_stays_visible_at_debug(caplog):
+    """With paho's logger at DEBUG (agent --log-level DEBUG) the line is kept, as DEBUG."""
+    import logging
+
+    from agent.delivery.paho_log import paho_logger
+
+    logger = paho_logger()
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+    logger.error("Client is not connected. Socket: None). Last known Connection State: X")
+    logger.error("failed to receive on socket: reset")
+    assert [(r.levelname, r.getMessage()[:23]) for r in caplog.records] == [
+        ("DEBUG", "Client is not connected"), ("ERROR", "failed to receive on so")]
