@@ -149,8 +149,9 @@ def test_keys_must_load(tmp_path):
     hmac.write_text('city = "not hex"\n')
     config = load_config(write_config(tmp_path, trusted_keys="[]"))
     config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, hmac_keys=hmac))
-    assert [str(p) for p in policy_files_readable(config)] == [
-        f"policy.hmac_keys: HMAC key file {hmac} cannot be used: the key of destination 'city' is not hex"]
+    problems = [str(p) for p in policy_files_readable(config)]
+    assert len(problems) == 1 and problems[0].startswith(f"policy.hmac_keys: HMAC key file {hmac} cannot "
+                                                         "be used: ") and "'city'" in problems[0]
 
 
 def test_unit_file_does_not_restart_on_exit_78():

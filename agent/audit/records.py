@@ -81,3 +81,35 @@ def expanded_records(path: Path, event: str | None = None) -> list[dict]:
             if event is None or name == event:
                 out.append({**record, "event": name, "fields": fields})
     return out
+
+
+_INSTALLED_MARK = b'"event":"%s"' % events.POLICY_INSTALLED.encode()
+
+
+def highest_installed_policy(path: Path) -> tuple[int, str | None]:
+    """(version, digest) of the highest policy version the log says was installed; (0, None)
+    when the log is missing or records no install.
+
+    The policy store's second rollback floor (docs/policy.md, threat model): the log is
+    append-only and hash-chained, so removing an install record from it shows as tampering,
+    while an added one can only raise the floor (refuse more). Only lines that name the
+    event are parsed, so a long log costs one sequential read.
+    """
+    best, digest = 0, None
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return best, digest
+    with fh:
+        for line in fh:
+            if _INSTALLED_MARK not in line:
+                continue
+            try:
+                record = json.loads(line)
+                fields = record["fields"]
+                version = int(fields["version"]) if record["event"] == events.POLICY_INSTALLED else 0
+            except (ValueError, KeyError, TypeError):
+                continue
+            if version > best:
+                best, digest = version, fields.get("digest")
+    return best, digest

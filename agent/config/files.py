@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -142,18 +141,10 @@ def _loadable(key: str, path: Path | None, what: str, load: Callable[[Path], obj
     return []
 
 
-def _hmac_table(path: Path) -> None:
-    """Parse an HMAC key file as the agent does; ValueError names what is wrong."""
-    table = tomllib.loads(path.read_text(encoding="utf-8"))   # TOMLDecodeError is a ValueError
-    for dest_id, value in table.items():
-        try:
-            bytes.fromhex(str(value))
-        except ValueError:
-            raise ValueError(f"the key of destination {dest_id!r} is not hex") from None
-
-
 def policy_files_readable(config: DeviceConfig) -> list[Problem]:
-    """The bundle and hotlists can be read; trusted keys load as public keys; HMAC keys parse."""
+    """The bundle and hotlists can be read; trusted keys load as public keys; HMAC keys load as
+    the agent loads them (agent.policy.keyring)."""
+    from agent.policy.keyring import load_hmac_keys
     from agent.policy.signing import load_public_key
 
     policy = config.policy
@@ -161,7 +152,7 @@ def policy_files_readable(config: DeviceConfig) -> list[Problem]:
     for i, path in enumerate(policy.trusted_keys):
         problems += _loadable(f"policy.trusted_keys[{i}]", path, "trusted key", load_public_key)
     problems += _files("policy.hotlists", policy.hotlists, "hotlist bundle")
-    return problems + _loadable("policy.hmac_keys", policy.hmac_keys, "HMAC key file", _hmac_table)
+    return problems + _loadable("policy.hmac_keys", policy.hmac_keys, "HMAC key file", load_hmac_keys)
 
 
 def audit_key_loadable(config: DeviceConfig) -> list[Problem]:

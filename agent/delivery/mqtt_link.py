@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 
 from agent.delivery.paho_log import paho_logger
 from agent.policy.model import Transport
+from agent.policy.schema import is_loopback_host
 from agent.policy.topics import validate_topic  # also imported from here by status.py
 
 log = logging.getLogger(__name__)
@@ -499,6 +500,9 @@ class MqttLink:
         if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
             raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
                              "is not mqtts:// but the policy gives a CA or key pin to check")
+        if not self.tls and not is_loopback_host(self.host):
+            # The policy parser refuses this already; a link never opens one either.
+            raise ValueError(f"destination {destination_id}: plain mqtt:// only to a loopback address")
         self.protocol = PROTOCOLS[self.credentials.protocol]
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
@@ -596,9 +600,11 @@ class MqttLink:
             raise LinkError(f"destination {where} refused the connection: {why}")
         self._verify_live_socket(where)
         self.connected = True
-        log.info("link connected dest=%s broker=%s protocol=%s pin_checked=%s",
-                 self.destination_id, self.transport.broker_url, self.credentials.protocol,
-                 bool(self.transport.server_key_sha256))
+        log.log(logging.INFO if self.tls else logging.WARNING,
+                "link connected dest=%s broker=%s protocol=%s pin_checked=%s%s",
+                self.destination_id, self.transport.broker_url, self.credentials.protocol,
+                bool(self.transport.server_key_sha256),
+                "" if self.tls else " (plain MQTT to loopback, allowed by the device config)")
 
     def _verify_live_socket(self, where: str) -> None:
         """Second pin check, on the socket CONNACK came over, before the first publish."""
