@@ -96,7 +96,7 @@ def test_reconnect_noise_does_not_reach_the_log_at_error(broker_factory, tmp_pat
 
     caplog.set_level(logging.INFO)
     broker = broker_factory()
-    pub = StatusPublisher(BrokerSettings(broker.url), "unit-5", "pg", dict, threading.Event(),
+    pub = StatusPublisher(BrokerSettings(broker.url, server_key_sha256=broker.pin), "unit-5", "pg", dict, threading.Event(),
                           interval_s=0.2)
     pub.start()
     try:
