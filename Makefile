@@ -3,13 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: demo test system-deps venv clean
+.PHONY: demo test bundle system-deps venv clean
 
 demo: system-deps venv
 	$(PY) tools/demo.py
 
 test: system-deps venv
 	$(PY) -m pytest
+
+# The offline install bundle for this machine's Python and architecture (docs/install.md).
+bundle: venv
+	bash tools/bundle.sh --out dist
 
 system-deps:
 	@bash tools/install_system_deps.sh
@@ -23,4 +27,4 @@ $(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
 	touch $@
 
 clean:
-	rm -rf var/demo .pytest_cache
+	rm -rf var/demo .pytest_cache build dist

@@ -41,6 +41,7 @@ class Stage:
         self.restart_policy = RestartPolicy()
         self._thread: threading.Thread | None = None
         self._crash_times: deque[float] = deque()
+        self.progress_at = time.monotonic()  # the heartbeat the systemd watchdog reads (watchdog.py)
 
     # -- to implement -----------------------------------------------------------------------------
     def step(self) -> None:
@@ -61,6 +62,10 @@ class Stage:
         self._thread = threading.Thread(target=self._run, name=f"stage-{self.name}", daemon=True)
         self._thread.start()
 
+    def running(self) -> bool:
+        """Started and not yet ended: a stage the watchdog expects to keep making progress."""
+        return self._thread is not None and not self.finished.is_set()
+
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -69,9 +74,11 @@ class Stage:
     def _run(self) -> None:
         backoff = self.restart_policy.backoff_initial_s
         while True:
+            self.progress_at = time.monotonic()
             try:
                 while not self.should_finish():
                     self.step()
+                    self.progress_at = time.monotonic()
                     backoff = self.restart_policy.backoff_initial_s
                 self.finish()
                 break
@@ -85,6 +92,7 @@ class Stage:
                     self.fatal.set()
                     break
                 self.restarts += 1
+                self.progress_at = time.monotonic() + backoff  # waiting out a backoff is not hanging
                 self.stop_requested.wait(backoff)  # a stop request ends the wait early
                 backoff = min(backoff * 2 or 0.05, self.restart_policy.backoff_max_s)
                 log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)

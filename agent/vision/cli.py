@@ -10,11 +10,12 @@ from pathlib import Path
 
 from agent.config.args import schema_option
 from agent.config.schema import RecognizerConfig
+from agent.resources import bundled_models_dir
 from agent.vision.evaluate import DatasetError, evaluate, read_image
 from agent.vision.models import ModelError
 from agent.vision.recognizer import NoDetectorError, Recognizer, is_confident
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODELS = bundled_models_dir()
 AGENT_CUT = RecognizerConfig()  # the cut a unit with the default config applies (is_confident)
 REGION = schema_option(RecognizerConfig, "region")
 THREADS = schema_option(RecognizerConfig, "threads")
