@@ -66,8 +66,7 @@ def test_check_command_accepts_shipped_defaults(tmp_path):
     text = (ROOT / "firmware_config" / "plategate.toml").read_text().replace('"/', f'"{root}/')
     config = root / "etc" / "plategate" / "plategate.toml"
     keys = ROOT / "firmware_config" / "policies" / "test-keys"
-    installed = {"usr/share/plategate/models": ROOT / "models",
-                 "etc/plategate/policy.bundle": ROOT / "firmware_config" / "policies" / "demo.bundle",
+    installed = {"etc/plategate/policy.bundle": ROOT / "firmware_config" / "policies" / "demo.bundle",
                  "etc/plategate/keys/department.pub": keys / "department-TEST-ONLY.pub",
                  "etc/plategate/keys/unit.key": keys / "unit-TEST-ONLY.key",
                  "var/lib/plategate/replay.mp4": ROOT / "firmware_config" / "policies" / "demo.json"}
@@ -79,6 +78,7 @@ def test_check_command_accepts_shipped_defaults(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert parse_config(text).policy.hmac_keys is None  # optional; naming a missing file is refused
+    assert parse_config(text).recognizer.models_dir is None  # the models shipped with the package
 
 
 def test_ranges_are_explained():

@@ -102,7 +102,7 @@ def models_match_manifest(config: DeviceConfig) -> list[Problem]:
     and has the sha256 the manifest gives (the agent refuses any other file at load)."""
     from agent.vision.models import ModelError, file_sha256, load_manifest  # no onnxruntime import
 
-    key, models_dir = "recognizer.models_dir", Path(config.recognizer.models_dir)
+    key, models_dir = "recognizer.models_dir", Path(config.recognizer.models_path)
     problem = _readable_folder(key, models_dir, "models folder")
     if problem:
         return [problem]
