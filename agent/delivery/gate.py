@@ -25,7 +25,9 @@ import threading
 from agent.delivery.records import Delivery, transport_digest
 from agent.policy.engine import decide
 from agent.policy.minimise import payload_conforms
-from agent.policy.model import Decision, Policy, Transport
+from agent.policy.model import Decision, Destination, Policy, Transport
+from agent.provenance.egress import ProvenanceRefused, sendable
+from agent.provenance.messages import UnitSigner
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,12 @@ _payload_conforms = payload_conforms
 class EgressGate:
     """The only code that hands read messages to a publisher (see module docstring)."""
 
-    def __init__(self, policy_store, audit, outbox=None) -> None:
+    def __init__(self, policy_store, audit, outbox=None, signer: UnitSigner | None = None) -> None:
         self.policy_store = policy_store
         self.audit = audit
         self.outbox = outbox
+        self.signer = signer              # the unit's key: every read sent is signed with it
+        self._wire_refusal: tuple[str, str] | None = None
         self.refused = 0
         self.passed = 0
         self._conformance_cache: dict[tuple, tuple[str, str] | None] = {}
@@ -94,6 +98,23 @@ class EgressGate:
                           reason=decision.reason,
                           policy_version=policy.version if policy else None)
         return decision, kept
+
+    def wire(self, delivery: Delivery, dest: Destination) -> bytes | None:
+        """The signed (and, where the policy gives `dest` a key, sealed) message for a delivery
+        this gate passed, or None: it cannot go out in that form and stays queued (audited
+        once per destination and reason, not once per retry)."""
+        try:
+            data = sendable(delivery, dest, self.signer)
+        except ProvenanceRefused as exc:
+            if self._wire_refusal != (dest.id, str(exc)):
+                self._wire_refusal = (dest.id, str(exc))
+                log.error("delivery held dest=%s read_id=%s reason=%s", dest.id,
+                          delivery.read_id, exc)
+                self.audit.record("delivery.refused", read_id=delivery.read_id,
+                                  destination=dest.id, rule_id="provenance", reason=str(exc))
+            return None
+        self._wire_refusal = None
+        return data
 
     def _evaluate(self, delivery: Delivery, policy: Policy | None, now: float,
                   transport: Transport | None) -> Decision:

@@ -16,9 +16,6 @@ from typing import NamedTuple
 from agent.policy.model import Destination, Transport
 from agent.reads import Candidate, HotlistHit, ReadEvent
 
-READ_SCHEMA = "plategate.read/1"
-
-
 class Delivery(NamedTuple):
     """One queued message: `payload` is the JSON of the allowed fields, nothing else.
 
@@ -108,23 +105,8 @@ def _json_default(value):
 
 # Built once: json.dumps() with options constructs a new encoder on every call.
 _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_json_default)
-_quote = json.encoder.encode_basestring_ascii      # json.dumps(str) with ensure_ascii, in C
 
 
 def encode_payload(payload: dict) -> bytes:
     """Canonical JSON of a projected payload (sorted keys; bytes as base64)."""
     return _PAYLOAD_ENCODER.encode(payload).encode()
-
-
-def build_message(delivery: Delivery) -> bytes:
-    """The wire message (schema plategate.read/1), built around the stored payload bytes.
-
-    The payload is spliced in verbatim: what the gate checked is exactly what is sent.
-    """
-    # Byte for byte what json.dumps(..., separators=(",", ":")) of the envelope gives
-    # (tests compare), assembled directly: this runs once per message sent.
-    head = (f'{{"schema":"{READ_SCHEMA}","read_id":{_quote(delivery.read_id)},'
-            f'"destination":{_quote(delivery.destination_id)},'
-            f'"purpose":{_quote(delivery.purpose)},'
-            f'"policy_version":{int(delivery.policy_version)},"read":')
-    return head.encode() + delivery.payload + b"}"
