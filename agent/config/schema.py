@@ -178,6 +178,30 @@ class SupervisorConfig:
                                    min=0, max=600)
 
 
+# scrypt$<log2 N>$<r>$<p>$<salt b64>$<hash b64>, written by the console itself (agent/console/auth.py)
+PASSWORD_HASH = r"scrypt\$[0-9]{1,2}\$[0-9]{1,2}\$[0-9]{1,2}\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}"
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    port: str = setting("/dev/ttyS0", help="Serial port of the technician's console (/dev/ttyS0, /dev/ttyGS0 for "
+                                           "USB gadget mode); `plategate console --port` overrides it.",
+                        pattern=r"/dev/\S+", reason="is not a device path (/dev/...)")
+    baud: int = setting(115200, help="Serial line speed (8 data bits, no parity, 1 stop bit).",
+                        min=1200, max=4_000_000, reason="is not a usable baud rate")
+    password_hash: str | None = setting(None, help="scrypt hash of the technician password. There is no default: "
+                                                   "a unit without one lets the technician set it once at the "
+                                                   "console (audited); never write a password here.",
+                                        pattern=PASSWORD_HASH, secret=True,
+                                        reason="is not a console password hash (set the password at the console)")
+    idle_timeout_s: float = setting(600.0, help="A logged-in console session with no input for this long is "
+                                                "logged out.", min=1, max=86400)
+    lockout_failures: int = setting(3, help="Failed logins in a row that lock the console (the first ones "
+                                            "only add a short delay).", min=1, max=20)
+    lockout_s: float = setting(900.0, help="First lockout; each further failure doubles it, up to a day. The "
+                                           "failure count survives a console restart.", min=60, max=86400)
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     unit: UnitConfig = field(default_factory=UnitConfig)
@@ -191,6 +215,7 @@ class DeviceConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 SECTION_HELP = {
@@ -205,4 +230,5 @@ SECTION_HELP = {
     "mqtt": "MQTT connections (destinations themselves come from the signed policy).",
     "delivery": "How reads may leave the unit.",
     "supervisor": "Restarting crashed stages.",
+    "console": "The field technician's serial console (`plategate console`, docs/console.md).",
 }

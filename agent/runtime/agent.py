@@ -19,6 +19,7 @@ from agent.config.files import load_usable_config
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
+from agent.control.hooks import AgentHooks
 from agent.runtime.logs import configure_logging, set_level
 from agent.policy.errors import PolicyError
 from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists, reload_keys
@@ -30,6 +31,7 @@ EXIT_OK = 0
 EXIT_CONFIG = 78         # EX_CONFIG: the config can never work (RestartPreventExitStatus=78)
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
 EXIT_LOST = 74           # EX_IOERR: stopped, but the disk refused reads or audit records (counts logged)
+EXIT_RESTART = 75        # the technician asked for a restart (console `restart`): systemd starts it again
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
 
@@ -46,6 +48,7 @@ class Agent:
         self.health_options = health or {}  # HealthNotifier overrides (tests: shorter stall and status)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._restart = threading.Event()
         self.pipeline: Pipeline | None = None
 
     def request_stop(self, *_: Any) -> None:
@@ -54,8 +57,13 @@ class Agent:
     def request_reload(self, *_: Any) -> None:
         self._reload.set()
 
+    def request_restart(self) -> None:
+        self._restart.set()
+        self._stop.set()
+
     def run(self) -> int:
         self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
+        self.pipeline.hooks = AgentHooks(reload=self.request_reload, restart=self.request_restart)
         self.pipeline.start()
         health = HealthNotifier(self.pipeline.beating, self.pipeline.stats, **self.health_options)
         health.ready()
@@ -80,7 +88,10 @@ class Agent:
         health.stopping()
         report = self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
         if code == EXIT_OK and not report.complete:
-            code = EXIT_LOST
+            return EXIT_LOST   # also restarted by systemd; the stop line lists what was lost
+        if code == EXIT_OK and self._restart.is_set():
+            log.info("agent stopped for a restart requested at the console")
+            return EXIT_RESTART
         return code
 
     def reload(self) -> None:

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "0 clean stop, 2 usage, 70 a stage kept crashing (systemd restarts the unit), 74 stopped "
                     "but the disk refused reads or audit records (counted in the last log line), 78 the "
                     "config can never work: invalid, or names a missing or unreadable file (systemd: "
-                    "RestartPreventExitStatus=78).")
+                    "RestartPreventExitStatus=78), 75 a restart asked for at the technician's console (systemd "
+                    "starts it again).")
     parser.add_argument("--config", type=Path, required=True, help="device config (TOML)")
     parser.set_defaults(func=_run)
 

@@ -22,6 +22,8 @@ from agent.audit import events
 from agent.audit.log import AuditError, AuditLog
 from agent.capture.files import open_source
 from agent.config.schema import DeviceConfig
+from agent.control import ControlHandle, start_control_server, stop_control_server
+from agent.control.hooks import AgentHooks
 from agent.delivery.outbox import Outbox, OutboxFull
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
@@ -76,6 +78,8 @@ class Pipeline:
     accept: AcceptStage
     started_at: float = field(default_factory=time.time)
     final_stats: dict[str, Any] | None = None  # the last figures, kept once the outbox is closed
+    hooks: AgentHooks = field(default_factory=AgentHooks)  # reload/restart for the console (set by Agent)
+    control: ControlHandle | None = None
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -91,6 +95,7 @@ class Pipeline:
             self.status.start()
         for stage in reversed(self.stages):  # consumers first, so nothing waits on a missing reader
             stage.start()
+        self.control = start_control_server(self)  # the technician console's socket; never fatal
         log.info("pipeline started unit=%s camera=%s", self.config.unit.id, self.config.unit.camera_id)
 
     def fatal(self) -> Stage | None:
@@ -114,6 +119,7 @@ class Pipeline:
         """
         deadline = time.monotonic() + timeout
         self.stop.set()
+        stop_control_server(self.control)
         clean = True
         for stage in self.stages:
             if not stage.join(max(0.05, deadline - time.monotonic() - 1.0)):

@@ -56,6 +56,7 @@ class CaptureStage(Stage):
         self.frames = frames
         self.source_ended = threading.Event()
         self.frames_read = 0
+        self.latest: Frame | None = None  # the newest frame, for the console's snapshot and camera test
         self._source: FrameSource | None = None
         self._corrupt_before = 0  # corrupt frames counted by sources already closed
         self._next_at = 0.0
@@ -80,6 +81,7 @@ class CaptureStage(Stage):
             self._close_source()  # reopen after the restart
             raise
         self.frames_read += 1
+        self.latest = frame
         self.frames.put(frame)
 
     @property
