@@ -63,7 +63,9 @@ def test_check_command_accepts_shipped_defaults(tmp_path):
     """The shipped config passes `config check` on an installed unit: its absolute paths are
     moved under tmp_path, where the files an install provides are put."""
     root = tmp_path / "root"
-    text = (ROOT / "firmware_config" / "plategate.toml").read_text().replace('"/', f'"{root}/')
+    text = (ROOT / "firmware_config" / "plategate.toml").read_text()
+    for prefix in ("/etc/", "/var/", "/usr/", "/opt/"):   # not /dev/: the console port stays a device
+        text = text.replace(f'"{prefix}', f'"{root}{prefix}')
     config = root / "etc" / "plategate" / "plategate.toml"
     keys = ROOT / "firmware_config" / "policies" / "test-keys"
     installed = {"etc/plategate/policy.bundle": ROOT / "firmware_config" / "policies" / "demo.bundle",
