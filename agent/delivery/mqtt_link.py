@@ -34,6 +34,7 @@ from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.delivery.paho_log import paho_logger
 from agent.policy.model import Transport
 from agent.policy.schema import is_loopback_host
 from agent.policy.topics import validate_topic  # also imported from here by status.py
@@ -542,7 +543,7 @@ class MqttLink:
         client.buffered_io = True
         client.fast_ack = self._on_fast_ack
         client.expected_pin = self.transport.server_key_sha256
-        client.enable_logger(logging.getLogger("paho.mqtt.client"))
+        client.enable_logger(paho_logger())
         # The sender bounds what is in flight itself (its window); paho's own limit would make
         # it walk every queued message on each PUBACK.
         client.max_inflight_messages_set(0)
