@@ -18,6 +18,7 @@ from agent.provenance.egress import sendable
 from agent.provenance.keys import raw_public
 from agent.reads import HotlistHit, ReadEvent
 from agent.receiver.config import load_receiver_config
+from agent.receiver.pgdsn import connect_kwargs
 from agent.receiver.service import Incoming, Receiver
 from agent.receiver.store import open_store, row_to_read
 from receiver_kit import (Publisher, ThreadedReceiver, check_schema, department_key, genuine,
@@ -134,7 +135,7 @@ def test_two_receivers_into_one_postgresql(tmp_path, mosquitto, postgres_dsn):
 def test_receiver_survives_a_lost_postgresql_connection(tmp_path, mosquitto, postgres_dsn):
     """The server drops the receiver's connection (as in a restart or failover): nothing
     acknowledged is lost, the receiver reconnects and stores what came meanwhile."""
-    import psycopg
+    from pg8000.native import Connection
     unit = new_unit("unit-0001")
     config = write_config(tmp_path / "rx.toml", mosquitto, client_id="rx-pg-lost",
                           topics=["plategate/county/reads"], destinations=["county"], dsn=postgres_dsn)
@@ -145,14 +146,15 @@ def test_receiver_survives_a_lost_postgresql_connection(tmp_path, mosquitto, pos
         publisher = Publisher(mosquitto)
         publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50)])
         assert wait_until(lambda: rx.store.count_reads() == 50, 30)
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with Connection(**connect_kwargs(postgres_dsn)) as admin:
+            killed = admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert killed and all(row[0] for row in killed)
         publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50, 150)])
         publisher.close()
-        with psycopg.connect(postgres_dsn) as check:
-            assert wait_until(lambda: check.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 150, 60)
-            assert check.execute("SELECT COUNT(DISTINCT read_id) FROM reads").fetchone()[0] == 150
+        with Connection(**connect_kwargs(postgres_dsn)) as check:
+            assert wait_until(lambda: check.run("SELECT COUNT(*) FROM reads")[0][0] == 150, 60)
+            assert check.run("SELECT COUNT(DISTINCT read_id) FROM reads")[0][0] == 150
     finally:
         rx.close()
 
