@@ -274,3 +274,25 @@ def test_bad_receiver_config_names_every_problem_and_exits_78(tmp_path):
     for where in ("broker.url", "broker.topics: needs at least one topic",
                   "accept.destinations[0]", "accept.private_keys"):
         assert where in done.stderr, done.stderr
+
+
+def test_postgresql_batch_larger_than_one_insert(postgres_dsn, tmp_path, monkeypatch):
+    """A batch is split into multi-row INSERTs of ROWS_PER_INSERT; new and duplicate counts
+    stay exact across the pieces and the whole batch is still one transaction."""
+    from agent.receiver.store import PostgresStore
+    monkeypatch.setattr(PostgresStore, "ROWS_PER_INSERT", 2)
+    store = open_store(postgres_dsn, None)
+    try:
+        rx = offline_receiver(tmp_path)
+        rx.store.close()
+        rx.store = store
+        unit = new_unit("unit-1")
+        store.add_unit("unit-1", unit.key.public_key())
+        rx._refresh_registry()
+        rows = [rx.check(Incoming(i + 1, 1, "t/x", genuine(unit, "dest", i), time.time(), 0))[0]
+                for i in range(5)]
+        assert store.commit_batch(rows[:3]) == 3
+        assert store.commit_batch(rows) == 2
+        assert store.counts() == {"stored": 5, "duplicate": 3} and store.count_reads() == 5
+    finally:
+        store.close()
