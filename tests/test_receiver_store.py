@@ -296,3 +296,18 @@ def test_postgresql_batch_larger_than_one_insert(postgres_dsn, tmp_path, monkeyp
         assert store.counts() == {"stored": 5, "duplicate": 3} and store.count_reads() == 5
     finally:
         store.close()
+
+
+def test_unusable_dsn_exits_78_naming_it(tmp_path, mosquitto):
+    """A DSN pg8000 would have to half-ignore (here: a clear-text fallback) stops the receiver
+    at start with the parameter named, before any connection is tried."""
+    import subprocess
+    import sys
+    from receiver_kit import ROOT
+    config = write_config(tmp_path / "rx.toml", mosquitto, client_id="rx-bad-dsn",
+                          topics=["plategate/county/reads"], destinations=["county"],
+                          dsn="postgresql://rx@127.0.0.1:1/plategate?sslmode=prefer")
+    done = subprocess.run([sys.executable, "-m", "agent", "receive", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78
+    assert "storage.dsn: sslmode=prefer may fall back to clear text" in done.stderr, done.stderr
