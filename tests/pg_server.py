@@ -83,9 +83,14 @@ class PostgresServer:
 
     def new_database(self) -> str:
         """A fresh empty database; returns its DSN."""
-        import psycopg
         self._counter += 1
         name = f"t{os.getpid()}_{self._counter}_{int(time.time() * 1000) % 100000}"
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        with self.connect() as conn:
+            conn.run(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
+
+    def connect(self, database: str = "postgres"):
+        """A pg8000 native connection (autocommit) to `database`, for a test's own checks."""
+        import pg8000.native
+        return pg8000.native.Connection(self.user, host="127.0.0.1", port=self.port,
+                                        database=database)

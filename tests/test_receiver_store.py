@@ -18,6 +18,7 @@ from agent.provenance.egress import sendable
 from agent.provenance.keys import raw_public
 from agent.reads import HotlistHit, ReadEvent
 from agent.receiver.config import load_receiver_config
+from agent.receiver.pgdsn import connect_kwargs
 from agent.receiver.service import Incoming, Receiver
 from agent.receiver.store import open_store, row_to_read
 from receiver_kit import (Publisher, ThreadedReceiver, check_schema, department_key, genuine,
@@ -134,7 +135,7 @@ def test_two_receivers_into_one_postgresql(tmp_path, mosquitto, postgres_dsn):
 def test_receiver_survives_a_lost_postgresql_connection(tmp_path, mosquitto, postgres_dsn):
     """The server drops the receiver's connection (as in a restart or failover): nothing
     acknowledged is lost, the receiver reconnects and stores what came meanwhile."""
-    import psycopg
+    from pg8000.native import Connection
     unit = new_unit("unit-0001")
     config = write_config(tmp_path / "rx.toml", mosquitto, client_id="rx-pg-lost",
                           topics=["plategate/county/reads"], destinations=["county"], dsn=postgres_dsn)
@@ -145,14 +146,15 @@ def test_receiver_survives_a_lost_postgresql_connection(tmp_path, mosquitto, pos
         publisher = Publisher(mosquitto)
         publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50)])
         assert wait_until(lambda: rx.store.count_reads() == 50, 30)
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with Connection(**connect_kwargs(postgres_dsn)) as admin:
+            killed = admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert killed and all(row[0] for row in killed)
         publisher.publish("plategate/county/reads", [genuine(unit, "county", i) for i in range(50, 150)])
         publisher.close()
-        with psycopg.connect(postgres_dsn) as check:
-            assert wait_until(lambda: check.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 150, 60)
-            assert check.execute("SELECT COUNT(DISTINCT read_id) FROM reads").fetchone()[0] == 150
+        with Connection(**connect_kwargs(postgres_dsn)) as check:
+            assert wait_until(lambda: check.run("SELECT COUNT(*) FROM reads")[0][0] == 150, 60)
+            assert check.run("SELECT COUNT(DISTINCT read_id) FROM reads")[0][0] == 150
     finally:
         rx.close()
 
@@ -272,3 +274,40 @@ def test_bad_receiver_config_names_every_problem_and_exits_78(tmp_path):
     for where in ("broker.url", "broker.topics: needs at least one topic",
                   "accept.destinations[0]", "accept.private_keys"):
         assert where in done.stderr, done.stderr
+
+
+def test_postgresql_batch_larger_than_one_insert(postgres_dsn, tmp_path, monkeypatch):
+    """A batch is split into multi-row INSERTs of ROWS_PER_INSERT; new and duplicate counts
+    stay exact across the pieces and the whole batch is still one transaction."""
+    from agent.receiver.store import PostgresStore
+    monkeypatch.setattr(PostgresStore, "ROWS_PER_INSERT", 2)
+    store = open_store(postgres_dsn, None)
+    try:
+        rx = offline_receiver(tmp_path)
+        rx.store.close()
+        rx.store = store
+        unit = new_unit("unit-1")
+        store.add_unit("unit-1", unit.key.public_key())
+        rx._refresh_registry()
+        rows = [rx.check(Incoming(i + 1, 1, "t/x", genuine(unit, "dest", i), time.time(), 0))[0]
+                for i in range(5)]
+        assert store.commit_batch(rows[:3]) == 3
+        assert store.commit_batch(rows) == 2
+        assert store.counts() == {"stored": 5, "duplicate": 3} and store.count_reads() == 5
+    finally:
+        store.close()
+
+
+def test_unusable_dsn_exits_78_naming_it(tmp_path, mosquitto):
+    """A DSN pg8000 would have to half-ignore (here: a clear-text fallback) stops the receiver
+    at start with the parameter named, before any connection is tried."""
+    import subprocess
+    import sys
+    from receiver_kit import ROOT
+    config = write_config(tmp_path / "rx.toml", mosquitto, client_id="rx-bad-dsn",
+                          topics=["plategate/county/reads"], destinations=["county"],
+                          dsn="postgresql://rx@127.0.0.1:1/plategate?sslmode=prefer")
+    done = subprocess.run([sys.executable, "-m", "agent", "receive", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78
+    assert "storage.dsn: sslmode=prefer may fall back to clear text" in done.stderr, done.stderr

@@ -67,7 +67,7 @@ class AcceptSection:
 class StorageSection:
     sqlite: Path = setting(Path("reads.sqlite"), help="SQLite database (used unless dsn is set).")
     dsn: str | None = setting(None, help="PostgreSQL connection string (postgresql://...); needs the "
-                                         "'receiver' extra (psycopg).", secret=True)
+                                         "'receiver' extra (pg8000).", secret=True)
     batch_size: int = setting(500, help="Reads committed per transaction at most.", min=1, max=100000)
     batch_wait_ms: float = setting(20.0, help="How long a partial batch waits for more reads.",
                                    min=0, max=10000)

@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.policy.signing import key_id as compute_key_id
 from agent.provenance.keys import raw_public
 from agent.provenance.messages import UnitKey, VerifiedRead
+from agent.receiver.pgdsn import DsnError, connect_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -395,40 +397,92 @@ class SqliteStore(Store):
 
 
 class PostgresStore(Store):
-    """PostgreSQL through psycopg 3 (the `receiver` extra); batches go out pipelined."""
+    """PostgreSQL through pg8000 (pure Python, BSD-3-Clause; the `receiver` extra).
+
+    A batch of reads is one multi-row INSERT, so a batch costs one round trip however large.
+    pg8000 connections are not thread-safe, and the `receive` commands and tests read the
+    store while the receiver thread writes, so every use of the connection holds `_lock`
+    (a transaction holds it from BEGIN to COMMIT).
+    """
 
     dialect = "postgresql"
+    ROWS_PER_INSERT = 1000          # 19 parameters a row; PostgreSQL allows 65,535 a statement
 
     def __init__(self, dsn: str) -> None:
         try:
-            import psycopg
+            import pg8000.dbapi  # noqa: F401
         except ImportError as exc:
-            raise StoreError("storage.dsn is set but psycopg is not installed: "
+            raise StoreError("storage.dsn is set but pg8000 is not installed: "
                              "pip install 'plategate[receiver]'") from exc
-        self.dsn = dsn
+        try:
+            self._kwargs = connect_kwargs(dsn)
+        except DsnError as exc:
+            raise StoreError(str(exc)) from exc
+        self._lock = threading.RLock()
         self.conn = self._connect()
 
     def _connect(self):
-        import psycopg
+        import pg8000.dbapi
         try:
-            return psycopg.connect(self.dsn, autocommit=True)
-        except psycopg.Error as exc:
+            conn = pg8000.dbapi.connect(**self._kwargs)
+        except (pg8000.dbapi.Error, OSError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+        conn.autocommit = True
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.conn.close()
+            except Exception:   # already gone with the server: nothing left to close
+                pass
 
     def recover(self) -> None:
-        """A connection the server closed (restart, failover, terminated backend) is replaced."""
-        if self.conn.closed or self.conn.broken:
+        """A connection the server closed (restart, failover, terminated backend) is replaced.
+
+        pg8000 has no "broken" flag, so the old connection is probed with a round trip."""
+        with self._lock:
+            try:
+                self.conn.cursor().execute("SELECT 1")
+                return
+            except Exception:
+                pass
             log.warning("PostgreSQL connection lost; reconnecting")
+            self.close()
             self.conn = self._connect()
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
+    def _cursor(self):
+        return _LockedCursor(self.conn.cursor(), self._lock)
+
     @contextmanager
     def _tx(self):
-        with self.conn.transaction():
-            with self.conn.cursor() as cur:
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.execute("BEGIN")
+            try:
                 yield cur
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:   # the connection itself failed: the server rolled back
+                    pass
+                raise
+            cur.execute("COMMIT")
+
+    def _insert_reads(self, cur, insert: str, rows: list[tuple]) -> int:
+        head = insert[:insert.index(" VALUES ")]
+        one = "(" + ", ".join(["%s"] * len(READ_COLUMNS)) + ")"
+        inserted = 0
+        for start in range(0, len(rows), self.ROWS_PER_INSERT):
+            chunk = rows[start:start + self.ROWS_PER_INSERT]
+            cur.execute(f"{head} VALUES {', '.join([one] * len(chunk))} "
+                        "ON CONFLICT (read_id, destination) DO NOTHING",
+                        [value for row in chunk for value in row])
+            inserted += max(cur.rowcount, 0)
+        return inserted
 
     def _lock_migrations(self, cur) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
@@ -436,3 +490,18 @@ class PostgresStore(Store):
     def _tables(self, cur) -> set[str]:
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         return {row[0] for row in cur.fetchall()}
+
+
+class _LockedCursor:
+    """A pg8000 cursor whose statements hold the store's lock (pg8000 reads a statement's
+    whole result in execute(), so fetches afterwards need no lock)."""
+
+    def __init__(self, cursor, lock: threading.RLock) -> None:
+        self._cursor, self._lock = cursor, lock
+
+    def execute(self, statement: str, params=()):
+        with self._lock:
+            return self._cursor.execute(statement, params)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cursor, name)
