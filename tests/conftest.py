@@ -137,12 +137,12 @@ def ocr_models(tmp_path) -> Path:
     return out
 
 
-# --- delivery stack (agent/delivery/soak.py: outbox + policy rig + audit, no broker) --------------
+# --- delivery stack (tests/helpers/soak.py: outbox + policy rig + audit, no broker) --------------
 
 @pytest.fixture
 def stack(tmp_path: Path):
     """A real outbox, policy store and audit log in a temp state dir; closed at teardown."""
-    from agent.delivery.soak import build_stack
+    from helpers.soak import build_stack
     s = build_stack(tmp_path / "state")
     yield s
     s.outbox.close()

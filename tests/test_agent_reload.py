@@ -16,7 +16,7 @@ import pytest
 import agent
 
 from agent.config.loader import load_config
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.policy.signing import load_private_key
 from agent.runtime.agent import Agent

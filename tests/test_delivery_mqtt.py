@@ -12,7 +12,7 @@ import pytest
 import agent
 from agent.audit.records import expanded_records
 from agent.delivery.mqtt_link import Backoff, DestinationCredentials, validate_topic
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from mqtt_broker import make_tls_files
 
 SCHEMA = json.loads((Path(agent.__file__).parent / "schemas" / "read-message.json").read_text())

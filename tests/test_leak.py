@@ -18,7 +18,7 @@ import pytest
 
 import agent
 from agent.delivery.records import encode_payload
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.policy.engine import decide
 from agent.policy.minimise import project_fields
 
@@ -192,18 +192,18 @@ def test_revocation_while_a_batch_is_being_framed_sends_none_of_it(broker_factor
     stack.rig.install(policy_doc(1, [destination_doc("city", broker.url, "pg/city/reads")],
                                  time.time()))
     gate = stack.gate
-    real_check = gate.check_for_send
+    real_release = gate.release
     revoked = threading.Event()
 
     def check_then_revoke(delivery, now, transport=None):
-        result = real_check(delivery, now, transport)
+        result = real_release(delivery, now, transport)
         if not revoked.is_set():          # the first message passed under policy 1 ...
             revoked.set()                 # ... and policy 2 (city removed) lands right after
             stack.rig.install(policy_doc(2, [destination_doc("other", broker.url, "pg/o")],
                                          time.time()))
         return result
 
-    gate.check_for_send = check_then_revoke
+    gate.release = check_then_revoke
     try:
         now = time.time()
         stack.outbox.accept([make_read(i, now) for i in range(20)], now)

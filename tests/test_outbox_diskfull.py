@@ -13,7 +13,7 @@ RUNNER = textwrap.dedent('''
     import json, logging, resource, signal, sys, time
     from pathlib import Path
     from agent.delivery.outbox import OutboxFull
-    from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+    from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 
     alarms = []
     class Catch(logging.Handler):

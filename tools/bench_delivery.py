@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc  # noqa: E402
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc  # noqa: E402
 from mqtt_broker import MosquittoBroker  # noqa: E402
 
 

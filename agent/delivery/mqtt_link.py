@@ -18,7 +18,6 @@ import functools
 import hashlib
 import hmac
 import logging
-import math
 import random
 import select
 import socket
@@ -34,8 +33,8 @@ from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.policy.model import Transport
-from agent.policy.topics import validate_topic  # also imported from here by status.py
+from agent.delivery.gate import Sendable
+from agent.policy.decision import Transport, validate_topic  # validate_topic: status.py too
 
 log = logging.getLogger(__name__)
 
@@ -613,15 +612,24 @@ class MqttLink:
             raise IdentityError(f"destination {where}: server key SHA-256 {self.peer_pin} does "
                                 f"not match the policy's pin {expected}", expected, self.peer_pin)
 
-    def publish(self, payload: bytes, *, read_id: str, purpose: str, policy_version: int,
-                expiry_s: float | None) -> int:
-        """Queue one QoS 1 message on the live connection; returns its mid (ack via `acks`)."""
+    def publish(self, message: Sendable) -> int:
+        """Queue one message the egress gate sealed on the live connection; returns its mid
+        (ack via `acks`). Nothing else can be published: `message` must be a Sendable, for
+        this link's topic, and everything the broker sees besides the payload (expiry, user
+        properties, QoS, retain) comes from its view."""
+        if type(message) is not Sendable:
+            raise TypeError("MqttLink.publish() takes only a Sendable from the egress gate")
+        view = message.view
+        if view.topic != self.topic or view.qos != 1 or view.retain:
+            raise LinkError(f"destination {self.destination_id}: message is for topic "
+                            f"{view.topic!r} qos={view.qos} retain={view.retain}, not this link's")
         if not self.connected or self.client is None:
             raise LinkError(f"destination {self.destination_id}: not connected")
+        payload = message.message
         props = b""
         if self.protocol == mqtt.MQTTv5:
-            expiry = None if expiry_s is None else max(1, min(int(math.ceil(expiry_s)), 2**32 - 1))
-            props = _publish_properties(expiry, purpose, policy_version, read_id)
+            props = _publish_properties(view.expiry_s, view.purpose, view.policy_version,
+                                        message.delivery.read_id)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise LinkError(f"destination {self.destination_id}: message of {len(payload)} "
                             f"bytes is larger than MQTT allows")

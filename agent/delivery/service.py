@@ -23,8 +23,8 @@ from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
-from agent.delivery.records import Delivery, build_message
-from agent.policy.model import Destination, Policy
+from agent.delivery.records import Delivery
+from agent.policy.decision import Destination, Policy
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,6 @@ WINDOW = 1024           # messages in flight per destination (the sender bounds 
 IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
 REWIND_WAIT_S = 0.05    # wait before re-fetching a refused delivery that stayed queued
-
-
-def expiry_seconds(delivery: Delivery, dest: Destination, policy: Policy, now: float) -> float:
-    """Seconds the message may live at the broker: what is left of retention / the rule's max age."""
-    retention = policy.retention
-    limit = retention.hit_max_age_s if delivery.read.is_hit else retention.nonhit_max_age_s
-    if dest.rule.max_age_s is not None:
-        limit = min(limit, dest.rule.max_age_s)
-    return max(1.0, limit - (now - delivery.read.seen_at))
 
 
 class _Sender:
@@ -204,8 +195,8 @@ class _Sender:
         link.begin_batch()
         try:
             for delivery in batch:
-                decision, queued = gate.check_for_send(delivery, now, dest.transport)
-                if not decision.allowed:
+                message, decision, queued = gate.release(delivery, now, dest.transport)
+                if message is None:
                     self.refused += 1
                     if queued:
                         # Held, or a stale copy of a row a policy change re-wrote: nothing
@@ -216,10 +207,7 @@ class _Sender:
                     continue
                 self.cursor = delivery.seq
                 try:
-                    mid = link.publish(build_message(delivery), read_id=delivery.read_id,
-                                       purpose=delivery.purpose,
-                                       policy_version=delivery.policy_version,
-                                       expiry_s=expiry_seconds(delivery, dest, policy, now))
+                    mid = link.publish(message)
                 except LinkError as exc:
                     # Connection gone under us: the next poll drops the link and the next
                     # connection starts again from the head of the queue.
@@ -333,16 +321,15 @@ class DeliveryService:
         self._janitor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._started = False
-        if gate.outbox is None:
-            gate.attach(outbox)
-        outbox.add_listener(self._on_queued)
-        policy_store.subscribe(self._on_policy)
 
     @property
     def stopped(self) -> bool:
         return self.stop_event.is_set() or self._halt.is_set()
 
     def start(self) -> None:
+        """Follow the outbox and the policy store, then start a sender per destination."""
+        self.outbox.add_listener(self._on_queued)
+        self.policy_store.subscribe(self._on_policy)
         with self._lock:
             self._started = True
         self._sync_senders(self.policy_store.active(time.time()))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from agent.audit.log import AuditLog
 from agent.capture.files import open_source
 from agent.config.schema import DeviceConfig
-from agent.delivery.outbox import Outbox, OutboxFull
+from agent.delivery.outbox import Outbox
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
 from agent.delivery.service import DeliveryService
@@ -59,6 +59,9 @@ class Pipeline:
         return (self.capture, self.recognize, self.track, self.accept)
 
     def start(self) -> None:
+        """Start-up side effects, in order: the outbox follows the policy and re-checks what
+        survived on disk, the senders start, then the stages, consumers first."""
+        self.outbox.start()
         self.delivery.start()
         if self.status is not None:
             self.status.start()
@@ -138,8 +141,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     install_policy_and_hotlists(config, policies, hotlists, clock())
 
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
-                    load_hmac_keys(config.policy.hmac_keys))
-    gate = EgressGate(policies, audit)
+                    load_hmac_keys(config.policy.hmac_keys), hotlists=hotlists)
+    gate = EgressGate(policies, audit, outbox)
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
 
     if recognizer is None:
@@ -162,7 +165,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
                             config.unit.latitude, config.unit.longitude)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
-    accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)
+    accept = AcceptStage(stop, track, reads, outbox, clock=clock)
     for stage in (capture, recognize, track, accept):
         stage.restart_policy = restart
 

@@ -9,7 +9,6 @@ retries the batch instead of losing it.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -20,7 +19,8 @@ import cv2
 import numpy as np
 
 from agent.capture.frames import Frame, FrameSource, SourceEnded
-from agent.reads import Candidate, HotlistHit, ReadEvent
+from agent.delivery.outbox import OutboxFull
+from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import Stage
 from agent.tracking.tracker import Sighting, Tracker
@@ -37,10 +37,6 @@ class PlateRecognizer(Protocol):
 
 class ReadSink(Protocol):
     def accept(self, reads: Sequence[ReadEvent], now: float) -> None: ...
-
-
-class HotlistMatcher(Protocol):
-    def match(self, plate: str, now: float) -> tuple[HotlistHit, ...]: ...
 
 
 class CaptureStage(Stage):
@@ -191,19 +187,17 @@ class TrackStage(Stage):
 
 
 class AcceptStage(Stage):
-    """Annotates reads with hotlist hits and hands them to the outbox in durable batches."""
+    """Hands reads to the outbox in durable batches (the outbox has agent.policy decide
+    each: hotlist hits, per-destination decisions, projections)."""
 
     name = "accept"
     BATCH = 256
 
     def __init__(self, stop: threading.Event, upstream: TrackStage, reads: "queue.Queue[ReadEvent]",
-                 outbox: ReadSink, hotlists: HotlistMatcher | None, full_error: type[Exception],
-                 clock: Callable[[], float] = time.time):
+                 outbox: ReadSink, clock: Callable[[], float] = time.time):
         super().__init__(stop, upstream)
         self.reads = reads
         self.outbox = outbox
-        self.hotlists = hotlists
-        self.full_error = full_error
         self.clock = clock
         self.accepted = 0
         self.refused_full = 0
@@ -226,22 +220,16 @@ class AcceptStage(Stage):
                     break
             self._pending = batch
         now = self.clock()
-        batch = [self._with_hits(read, now) for read in self._pending]
+        batch = self._pending
         try:
             self.outbox.accept(batch, now)
-        except self.full_error as exc:
+        except OutboxFull as exc:
             self._after_refusal(batch, exc)
             return
         self.accepted += len(batch)
         self._pending = []
 
-    def _with_hits(self, read: ReadEvent, now: float) -> ReadEvent:
-        if self.hotlists is None or read.hits:
-            return read
-        hits = self.hotlists.match(read.plate, now)
-        return dataclasses.replace(read, hits=hits) if hits else read
-
-    def _after_refusal(self, batch: list[ReadEvent], exc: Exception) -> None:
+    def _after_refusal(self, batch: list[ReadEvent], exc: OutboxFull) -> None:
         """The outbox is full or its disk failed.
 
         At the size cap the outbox commits the batch except the non-hit reads it names in
@@ -249,14 +237,14 @@ class AcceptStage(Stage):
         committed: non-hits are given up (counted, alarmed) and the hits stay pending here
         and are offered again after a pause, until the disk recovers.
         """
-        refused = set(getattr(exc, "refused", ()))
-        if not getattr(exc, "hits_refused", False):
+        refused = set(exc.refused)
+        if not exc.hits_refused:
             self.refused_full += len(refused)
             self.accepted += len(batch) - len(refused)
             self._pending = []
             log.error("reads refused outbox full count=%d reason=%s", len(refused), exc)
             return
-        hits = [read for read in batch if read.is_hit]
+        hits = [read for read in batch if read.read_id in exc.hit_ids]
         self.refused_full += len(batch) - len(hits)
         self._pending = hits
         log.critical("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",

@@ -1,6 +1,6 @@
 """Delivery harness: a real outbox + gate + MQTT stack under a signed test policy.
 
-Used by the fault tests (which SIGKILL it: ``python -m agent.delivery.soak``), by
+Used by the fault tests (which SIGKILL it: ``python -m helpers.soak`` run from tests/), by
 tools/bench_delivery.py, and by tests that need a policy quickly. It is not part of the
 agent's pipeline: it generates its own policy signing key (kept in its state directory
 so a restarted run trusts the policy it installed before).
@@ -144,6 +144,7 @@ def build_stack(state_dir: Path, *, max_bytes: int = 512 * 1024 * 1024,
     rig = PolicyRig(state_dir, audit)
     rig.store.load_persisted(time.time())
     outbox = Outbox(state_dir / "outbox.db", max_bytes, rig.store, audit, hmac_keys or {})
+    outbox.start()
     gate = EgressGate(rig.store, audit, outbox)
     stop = threading.Event()
     service = DeliveryService(outbox, gate, rig.store, audit, credentials or {}, stop)
@@ -203,7 +204,7 @@ def run_soak(state_dir: Path, broker_url: str, topic: str, count: int, batch: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.delivery.soak",
+    parser = argparse.ArgumentParser(prog="python -m helpers.soak",
                                      description="Accept a stream of synthetic reads and deliver "
                                      "them to one MQTT destination (a fault-test harness).")
     parser.add_argument("--state", type=Path, required=True,
