@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.audit import events
+from agent import events
 from agent.policy.model import Decision, Destination
 from agent.reads import ReadEvent
 

@@ -27,7 +27,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agent.audit import events
+from agent import events
 from agent.audit.log import verify_log
 from agent.audit.records import expand
 

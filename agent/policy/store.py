@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import write_atomic
-from agent.audit import events
+from agent import events
 from agent.policy.bundle import load_bundle, rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import Policy

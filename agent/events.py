@@ -1,4 +1,6 @@
-"""The audit event vocabulary. Other stages record with these names (see docs/audit.md)."""
+"""The audit event vocabulary, shared by the audit log and every stage that records (see
+docs/audit.md). A module of its own, outside both agent/audit and agent/policy, so that the
+policy stores can name events without the policy package depending on the audit package."""
 from __future__ import annotations
 
 DECISION = "decision"                    # read_id, destination, allowed, rule_id, reason, purposes, hit, dest_class
