@@ -20,6 +20,8 @@ DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes; or ba
 OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
 OUTBOX_REFUSED = "outbox.refused"        # read_id, reason (full, write_failed), bytes, max_bytes
 OUTBOX_FULL = "outbox.full"              # bytes, max_bytes, reason (alarm)
+READ_LOST = "read.lost"                  # read_ids, count, reason, audit_seqs (found at restart:
+#                                          audited as accepted, but the outbox commit never happened)
 CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
 # Written by the audit log itself.
 CHECKPOINT = "checkpoint"                # count, head, key_id, signature
@@ -29,6 +31,6 @@ AUDIT_TRUNCATION_DETECTED = "audit.truncation_detected"  # head_seq, log_seq
 EVENTS = frozenset({
     DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, HOTLIST_INSTALLED,
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
-    DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
+    DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, READ_LOST, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,
 })

@@ -68,6 +68,35 @@ def expand(event: str, fields: dict) -> Iterator[tuple[str, dict]]:
     yield event, fields
 
 
+def records_after(path: Path, seq: int, chunk: int = 1 << 16) -> list[dict]:
+    """The records of the log at `path` whose seq is above `seq`, oldest first, read from
+    the end of the file (so a start-up check costs what the tail holds, not the whole log).
+    A torn last line (killed mid-write) is skipped."""
+    out: list[dict] = []
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        end = fh.tell()
+        rest = b""
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            data = fh.read(end - start) + rest
+            end = start
+            lines = data.split(b"\n")
+            rest = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if int(record.get("seq", 0)) <= seq:
+                    return out[::-1]
+                out.append(record)
+    return out[::-1]
+
+
 def expanded_records(path: Path, event: str | None = None) -> list[dict]:
     """Every record of the log at `path`, batched ones expanded (see `expand`), optionally one event.
 

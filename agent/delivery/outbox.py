@@ -5,6 +5,13 @@ A read is "accepted" only when `accept()` returns: its decisions are in the audi
 a power cut after that point loses nothing and a cut before it loses only reads that
 nobody was told were accepted.
 
+The audit log and the outbox agree after any crash (issue 14 item 11): the audit is
+flushed before each commit (no change on disk without its record), and each commit also
+stores the audit seq it covers (`meta.audited_seq`). A crash between the flush and the
+commit leaves `read.accepted` records past that seq for reads the outbox never stored;
+`start()` finds them in the audit log's tail and records `read.lost` for them, naming
+why, before anything else happens.
+
 What is stored, and for how long:
 - `reads`: the full read (needed to decide again at send time), kept while the read has
   a queued delivery or is *held* (accepted while no valid policy existed, waiting for
@@ -26,7 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent import events
 from agent.audit.log import AuditError, JSONFragment
+from agent.audit.records import records_after
 from agent.delivery.records import Delivery, decode_read, encode_read
 from agent.policy.decision import (HotlistMatcher, Policy, ReadDecision, Retention, decide_read,
                                    valid_policy)
@@ -155,9 +164,44 @@ class Outbox:
         if self._started:
             return
         self._started = True
+        self.reconcile()
         self.policy_store.subscribe(self._on_policy_change)
         now = _now()
         self.recheck(valid_policy(self.policy_store.active(now), now), now)
+
+    def reconcile(self) -> list[str]:
+        """Record `read.lost` for reads the audit log calls accepted (for a destination, or
+        held) that no commit ever stored: the process died between the audit flush and the
+        outbox commit. Returns their ids. Only the log's tail past `meta.audited_seq` is read."""
+        path = getattr(self.audit, "path", None)
+        if path is None or not Path(path).exists():
+            return []
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key='audited_seq'").fetchone()
+            after = int(row[0]) if row else 0
+            expected: dict[str, int] = {}
+            for record in records_after(Path(path), after):
+                fields = record.get("fields") or {}
+                if record.get("event") == events.READ_ACCEPTED and (
+                        fields.get("held") or fields.get("destinations")):
+                    expected[str(fields.get("read_id"))] = int(record["seq"])
+                elif record.get("event") == events.READ_LOST:
+                    for read_id in fields.get("read_ids") or ():
+                        expected.pop(read_id, None)     # reconciled before (crash since)
+                elif record.get("event") == events.OUTBOX_REFUSED:
+                    expected.pop(str(fields.get("read_id")), None)  # its refusal is on record
+            stored = self._existing(self._conn, list(expected))
+            lost = [read_id for read_id in expected if read_id not in stored]
+            if lost:
+                log.error("reads audited as accepted but never committed count=%d path=%s; "
+                          "recorded as lost", len(lost), self.path)
+                self.audit.record(events.READ_LOST, read_ids=lost, count=len(lost),
+                                  reason="the process stopped after the read.accepted record "
+                                         "was written and before the outbox commit; the read "
+                                         "was never stored and will not be delivered",
+                                  audit_seqs=[expected[r] for r in lost])
+            self._write(lambda conn: None, "reconcile")   # flushes, then moves audited_seq
+            return lost
 
     def add_listener(self, callback: Callable[[set[str]], None]) -> None:
         """Call `callback(destination_ids)` after a commit queued something for them."""
@@ -244,6 +288,9 @@ class Outbox:
                 settled, self._sent_pending = self._sent_pending, []
             self.audit.flush()
             self._apply_sent(conn, settled)
+            seq = getattr(self.audit, "seq", None)
+            if seq is not None:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('audited_seq', ?)", (str(seq),))
             conn.execute("COMMIT")
         except BaseException as exc:
             if settled:
