@@ -221,45 +221,6 @@ def test_broker_down_then_back_loses_nothing(broker_factory, collector_factory, 
     assert wait_drained(stack, "city")
 
 
-def test_prepacked_publish_properties_match_paho():
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from agent.delivery.mqtt_link import PublishProperties
-    user = [("purpose", "stolen_vehicle"), ("policy_version", "3"), ("read_id", "r1")]
-    ref = Properties(PacketTypes.PUBLISH)
-    ref.PayloadFormatIndicator = 1
-    ref.MessageExpiryInterval = 3600
-    ref.ContentType = "application/json"
-    ref.UserProperty = user
-    assert PublishProperties(3600, user).pack() == ref.pack()
-    from agent.delivery.mqtt_link import _publish_properties
-    assert _publish_properties(3600, "stolen_vehicle", 3, "r1") == ref.pack()
-
-
-def test_framed_publish_matches_paho_packet():
-    """publish_qos1 frames PUBLISH itself; the bytes must be what paho would have sent."""
-    import paho.mqtt.client as mqtt
-
-    from agent.delivery.mqtt_link import _PinnedClient, _publish_properties, _utf8
-    for protocol, props in ((mqtt.MQTTv5, _publish_properties(60, "p", 1, "r1")),
-                            (mqtt.MQTTv311, b"")):
-        ours = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
-        ours.buffered_io = True
-        ours._sock = object()               # "connected": frames go to the write buffer
-        ours.begin_batch()
-        payload = b"x" * 300                # a two-byte remaining length
-        mid = ours.publish_qos1(_utf8("pg/city/reads"), payload, props)
-        theirs = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
-        theirs._sock = object()
-        theirs._packet_queue = lambda command, packet, mid, qos, info=None: \
-            setattr(theirs, "framed", bytes(packet)) or mqtt.MQTT_ERR_SUCCESS
-        theirs._send_publish(mid, b"pg/city/reads", payload, 1, False, False, None,
-                             type("P", (), {"pack": lambda self: props})() if props else None)
-        assert bytes(ours._wbuf) == theirs.framed
-        ours._sock = theirs._sock = None
-
-
 @pytest.mark.integration
 def test_clean_stop_mid_stream_then_restart_loses_nothing(mosquitto, collector_factory,
                                                           tmp_path):
