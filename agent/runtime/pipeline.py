@@ -113,6 +113,7 @@ class Pipeline:
             "frames_dropped": self.capture.frames.dropped,
             "frames_corrupt": self.capture.corrupt_frames,
             "frames_recognized": self.recognize.frames_done,
+            "frames_failed": self.recognize.failed_frames,
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
             "reads_accepted": self.accept.accepted,
@@ -143,7 +144,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
                     load_hmac_keys(config.policy.hmac_keys), hotlists=hotlists)
     gate = EgressGate(policies, audit, outbox)
-    delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
+    delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event(),
+                               purge_interval_s=config.outbox.retention_check_s)
 
     if recognizer is None:
         recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads,
