@@ -11,7 +11,8 @@ import pytest
 
 import agent
 from agent.audit.records import expanded_records
-from agent.delivery.mqtt_link import Backoff, DestinationCredentials, validate_topic
+from agent.backoff import Backoff
+from agent.delivery.mqtt_link import DestinationCredentials, validate_topic
 from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from mqtt_broker import make_tls_files
 
@@ -89,11 +90,14 @@ def test_credentials_repr_redacts_password():
 
 
 def test_backoff_is_jittered_and_capped():
+    """Full jitter (issue 15): each delay is uniform in [0, ceiling], the ceiling doubling up
+    to the cap; the old draw, uniform(ceiling/2, ceiling), kept every delay above half."""
     import random
-    backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(1))
+    backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(1), floor=0.05)
     delays = [backoff.next_delay() for _ in range(12)]
     assert all(0.05 <= d <= 8.0 for d in delays)
-    assert delays[-1] >= 4.0 and len(set(delays)) == len(delays)
+    assert backoff.ceiling() == 8.0 and len(set(delays)) == len(delays)
+    assert any(d < 8.0 / 2 for d in delays[4:])         # below half the ceiling: full jitter
     backoff.reset()
     assert backoff.next_delay() <= 0.5
 

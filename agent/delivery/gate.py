@@ -23,6 +23,7 @@ being thrown away (fail closed, reads stay local within retention).
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 
 from agent.delivery.records import Delivery, build_message
@@ -40,32 +41,31 @@ CONFORMANCE_CACHE_SIZE = 4096
 _SEAL = object()      # only this module holds it: only the gate creates a Sendable
 
 
-class Sendable:
+class Sendable(tuple):
     """A read message the egress gate let through, and the only thing a link publishes.
 
     `message` is the wire bytes; `view` everything else observable about it (topic, QoS,
     retain, expiry, purpose), derived from the destination's view only. Created only by
     EgressGate (the constructor wants the gate module's private seal), so "one egress"
     (DESIGN.md invariant 4) holds by construction: MqttLink.publish() takes nothing else.
+    Immutable: a tuple underneath (cheap to build; one is made per message sent).
     """
 
-    __slots__ = ("delivery", "message", "view")
+    __slots__ = ()
 
-    def __init__(self, seal: object, delivery: Delivery, message: bytes, view: MessageView) -> None:
+    def __new__(cls, seal: object, delivery: Delivery, message: bytes,
+                view: MessageView) -> "Sendable":
         if seal is not _SEAL:
             raise TypeError("only the egress gate creates Sendable messages")
-        self.delivery = delivery
-        self.message = message
-        self.view = view
+        return tuple.__new__(cls, (delivery, message, view))
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if hasattr(self, "view"):
-            raise AttributeError("a Sendable message cannot be changed")
-        object.__setattr__(self, name, value)
+    delivery = property(operator.itemgetter(0))
+    message = property(operator.itemgetter(1))
+    view = property(operator.itemgetter(2))
 
     @property
     def read_id(self) -> str:
-        return self.delivery.read_id
+        return self[0].read_id
 
 
 def seal_message(delivery: Delivery, dest: Destination, decision: Decision, policy: Policy,
@@ -73,7 +73,7 @@ def seal_message(delivery: Delivery, dest: Destination, decision: Decision, poli
     """Build the sendable message of one delivery the gate allowed: the wire bytes around
     the stored payload, and what the destination may see besides (the gate's one "build"
     step: signing or sealing a read for its destination belongs here)."""
-    view = message_view(delivery.read, dest, decision, policy, now)
+    view = message_view(delivery.read, dest, decision, policy, now, delivery.policy_version)
     return Sendable(_SEAL, delivery, build_message(delivery), view)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 import select
 import socket
 import ssl
@@ -98,23 +97,6 @@ class DestinationCredentials:
                 f"password={'<redacted>' if self.password else None}, "
                 f"client_cert={self.client_cert!r}, client_key={self.client_key!r}, "
                 f"protocol={self.protocol!r}, client_id={self.client_id!r})")
-
-
-class Backoff:
-    """Jittered exponential backoff ("full jitter"): delay = random(0, min(cap, base*2^n))."""
-
-    def __init__(self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None):
-        self.base, self.cap = base, cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return max(0.05, self._rng.uniform(ceiling / 2, ceiling))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def pin_checker(expected_pin: str | None) -> Callable[[socket.socket], None]:

@@ -20,7 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from agent.delivery.gate import EgressGate
-from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
+from agent.backoff import Backoff
+from agent.delivery.mqtt_link import (Ack, DestinationCredentials, IdentityError,
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery
@@ -54,7 +55,7 @@ class _Sender:
         self.identity_failures = 0
         self.connected = False
         self.last_error: str | None = None
-        self._backoff = Backoff()
+        self._backoff = Backoff(base=0.5, cap=60.0, floor=0.05)
         self._retry_at = 0.0
         self._stalled = False
         self._kick = False                    # a policy change: retry at once, not after backoff

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from agent.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -67,12 +69,13 @@ class Stage:
         return self.finished.is_set()
 
     def _run(self) -> None:
-        backoff = self.restart_policy.backoff_initial_s
+        backoff = Backoff(base=self.restart_policy.backoff_initial_s,
+                          cap=self.restart_policy.backoff_max_s)
         while True:
             try:
                 while not self.should_finish():
                     self.step()
-                    backoff = self.restart_policy.backoff_initial_s
+                    backoff.reset()
                 self.finish()
                 break
             except Exception as exc:  # a crashed stage is logged and restarted, never silently lost
@@ -85,8 +88,7 @@ class Stage:
                     self.fatal.set()
                     break
                 self.restarts += 1
-                self.stop_requested.wait(backoff)  # a stop request ends the wait early
-                backoff = min(backoff * 2 or 0.05, self.restart_policy.backoff_max_s)
+                self.stop_requested.wait(backoff.next_delay())  # a stop ends the wait early
                 log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
         self.finished.set()
 
