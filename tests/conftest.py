@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.paths import MODELS
 from mqtt_broker import Collector, MosquittoBroker, TlsFiles, find_mosquitto, make_tls_files
 
 # --- MQTT brokers (tests/mqtt_broker.py) ---------------------------------------------------
@@ -118,9 +118,7 @@ def trusted(dept):
     return {key_id(dept.public_key()): dept.public_key()}
 
 
-# --- models ---------------------------------------------------------------------------------
-
-MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
+# --- models (helpers/paths.py: MODELS) --------------------------------------------------------
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from agent.policy.bundle import sign_bundle
 from agent.policy.signing import load_private_key
 from agent.runtime.agent import Agent
 from mqtt_broker import MosquittoBroker
-from test_pipeline import PLATES, ScriptedRecognizer, make_config
+from helpers.pipeline import PLATES, ScriptedRecognizer, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"

@@ -19,6 +19,11 @@ What is stored, and for how long:
 - `deliveries`: the minimised payload per allowed destination, deleted after the
   broker's PUBACK, or purged (audited) when the policy no longer allows it.
 
+- `journal`: reads the tracker has emitted but the accept stage has not accepted yet
+  (`journal()`, one durable commit per emission), so a read that has left the tracker
+  survives a crash before its acceptance; `accept()` deletes them in its own transaction
+  and `start()` accepts what a crash left there.
+
 The size on disk is bounded: when full, new non-hit reads are refused (OutboxFull, an
 alarm) and hits make room by evicting the oldest non-hit reads (audited); a hit is
 never dropped silently.
@@ -81,6 +86,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, seq);
 CREATE INDEX IF NOT EXISTS deliveries_read ON deliveries(read_id);
+CREATE TABLE IF NOT EXISTS journal (
+    read_id TEXT PRIMARY KEY,
+    data    BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -156,6 +165,7 @@ class Outbox:
         self._cache_lock = threading.Lock()
         self._bytes = self._measure()
         self._started = False
+        (self._journaled,) = self._conn.execute("SELECT COUNT(*) FROM journal").fetchone()
 
     def start(self) -> None:
         """Follow the policy store, and bring what survived on disk in line with the policy
@@ -168,6 +178,37 @@ class Outbox:
         self.policy_store.subscribe(self._on_policy_change)
         now = _now()
         self.recheck(valid_policy(self.policy_store.active(now), now), now)
+        self._accept_journaled(now)
+
+    # --- the tracker's journal ----------------------------------------------------------
+
+    def journal(self, reads: Sequence[ReadEvent]) -> None:
+        """Make reads the tracker emitted durable before they leave it (one commit); the
+        accept stage's accept() of them removes them again. Raises OutboxError."""
+        if not reads:
+            return
+        rows = [(r.read_id, encode_read(r)) for r in reads]
+        with self._lock:
+            self._write(lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO journal VALUES (?, ?)", rows), "journal")
+            self._journaled += len(rows)
+
+    def journaled(self) -> list[ReadEvent]:
+        """Reads journaled and not accepted yet, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM journal ORDER BY rowid").fetchall()
+        return [decode_read(r[0]) for r in rows]
+
+    def _accept_journaled(self, now: float) -> None:
+        pending = self.journaled()
+        if not pending:
+            return
+        log.warning("accepting reads the tracker emitted before a stop count=%d path=%s",
+                    len(pending), self.path)
+        try:
+            self.accept(pending, now)
+        except OutboxFull as exc:
+            log.error("journaled reads refused count=%d reason=%s", len(exc.refused), exc)
 
     def reconcile(self) -> list[str]:
         """Record `read.lost` for reads the audit log calls accepted (for a destination, or
@@ -372,6 +413,9 @@ class Outbox:
                         self._touched.add(plan.destination.id)
                         delivery_rows.append(_delivery_row(plan, decided, now))
                 conn.executemany("INSERT INTO reads VALUES (?,?,?,?,?,?,?)", read_rows)
+                if self._journaled:
+                    conn.executemany("DELETE FROM journal WHERE read_id=?",
+                                     [(r.read_id,) for r in reads])
                 conn.executemany(
                     "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
                     " transport_digest, purpose, payload, created_at, size)"
@@ -379,6 +423,9 @@ class Outbox:
 
             try:
                 self._write(work, "accept")
+                if self._journaled:
+                    (self._journaled,) = self._conn.execute(
+                        "SELECT COUNT(*) FROM journal").fetchone()
             except OutboxError as exc:
                 self._raise_alarm(f"write failed: {exc}", now)
                 ids = [r.read_id for r in reads]

@@ -36,6 +36,11 @@ from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
 
+# Bounded queues after recognition (back-pressure, see agent/runtime/stages.py): a few
+# seconds of a busy road each; the frame queue before them drops instead (source.frame_queue).
+SIGHTINGS_QUEUE = 256
+READS_QUEUE = 1024
+
 
 @dataclass
 class Pipeline:
@@ -156,8 +161,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
                             config.supervisor.backoff_initial_s, config.supervisor.backoff_max_s)
     frames: DropOldestQueue = DropOldestQueue(config.source.frame_queue)
-    sightings: queue.Queue = queue.Queue()
-    reads: queue.Queue = queue.Queue()
+    sightings: queue.Queue = queue.Queue(maxsize=SIGHTINGS_QUEUE)
+    reads: queue.Queue = queue.Queue(maxsize=READS_QUEUE)
     source = config.source
     capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
     cut = config.recognizer
@@ -166,7 +171,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                                sightings)
     tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
                             config.unit.latitude, config.unit.longitude)
-    track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
+    track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock, journal=outbox)
     accept = AcceptStage(stop, track, reads, outbox, clock=clock)
     for stage in (capture, recognize, track, accept):
         stage.restart_policy = restart

@@ -2,10 +2,14 @@
 
     CaptureStage ─frames (drop oldest)─▶ RecognizeStage ─sightings─▶ TrackStage ─reads─▶ AcceptStage ─▶ Outbox
 
-Frames may be dropped (counted); sightings and reads travel on unbounded-in-practice
-blocking queues and are never dropped. A read is *accepted* once `Outbox.accept`
-returns (committed to disk); AcceptStage keeps a batch pending until then, so a crash
-retries the batch instead of losing it.
+Frames may be dropped (counted); sightings and reads travel on bounded blocking queues
+and are never dropped: a full queue makes its producer wait (back-pressure), so a stuck
+outbox stops the tracker, then the recognizer, and frames drop at the frame queue,
+counted, while memory stays bounded. A read is *accepted* once `Outbox.accept` returns
+(committed to disk); AcceptStage keeps a batch pending until then, so a crash retries the
+batch instead of losing it. Before a read leaves the tracker it is journaled (a durable
+commit, `Outbox.journal`), so one that dies with the process between the two stages is
+accepted at the next start.
 """
 from __future__ import annotations
 
@@ -37,6 +41,22 @@ class PlateRecognizer(Protocol):
 
 class ReadSink(Protocol):
     def accept(self, reads: Sequence[ReadEvent], now: float) -> None: ...
+
+
+class ReadJournal(Protocol):
+    def journal(self, reads: Sequence[ReadEvent]) -> None: ...
+
+
+def put_waiting(q: "queue.Queue", item: Any, stage: "Stage") -> None:
+    """Put on a bounded queue, waiting while it is full (back-pressure on the producer).
+    The wait is bounded per try so a producer whose consumer died notices its own stop."""
+    while True:
+        try:
+            q.put(item, timeout=POLL_S)
+            return
+        except queue.Full:
+            if stage.fatal.is_set():
+                raise RuntimeError(f"{stage.name}: downstream queue full and stage failing")
 
 
 class CaptureStage(Stage):
@@ -143,7 +163,7 @@ class RecognizeStage(Stage):
                 continue
             if _touches_edge(hit.box, width, height):
                 continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
-            self.sightings.put(_sighting(frame, hit))
+            put_waiting(self.sightings, _sighting(frame, hit), self)
         self.frames_done += 1
         self._pending = None
 
@@ -154,19 +174,25 @@ class TrackStage(Stage):
     name = "track"
 
     def __init__(self, stop: threading.Event, upstream: RecognizeStage, sightings: "queue.Queue[Sighting]",
-                 tracker: Tracker, reads: "queue.Queue[ReadEvent]", clock: Callable[[], float] = time.time):
+                 tracker: Tracker, reads: "queue.Queue[ReadEvent]", clock: Callable[[], float] = time.time,
+                 journal: ReadJournal | None = None):
         super().__init__(stop, upstream)
         self.sightings = sightings
         self.tracker = tracker
         self.reads = reads
         self.clock = clock
+        self.journal = journal
         self.reads_emitted = 0
         self._pending: Sighting | None = None
+        self._unsent: list[ReadEvent] = []   # emitted by the tracker, not yet journaled/queued
 
     def idle(self) -> bool:
-        return self._pending is None and self.sightings.empty()
+        return self._pending is None and not self._unsent and self.sightings.empty()
 
     def step(self) -> None:
+        if self._unsent:
+            self._emit([])          # a journal write failed before: try again first
+            return
         if self._pending is None:
             try:
                 self._pending = self.sightings.get(timeout=POLL_S)
@@ -181,8 +207,16 @@ class TrackStage(Stage):
         self._emit(self.tracker.flush(self.clock(), force=True))
 
     def _emit(self, reads: list[ReadEvent]) -> None:
-        for read in reads:
-            self.reads.put(read)
+        """Journal the reads the tracker completed (durable), then queue them. Kept in
+        `_unsent` until both are done, so a failed journal write retries, losing nothing."""
+        self._unsent.extend(reads)
+        if not self._unsent:
+            return
+        if self.journal is not None:
+            self.journal.journal(self._unsent)
+        while self._unsent:
+            put_waiting(self.reads, self._unsent[0], self)
+            self._unsent.pop(0)
             self.reads_emitted += 1
 
 
