@@ -7,6 +7,7 @@ keys, models.
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -145,3 +146,64 @@ def stack(tmp_path: Path):
     yield s
     s.outbox.close()
     s.audit.close()
+
+
+# --- markers: tests that start brokers or subprocesses are integration tests ------------------
+
+BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "tls_broker_factory",
+                             "collector_factory"})
+_SUBPROCESS = ("subprocess.", "Popen", "pty.", "sys.executable", "os.fork")
+
+
+def _starts_subprocess(function) -> bool:
+    """Whether a test's own source, or a module-level function it names (followed within
+    its module), starts a process."""
+    import ast
+    import inspect
+    module = inspect.getmodule(function)
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return False
+    bodies = {node.name: ast.get_source_segment(inspect.getsource(module), node) or ""
+              for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    seen: set[str] = set()
+    todo = [function.__name__]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in bodies:
+            continue
+        seen.add(name)
+        source = bodies[name]
+        if any(pattern in source for pattern in _SUBPROCESS):
+            return True
+        todo.extend(other for other in bodies if other not in seen
+                    and re.search(rf"\b{re.escape(other)}\b", source))
+    return False
+
+
+HEAVY_EXAMPLES = 100     # a property test drawing more examples than this is marked slow
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark integration every test that starts a broker (a broker fixture) or a process
+    (seen in its source), and slow every property test of more than HEAVY_EXAMPLES
+    examples, so `make test-fast` (-m "not integration and not slow") runs only what
+    needs neither; `make test` runs everything."""
+    cache: dict = {}
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:
+            continue
+        drawn = getattr(function, "_hypothesis_internal_use_settings", None)
+        if drawn is not None and drawn.max_examples > HEAVY_EXAMPLES:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("integration"):
+            continue
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+            continue
+        if function not in cache:
+            cache[function] = _starts_subprocess(function)
+        if cache[function]:
+            item.add_marker(pytest.mark.integration)

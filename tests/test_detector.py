@@ -119,6 +119,7 @@ def test_plate_free_scene_gives_nothing(detector):
     assert detector.detect(street_scene(1080, 1920, seed=5)) == []
 
 
+@pytest.mark.slow
 def test_handles_4k_frame_with_small_plate(detector):
     """A 4K frame is run at a larger scale than max_side so a 60 px plate (1.5% of the width)
     is still found."""
@@ -129,6 +130,7 @@ def test_handles_4k_frame_with_small_plate(detector):
     assert max((iou_xywh(d.box, box) for d in found), default=0) > 0.5, (box, found)
 
 
+@pytest.mark.slow
 def test_handles_4k_frame_with_large_plate(detector):
     frame, box = scene_with_plate(2160, 3840, 400, cx=1200, cy=1200, seed=3)
     found = detector.detect(frame)

@@ -6,6 +6,7 @@ and the projected payload is checked to carry only what the rule allows.
 """
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 
 from agent.policy.engine import decide
@@ -81,6 +82,7 @@ def test_every_listed_destination_obeys_invariants(policy, read) -> None:
         assert_invariants(policy, dest, read, NOW)
 
 
+@pytest.mark.slow
 def test_generators_reach_allowed_decisions() -> None:
     """Guard against a vacuous property test: the strategies must produce allowed shares."""
     allowed = 0
