@@ -123,8 +123,8 @@ def test_invalid_sighup_reload_keeps_the_running_config(tmp_path, agent_factory)
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_for("reload refused")
     agent.wait_for("problem=tracker.bogus: unknown key")
-    time.sleep(0.5)
     assert agent.proc.poll() is None, "agent died on an invalid reload"
+    # ... and it still serves: the next (valid) reload is done by the same process.
     config.write_text(good.replace('level = "INFO"', 'level = "DEBUG"'))
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_for("reload done sections=logging")

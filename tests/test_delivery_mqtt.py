@@ -14,6 +14,7 @@ from agent.audit.records import expanded_records
 from agent.backoff import Backoff
 from agent.delivery.mqtt_link import DestinationCredentials, validate_topic
 from helpers.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.mqtt import until_sentinel
 from mqtt_broker import make_tls_files
 
 SCHEMA = json.loads((Path(agent.__file__).parent / "schemas" / "read-message.json").read_text())
@@ -173,8 +174,7 @@ def test_wrong_server_key_delivers_nothing(tls_broker_factory, collector_factory
     deadline = time.monotonic() + 20
     while not audit_events(stack, "delivery.refused") and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
-    assert spy.snapshot() == []
+    assert until_sentinel(spy) == []
     refusal = audit_events(stack, "delivery.refused")[0]["fields"]
     assert refusal["reason"] == "identity" and refusal["destination"] == "state"
     assert refusal["expected_pin"] == real.server_key_sha256

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.delivery.status import BrokerSettings, StatusPublisher
+from helpers.mqtt import until_sentinel
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +36,8 @@ def test_online_heartbeat_and_stopped(mosquitto, collector_factory, tmp_path: Pa
     assert beat["unit_id"] == "unit-7"
     pub.stop()
     assert sub.wait_for(lambda msgs: b"stopped" in statuses(sub, status_topic), 10)
-    time.sleep(0.3)
-    assert b"offline" not in statuses(sub, status_topic)   # clean stop: no last will
+    # clean stop: no last will (the sentinel comes back after anything the broker sent)
+    assert b"offline" not in [m.payload for m in until_sentinel(sub) if m.topic == status_topic]
     # Retained: a late subscriber still learns the unit stopped.
     late = collector_factory(mosquitto, topic=status_topic)
     assert late.wait_count(1, 10) and late.snapshot()[0].payload == b"stopped"
@@ -74,8 +75,14 @@ def test_status_broker_with_wrong_key_gets_nothing(tls_broker_factory, collector
                           "unit-3", "pg", dict, threading.Event(), interval_s=0.2)
     pub.start()
     try:
-        time.sleep(1.5)
-        assert sub.snapshot() == []
+        def alerted() -> bool:
+            return any("ALERT status broker identity" in r.getMessage() for r in caplog.records)
+
+        deadline = time.monotonic() + 15
+        while not alerted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.identity_failures >= 1          # refused at the handshake, before CONNECT
+        assert until_sentinel(sub) == []
         assert pub.heartbeats == 0
         assert any("ALERT status broker identity" in r.getMessage() for r in caplog.records)
     finally:
