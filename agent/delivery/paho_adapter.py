@@ -57,11 +57,17 @@ def parse_puback(packet: bytes) -> tuple[int, int, str]:
         raise ValueError(f"PUBACK of {len(packet)} bytes has no packet id")
     mid = (packet[0] << 8) | packet[1]
     code = packet[2] if len(packet) > 2 else 0
+    return mid, code, puback_reason(code)
+
+
+@functools.lru_cache(maxsize=256)
+def puback_reason(code: int) -> str:
+    """The MQTT 5 name of a PUBACK reason code (paho's table), computed once per code: a
+    broker sends 0x10 "No matching subscribers" on every PUBACK of a topic nobody reads."""
     try:
-        reason = str(ReasonCode(PacketTypes.PUBACK, identifier=code))
+        return str(ReasonCode(PacketTypes.PUBACK, identifier=code))
     except (ValueError, KeyError):
-        reason = f"reason code 0x{code:02x}"
-    return mid, code, reason
+        return f"reason code 0x{code:02x}"
 
 
 class PinnedClient(mqtt.Client):

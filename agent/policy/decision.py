@@ -152,13 +152,30 @@ def decide_read(read: ReadEvent, policy: Policy | None, hotlists: HotlistMatcher
     if policy is None:
         return ReadDecision(read, None, ())
     payloads: dict[tuple, bytes] = {}
-    plans = tuple(_plan(read, dest, policy, hmac_keys, now, payloads)
-                  for dest in policy.destinations)
+    digests = _transport_digests(policy)
+    plans = tuple([_plan(read, dest, policy, hmac_keys, now, payloads, digests[dest.id])
+                   for dest in policy.destinations])
     return ReadDecision(read, policy, plans)
 
 
+_DIGEST_TABLES: dict[int, tuple[Policy, dict[str, str]]] = {}
+
+
+def _transport_digests(policy: Policy) -> dict[str, str]:
+    """transport_digest() of each destination of `policy`, computed once per policy object
+    (hashing a Transport on every read cost more than the lookup it saved). Keyed by the
+    object's id, with the object kept alive in the cache so the id cannot be reused."""
+    entry = _DIGEST_TABLES.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        if len(_DIGEST_TABLES) >= 16:
+            _DIGEST_TABLES.clear()
+        entry = (policy, {d.id: transport_digest(d.transport) for d in policy.destinations})
+        _DIGEST_TABLES[id(policy)] = entry
+    return entry[1]
+
+
 def _plan(read: ReadEvent, dest: Destination, policy: Policy, hmac_keys: Mapping[str, bytes],
-          now: float, payloads: dict[tuple, bytes]) -> Plan:
+          now: float, payloads: dict[tuple, bytes], tdigest: str) -> Plan:
     decision = decide(read, dest, policy, now)
     payload = b""
     if decision.allowed:
@@ -179,8 +196,7 @@ def _plan(read: ReadEvent, dest: Destination, policy: Policy, hmac_keys: Mapping
                 decision = Decision(False, frozenset(), decision.rule_id, f"projection: {reason}")
             else:
                 payloads[cache_key] = payload
-    return Plan(dest, decision, payload, purpose_for(dest, decision.purposes),
-                transport_digest(dest.transport))
+    return Plan(dest, decision, payload, _purpose(dest.purposes, decision.purposes), tdigest)
 
 
 def check_delivery(read: ReadEvent, destination_id: str, payload: bytes, queued_transport: str,
