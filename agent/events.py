@@ -9,6 +9,9 @@ READ_ACCEPTED = "read.accepted"          # read_id, camera_id, hit, purposes (hi
 POLICY_INSTALLED = "policy.installed"    # version, digest, signer, agency, source, expires_at
 POLICY_REFUSED = "policy.refused"        # reason, detail, source
 POLICY_EXPIRED = "policy.expired"        # version, digest
+POLICY_FLOOR_INCONSISTENT = "policy.floor_inconsistent"  # highwater_file, audit_floor, floor, detail
+KEYS_LOADED = "keys.loaded"              # trusted (key ids), hmac (destination -> key id), source
+PLAINTEXT_ALLOWED = "delivery.plaintext_allowed"  # the device opted in to plain MQTT to loopback
 HOTLIST_INSTALLED = "hotlist.installed"  # list_id, version, purpose, source, plates, digest, signer
 HOTLIST_REFUSED = "hotlist.refused"      # reason, detail, source
 HOTLIST_STALE = "hotlist.stale"          # list_id, version, issued_at, max_staleness_s
@@ -29,7 +32,8 @@ AUDIT_RECOVERED = "audit.recovered"      # dropped_bytes (a partial line cut aft
 AUDIT_TRUNCATION_DETECTED = "audit.truncation_detected"  # head_seq, log_seq
 
 EVENTS = frozenset({
-    DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, HOTLIST_INSTALLED,
+    DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, POLICY_FLOOR_INCONSISTENT,
+    KEYS_LOADED, PLAINTEXT_ALLOWED, HOTLIST_INSTALLED,
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
     DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, READ_LOST, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,

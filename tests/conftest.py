@@ -33,7 +33,8 @@ def _skip_without_mosquitto() -> None:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """A plain (no TLS, anonymous) mosquitto on a free 127.0.0.1 port."""
+    """A TLS mosquitto (its own throw-away PKI, anonymous) on a free 127.0.0.1 port: put
+    `mosquitto.url` and `mosquitto.pin` in the policy."""
     _skip_without_mosquitto()
     broker = MosquittoBroker(tmp_path / "mosquitto").start()
     try:
@@ -50,9 +51,10 @@ def tls_files(tmp_path: Path) -> TlsFiles:
 
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
-    """Start any number of brokers: factory(tls=..., acl=..., passwords=..., ...).
+    """Start any number of brokers: factory(tls=..., acl=..., passwords=..., plain=..., ...).
 
-    Every broker started through the factory is stopped at teardown.
+    Each is TLS with its own PKI unless given `tls=` (or `plain=True`); every broker started
+    through the factory is stopped at teardown.
     """
     _skip_without_mosquitto()
     started: list[MosquittoBroker] = []

@@ -1,13 +1,17 @@
-"""Real mosquitto brokers for tests: plain, TLS, ACL and password protected.
+"""Real mosquitto brokers for tests: TLS (the default), ACL and password protected, or plain.
 
 Every fault test of the delivery stage runs against a real broker so that what is
 tested is what the camera unit will see on the wire (PUBACK reason codes, TLS
 handshakes, session behaviour), not what a mock thinks a broker would do.
 
 `MosquittoBroker` writes a config into a test directory, starts `mosquitto` on a free
-127.0.0.1 port, waits until it accepts TCP connections and stops it cleanly.
-`make_tls_files()` generates a throw-away CA, a server certificate for 127.0.0.1 and a
-client certificate with `cryptography`, so no test depends on files outside tmp_path.
+127.0.0.1 port, waits until it accepts TCP connections and stops it cleanly. Its listener
+is TLS unless `plain=True`: a unit refuses plain MQTT (DESIGN invariant 5), so tests use
+the real path, with `broker.url` (mqtts://) and `broker.pin` (the server key's SPKI
+SHA-256) in the policy. `make_tls_files()` generates a throw-away CA, a server certificate
+for 127.0.0.1 and a client certificate with `cryptography` (a broker without `tls=` makes
+its own under its workdir), so nothing is committed and no test depends on files outside
+tmp_path. `connections()` reads the broker's own log of accepted connections.
 `Collector` subscribes to `#` and keeps every message it sees.
 """
 from __future__ import annotations
@@ -159,6 +163,7 @@ class MosquittoBroker:
     passwords: dict[str, str] | None = None
     persistence: bool = False
     max_inflight: int = 0          # mosquitto max_inflight_messages (MQTT 5 Receive Maximum)
+    plain: bool = False            # a plain listener (no TLS): only for what is not a destination
     binary: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -166,6 +171,8 @@ class MosquittoBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
+        if self.tls is None and not self.plain:
+            self.tls = make_tls_files(self.workdir / "pki")
         self.binary = self.binary or find_mosquitto()
         if self.binary is None:
             raise FileNotFoundError("mosquitto not found on PATH or at /usr/sbin/mosquitto; "
@@ -176,8 +183,38 @@ class MosquittoBroker:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
+    def pin(self) -> str | None:
+        """The SPKI SHA-256 pin of the broker's server key (what a policy names), or None."""
+        return self.tls.server_key_sha256 if self.tls else None
+
+    @property
+    def ca_pem(self) -> str | None:
+        return self.tls.ca_pem if self.tls else None
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "mosquitto.log"
+
+    def connections(self) -> list[str]:
+        """The broker's own log lines for every connection it accepted ("New connection
+        from ...", or "Client connection from ... failed" for a failed TLS handshake) and
+        every client it let in ("New client connected ... as <client id>"), in order: what
+        the broker saw, whoever subscribed or not."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines()
+                if "New connection from" in line or "New client connected" in line
+                or "Client connection from" in line]
+
+    def client_ids(self) -> list[str]:
+        """Client ids the broker let in, in order (from `connections()`)."""
+        out = []
+        for line in self.connections():
+            if " as " in line and "New client connected" in line:
+                out.append(line.split(" as ", 1)[1].split(" ", 1)[0])
+        return out
 
     def write_config(self) -> Path:
         lines = [
@@ -215,7 +252,13 @@ class MosquittoBroker:
         return conf
 
     def start(self, timeout: float = 10.0) -> "MosquittoBroker":
+        """Start mosquitto and wait until its log says it is running (listeners open).
+
+        Readiness comes from the broker's log, not a probe connection, so the log of
+        connections (`connections()`) holds only what the code under test opened.
+        """
         conf = self.write_config()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = subprocess.Popen([self.binary, "-c", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -225,14 +268,30 @@ class MosquittoBroker:
                 log = self.log_path.read_text() if self.log_path.exists() else ""
                 raise RuntimeError(f"mosquitto exited with {self.process.returncode} at start "
                                    f"(port {self.port}): {err} {log[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+            if self._log_since(offset).count(" running") and self._listening():
+                return self
+            time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"mosquitto did not accept connections on 127.0.0.1:{self.port} "
                            f"within {timeout}s")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _listening(self) -> bool:
+        """Whether the port is bound (a bind that fails makes mosquitto exit instead)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError:
+                return True
+            return False
 
     def update_acl(self, acl: str) -> None:
         """Replace the ACL and make the running broker reload it (SIGHUP)."""

@@ -42,7 +42,7 @@ def test_sighup_reload_installs_new_policy_without_losing_queued_reads(tmp_path,
     broker = MosquittoBroker(tmp_path / "broker")  # chosen port, not started yet: the destination is down
     key = load_private_key(KEYS / "department-TEST-ONLY.key")
     bundle = tmp_path / "policy.bundle"
-    dest = destination_doc("county", broker.url, "pg/county/reads")
+    dest = destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)
     bundle.write_bytes(sign_bundle(policy_doc(1, [dest], time.time()), key))
     config_path = make_config(tmp_path, f"""[policy]
 bundle = "{bundle}"

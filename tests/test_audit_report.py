@@ -242,9 +242,9 @@ def test_report_counts_what_the_outbox_writes(tmp_path) -> None:
     try:
         now = time.time()
         stack.rig.install(policy_doc(1, [
-            destination_doc("city", "mqtt://127.0.0.1:1", "t/city"),
-            destination_doc("feds", "mqtt://127.0.0.1:1", "t/feds", dest_class="federal_immigration"),
-            destination_doc("state", "mqtt://127.0.0.1:1", "t/state", mode="hotlist_hits")],
+            destination_doc("city", "mqtts://127.0.0.1:1", "t/city", pin="0" * 64),
+            destination_doc("feds", "mqtts://127.0.0.1:1", "t/feds", pin="0" * 64, dest_class="federal_immigration"),
+            destination_doc("state", "mqtts://127.0.0.1:1", "t/state", pin="0" * 64, mode="hotlist_hits")],
             now, prohibited_classes=["federal_immigration"]))
         reads = [make_read(i, now, hit=i % 4 == 0) for i in range(40)]
         for start in range(0, 40, 7):

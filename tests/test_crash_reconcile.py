@@ -26,7 +26,8 @@ from agent.audit.records import expanded_records
 from helpers.soak import build_stack, destination_doc, make_read, policy_doc, read_ranges
 
 TESTS = Path(__file__).resolve().parent
-BROKER = "mqtt://127.0.0.1:1"   # never contacted by the in-process test
+BROKER = "mqtts://127.0.0.1:1"  # never contacted by the in-process test
+PIN = "0" * 64
 KILLS = int(os.environ.get("PLATEGATE_TEST_KILLS", "100"))
 COUNT = 200_000                 # more than any run gets through: every run is killed mid-stream
 
@@ -43,7 +44,7 @@ def _lost(records: list[dict]) -> dict[str, int]:
 def test_a_crash_between_audit_flush_and_commit_is_recorded_as_loss_at_restart(tmp_path):
     state = tmp_path / "unit"
     first = build_stack(state)
-    first.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city")], time.time()))
+    first.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time()))
     now = time.time()
     first.outbox.accept([make_read(i, now) for i in range(3)], now)      # committed
     real_flush = first.audit.flush
@@ -76,9 +77,10 @@ def test_a_crash_between_audit_flush_and_commit_is_recorded_as_loss_at_restart(t
     assert verify_log(state / "audit.log").ok
 
 
-def _soak(state: Path, broker_url: str, self_kill: int | None = None,
+def _soak(state: Path, broker, self_kill: int | None = None,
           count: int = COUNT) -> subprocess.Popen:
-    args = [sys.executable, "-m", "helpers.soak", "--state", str(state), "--broker", broker_url,
+    args = [sys.executable, "-m", "helpers.soak", "--state", str(state), "--broker", broker.url,
+            "--pin", broker.pin,
             "--count", str(count), "--batch", "20", "--rate", "2000", "--drain-timeout", "60"]
     if self_kill is not None:
         args += ["--self-kill", str(self_kill)]
@@ -98,9 +100,9 @@ def test_many_sigkills_leave_audit_and_outbox_in_agreement(broker_factory, colle
     attempted_before = 0
     for run in range(KILLS):
         if run % 2 == 0:
-            proc = _soak(state, broker.url, self_kill=rng.randrange(1 << 30))
+            proc = _soak(state, broker, self_kill=rng.randrange(1 << 30))
         else:
-            proc = _soak(state, broker.url)
+            proc = _soak(state, broker)
             # SIGKILL at a random moment after this run started accepting.
             deadline = time.monotonic() + 60
             while (proc.poll() is None and time.monotonic() < deadline
@@ -115,7 +117,7 @@ def test_many_sigkills_leave_audit_and_outbox_in_agreement(broker_factory, colle
 
     # Let the survivors of every kill drain: a last run that offers nothing new.
     ranges = read_ranges(state / "attempted.log", "A")
-    final = _soak(state, broker.url, count=ranges[-1][1] + 1)
+    final = _soak(state, broker, count=ranges[-1][1] + 1)
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err.decode()[-3000:]
     assert json.loads(out.decode().strip().splitlines()[-1])["drained"] is True

@@ -25,10 +25,10 @@ def ids_in(ranges) -> set[str]:
     return {f"r{i:08d}" for first, last in ranges for i in range(first, last + 1)}
 
 
-def soak(state: Path, broker_url: str) -> subprocess.Popen:
+def soak(state: Path, broker) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "helpers.soak", "--state", str(state), "--broker",
-         broker_url, "--count", str(COUNT), "--batch", "20", "--rate", "1500",
+         broker.url, "--pin", broker.pin, "--count", str(COUNT), "--batch", "20", "--rate", "1500",
          "--drain-timeout", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=TESTS,
         env={**os.environ, "PYTHONUNBUFFERED": "1",
@@ -45,7 +45,7 @@ def test_sigkill_mid_stream_loses_nothing(broker_factory, collector_factory, tmp
     kills = mid_stream = 0
     progress = 0
     for _ in range(6):
-        proc = soak(state, broker.url)
+        proc = soak(state, broker)
         # Kill at a random point *after* this run started accepting: waiting a fixed time
         # from the spawn made "mid-stream" depend on how fast the interpreter started on a
         # loaded machine (every kill could land before the first read; seen under load).
@@ -67,7 +67,7 @@ def test_sigkill_mid_stream_loses_nothing(broker_factory, collector_factory, tmp
         conn.close()
     assert kills >= 4 and mid_stream >= 3, (kills, mid_stream)
 
-    final = soak(state, broker.url)
+    final = soak(state, broker)
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err.decode()[-3000:]
     assert json.loads(out.decode().strip().splitlines()[-1])["drained"] is True

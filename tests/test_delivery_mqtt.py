@@ -109,7 +109,7 @@ def test_backoff_is_jittered_and_capped():
 def test_delivers_in_order_with_properties_and_schema(mosquitto, collector_factory,
                                                       stack_factory):
     sub = collector_factory(mosquitto)
-    stack = stack_factory(destination_doc("city", mosquitto.url, "pg/city/reads",
+    stack = stack_factory(destination_doc("city", mosquitto.url, "pg/city/reads", pin=mosquitto.pin,
                                           max_age_s=600))
     ids = accept(stack, range(50)) + accept(stack, range(50, 60), hit=True)
     assert sub.wait_count(60, timeout=30)
@@ -129,7 +129,7 @@ def test_delivers_in_order_with_properties_and_schema(mosquitto, collector_facto
 @pytest.mark.integration
 def test_mqtt_311_option(mosquitto, collector_factory, stack_factory):
     sub = collector_factory(mosquitto)
-    stack = stack_factory(destination_doc("city", mosquitto.url, "pg/city/reads"),
+    stack = stack_factory(destination_doc("city", mosquitto.url, "pg/city/reads", pin=mosquitto.pin),
                           credentials={"city": DestinationCredentials(protocol="3.1.1")})
     ids = accept(stack, range(20))
     assert sub.wait_count(20, timeout=30)
@@ -190,7 +190,7 @@ def test_acl_refusal_is_logged_and_the_read_retried(broker_factory, collector_fa
     broker = broker_factory(acl="topic read #\ntopic write other/#\n")
     sub = collector_factory(broker)
     caplog.set_level(logging.ERROR)
-    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads"))
+    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads", pin=broker.pin))
     ids = accept(stack, range(3))
     deadline = time.monotonic() + 20
     while stack.service.stats()["destinations"].get("city", {}).get("broker_refusals", 0) == 0 \
@@ -209,7 +209,7 @@ def test_acl_refusal_is_logged_and_the_read_retried(broker_factory, collector_fa
 def test_broker_down_then_back_loses_nothing(broker_factory, collector_factory, stack_factory):
     broker = broker_factory(persistence=True)
     sub = collector_factory(broker, persistent=True)
-    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads"))
+    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads", pin=broker.pin))
     ids = accept(stack, range(100))
     assert sub.wait_count(50, timeout=30)
     broker.stop()
@@ -229,7 +229,7 @@ def test_broker_down_then_back_loses_nothing(broker_factory, collector_factory, 
 def test_clean_stop_mid_stream_then_restart_loses_nothing(mosquitto, collector_factory,
                                                           tmp_path):
     sub = collector_factory(mosquitto)
-    dest = destination_doc("city", mosquitto.url, "pg/city/reads")
+    dest = destination_doc("city", mosquitto.url, "pg/city/reads", pin=mosquitto.pin)
     first = build_stack(tmp_path / "unit")
     first.rig.install(policy_doc(1, [dest], time.time()))
     first.service.start()
@@ -265,7 +265,7 @@ def test_in_flight_window_respects_the_brokers_receive_maximum(broker_factory, c
         return count
 
     monkeypatch.setattr(service._Sender, "_publish_some", publish_some)
-    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads"))
+    stack = stack_factory(destination_doc("city", broker.url, "pg/city/reads", pin=broker.pin))
     ids = accept(stack, range(300))
     assert sub.wait_count(300, timeout=30)
     assert dedupe(read_ids(sub.snapshot())) == ids

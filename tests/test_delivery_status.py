@@ -24,7 +24,8 @@ def test_online_heartbeat_and_stopped(mosquitto, collector_factory, tmp_path: Pa
     sub = collector_factory(mosquitto)
     stats = {"fps": 14.5, "dropped_frames": 3, "queue_depth": {"city": 2},
              "oldest_queued_age_s": 1.5, "policy_version": 4, "model_versions": {"ocr": "1.2"}}
-    pub = StatusPublisher(BrokerSettings(mosquitto.url), "unit-7", "plategate/units",
+    pub = StatusPublisher(BrokerSettings(mosquitto.url, server_key_sha256=mosquitto.pin),
+                          "unit-7", "plategate/units",
                           lambda: stats, threading.Event(), interval_s=0.2, disk_path=tmp_path)
     pub.start()
     status_topic = "plategate/units/unit-7/status"
@@ -49,7 +50,8 @@ def test_last_will_offline_when_the_unit_dies(mosquitto, collector_factory):
     code = (
         "import threading, time\n"
         "from agent.delivery.status import BrokerSettings, StatusPublisher\n"
-        f"p = StatusPublisher(BrokerSettings({mosquitto.url!r}), 'unit-9', 'pg', dict, "
+        f"p = StatusPublisher(BrokerSettings({mosquitto.url!r}, server_key_sha256={mosquitto.pin!r}), "
+        "'unit-9', 'pg', dict, "
         "threading.Event(), interval_s=5)\n"
         "p.start()\n"
         "time.sleep(60)\n")

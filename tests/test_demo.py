@@ -22,7 +22,13 @@ def test_demo_prints_per_destination_summary_and_the_prohibited_one_is_empty(tmp
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "prohibited destinations received nothing: YES" in result.stdout
-    summary = {d["id"]: d for d in json.loads((work / "summary.json").read_text())["destinations"]}
+    assert "prohibited destinations' brokers saw no connection from the unit: YES" in result.stdout
+    full = json.loads((work / "summary.json").read_text())
+    # The ice-era broker's own log: its one connection is the demo's observer, none the unit's.
+    assert full["connections"]["ice-era"] == {**full["connections"]["ice-era"], "accepted": 1, "observer": 1,
+                                              "unit_client_ids": []}
+    assert any(c.endswith("-county-records") for c in full["connections"]["county-records"]["unit_client_ids"])
+    summary = {d["id"]: d for d in full["destinations"]}
     assert summary["ice-era"]["received"] == []
     assert set(summary["ice-era"]["decisions"]) == {"denied by prohibition:class:federal_immigration"}
     assert summary["county-records"]["received"], "the allowed destination received nothing"

@@ -3,10 +3,12 @@
 Every `section.key` (in backticks) in README.md and docs/*.md whose section is a section of
 the device config, or a name the docs once used as if it were one (`delivery`, `status`),
 must resolve to a field of agent/config/schema.py (nested sections and lists of tables
-included). Audit event names that look alike (`delivery.sent`, `outbox.full`) are not keys.
+included). Audit event names that look alike (`delivery.sent`, `outbox.full`) and file
+names the code uses (`policy.highwater`: a string literal in agent/) are not keys.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 import typing
@@ -37,14 +39,26 @@ def _resolve(cls: type, parts: list[str]) -> bool:
     return False
 
 
+def code_names() -> set[str]:
+    """Every string literal of agent/ (and its last path part): file and event names."""
+    names: set[str] = set()
+    for path in (ROOT / "agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)
+                names.add(node.value.rsplit("/", 1)[-1])
+    return names
+
+
 def doc_keys() -> list[tuple[str, int, str]]:
     sections = {f.name for f in dataclasses.fields(DeviceConfig)} | FAUX_SECTIONS
+    not_keys = set(EVENTS) | code_names()
     found = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for match in TOKEN.finditer(line):
                 token = match.group(1)
-                if token.split(".")[0] in sections and token not in EVENTS:
+                if token.split(".")[0] in sections and token not in not_keys:
                     found.append((path.relative_to(ROOT).as_posix(), number, token))
     return found
 

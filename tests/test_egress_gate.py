@@ -9,7 +9,8 @@ from agent.delivery.records import encode_payload
 from helpers.soak import destination_doc, make_read, policy_doc
 from agent.policy.model import Transport
 
-BROKER = "mqtt://127.0.0.1:1"
+BROKER = "mqtts://127.0.0.1:1"   # never contacted
+PIN = "0" * 64
 
 
 def audit_events(stack, event: str) -> list[dict]:
@@ -18,7 +19,7 @@ def audit_events(stack, event: str) -> list[dict]:
 
 
 def queue_one(stack, **rule) -> tuple:
-    policy = stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", **rule)],
+    policy = stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN, **rule)],
                                           time.time()))
     now = time.time()
     stack.outbox.accept([make_read(1, now)], now)
@@ -36,7 +37,7 @@ def test_allowed_delivery_passes(stack):
 def test_delivery_to_a_removed_destination_is_refused_and_purged(stack):
     """A delivery fetched before a policy change must not go out after it."""
     policy, delivery = queue_one(stack)
-    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other")], time.time()))
+    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other", pin=PIN)], time.time()))
     decision = stack.gate.check(delivery, time.time(), policy.destination("city").transport)
     assert not decision.allowed
     assert stack.outbox.depth("city") == 0
@@ -47,7 +48,7 @@ def test_delivery_to_a_removed_destination_is_refused_and_purged(stack):
 def test_stale_payload_with_fields_no_longer_allowed_is_refused(stack):
     policy, delivery = queue_one(stack)
     # Policy 2 narrows to timestamp only; the in-hand delivery still carries the plate.
-    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city", pin=PIN,
                                                      fields=["timestamp"])], time.time()))
     decision = stack.gate.check(delivery, time.time())
     assert not decision.allowed and decision.rule_id == "fields"
@@ -58,7 +59,7 @@ def test_stale_payload_with_fields_no_longer_allowed_is_refused(stack):
 
 def test_stale_clear_plate_refused_when_rule_now_hashes(stack):
     policy, delivery = queue_one(stack)
-    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city", pin=PIN,
                                                      plate_form="hmac_sha256")], time.time()))
     assert not stack.gate.check(delivery, time.time()).allowed
 
@@ -73,7 +74,7 @@ def test_tampered_payload_is_refused(stack):
 
 def test_other_transport_is_refused(stack):
     policy, delivery = queue_one(stack)
-    impostor = Transport("mqtt://127.0.0.1:2", "t/city", None, None)
+    impostor = Transport("mqtts://127.0.0.1:2", "t/city", "0" * 64, None)
     decision = stack.gate.check(delivery, time.time(), impostor)
     assert not decision.allowed and decision.rule_id == "transport"
 
@@ -85,7 +86,7 @@ def test_read_past_rule_max_age_is_refused(stack):
 
 def test_no_policy_refuses_but_keeps_the_read(stack):
     """Fail closed without losing the read: it is held for the next valid policy."""
-    stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city")], time.time(),
+    stack.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time(),
                                  valid_for_s=3600))
     now = time.time()
     stack.outbox.accept([make_read(1, now)], now)
@@ -101,7 +102,7 @@ def test_stale_copy_refused_by_the_gate_does_not_purge_the_renarrowed_read(stack
     re-check had just re-minimised that row under the new rule. An allowed read was lost.
     Now a refusal purges only the copy it checked; the current row stays and passes."""
     policy, delivery = queue_one(stack)
-    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city", pin=PIN,
                                                      fields=["timestamp"])], time.time()))
     decision, kept = stack.gate.check_for_send(delivery, time.time(),
                                                policy.destination("city").transport)
@@ -118,7 +119,7 @@ def test_destination_moved_mid_batch_keeps_its_queued_reads(stack):
     the new broker, purged. The read must stay queued for the new link."""
     policy, delivery = queue_one(stack)
     old_transport = policy.destination("city").transport
-    stack.rig.install(policy_doc(2, [destination_doc("city", "mqtt://127.0.0.1:2", "t/city")],
+    stack.rig.install(policy_doc(2, [destination_doc("city", "mqtts://127.0.0.1:2", "t/city", pin="0" * 64)],
                                  time.time()))
     decision, kept = stack.gate.check_for_send(delivery, time.time(), old_transport)
     assert not decision.allowed and decision.rule_id == "transport" and kept
@@ -128,7 +129,7 @@ def test_destination_moved_mid_batch_keeps_its_queued_reads(stack):
 def test_refused_current_copy_is_still_purged(stack):
     """The conditional purge must not keep what the policy really refuses."""
     policy, delivery = queue_one(stack)
-    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other")], time.time()))
+    stack.rig.install(policy_doc(2, [destination_doc("other", BROKER, "t/other", pin=PIN)], time.time()))
     # The re-check purged it already; a current copy refused by the gate is purged too.
     assert stack.outbox.depth("city") == 0
     decision, kept = stack.gate.check_for_send(delivery, time.time())
@@ -142,7 +143,7 @@ def test_refusal_before_the_recheck_ran_leaves_the_row_to_it(stack):
     policy, delivery = queue_one(stack)
     real_recheck = stack.outbox.recheck
     stack.outbox.recheck = lambda policy, now: None          # the re-check has not run yet
-    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city",
+    stack.rig.install(policy_doc(2, [destination_doc("city", BROKER, "t/city", pin=PIN,
                                                      fields=["timestamp"])], time.time()))
     decision, kept = stack.gate.check_for_send(delivery, time.time())
     assert not decision.allowed and decision.rule_id == "fields" and kept

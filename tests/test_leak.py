@@ -39,7 +39,7 @@ def random_dest(rng: random.Random, dest_id: str, broker, version: int) -> dict 
         return None
     fields = rng.sample(FIELD_CHOICES, rng.randint(1, len(FIELD_CHOICES)))
     topic = f"pg/{dest_id}/{rng.choice(['reads', 'alpr'])}"
-    doc = destination_doc(dest_id, broker.url, topic, fields=fields,
+    doc = destination_doc(dest_id, broker.url, topic, pin=broker.pin, fields=fields,
                           mode={"all": "all", "hits": "hotlist_hits", "none": "none",
                                 "prohibited": "all"}[kind],
                           plate_form=rng.choice(["clear", "hmac_sha256"]),
@@ -130,8 +130,8 @@ def test_backlog_revoked_or_narrowed_while_broker_down(broker_factory, collector
     stack = build_stack(tmp_path / "unit", hmac_keys=HMAC_KEYS)
     stack.service.start()
     try:
-        wide = [destination_doc("city", city_b.url, "pg/city/reads"),
-                destination_doc("state", state_b.url, "pg/state/reads")]
+        wide = [destination_doc("city", city_b.url, "pg/city/reads", pin=city_b.pin),
+                destination_doc("state", state_b.url, "pg/state/reads", pin=state_b.pin)]
         stack.rig.install(policy_doc(1, wide, time.time()))
         city_b.stop()
         state_b.stop()
@@ -139,7 +139,7 @@ def test_backlog_revoked_or_narrowed_while_broker_down(broker_factory, collector
         stack.outbox.accept([make_read(i, now) for i in range(40)], now)
         assert stack.outbox.depth("city") == 40 and stack.outbox.depth("state") == 40
         stack.rig.install(policy_doc(2, [
-            destination_doc("state", state_b.url, "pg/state/reads", fields=["timestamp"])],
+            destination_doc("state", state_b.url, "pg/state/reads", pin=state_b.pin, fields=["timestamp"])],
             time.time()))
         city_b.start()
         state_b.start()
@@ -167,12 +167,12 @@ def test_destination_moved_to_another_broker_takes_its_backlog_along(broker_fact
     stack = build_stack(tmp_path / "unit")
     stack.service.start()
     try:
-        stack.rig.install(policy_doc(1, [destination_doc("city", old_b.url, "pg/city/reads")],
+        stack.rig.install(policy_doc(1, [destination_doc("city", old_b.url, "pg/city/reads", pin=old_b.pin)],
                                      time.time()))
         old_b.stop()
         now = time.time()
         stack.outbox.accept([make_read(i, now) for i in range(20)], now)
-        stack.rig.install(policy_doc(2, [destination_doc("city", new_b.url, "pg/city/v2")],
+        stack.rig.install(policy_doc(2, [destination_doc("city", new_b.url, "pg/city/v2", pin=new_b.pin)],
                                      time.time()))
         old_b.start()
         assert new_sub.wait_count(20, timeout=30)
@@ -193,7 +193,7 @@ def test_revocation_while_a_batch_is_being_framed_sends_none_of_it(broker_factor
     broker = broker_factory()
     sub = collector_factory(broker)
     stack = build_stack(tmp_path / "unit")
-    stack.rig.install(policy_doc(1, [destination_doc("city", broker.url, "pg/city/reads")],
+    stack.rig.install(policy_doc(1, [destination_doc("city", broker.url, "pg/city/reads", pin=broker.pin)],
                                  time.time()))
     gate = stack.gate
     real_release = gate.release
@@ -203,7 +203,7 @@ def test_revocation_while_a_batch_is_being_framed_sends_none_of_it(broker_factor
         result = real_release(delivery, now, transport)
         if not revoked.is_set():          # the first message passed under policy 1 ...
             revoked.set()                 # ... and policy 2 (city removed) lands right after
-            stack.rig.install(policy_doc(2, [destination_doc("other", broker.url, "pg/o")],
+            stack.rig.install(policy_doc(2, [destination_doc("other", broker.url, "pg/o", pin=broker.pin)],
                                          time.time()))
         return result
 

@@ -50,7 +50,7 @@ def test_hidden_hit_and_non_hit_messages_have_identical_properties(broker_factor
     try:
         stack.rig.install(policy_doc(
             1, [destination_doc("state", broker.url, "pg/state/reads", dest_class="state_police",
-                                purposes=["stolen_vehicle"])],
+                                purposes=["stolen_vehicle"], pin=broker.pin)],
             time.time(), prohibited_purposes=["immigration_enforcement"],
             nonhit_max_age_minutes=60, hit_max_age_days=7))
         stack.service.start()

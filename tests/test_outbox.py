@@ -10,7 +10,8 @@ from agent.audit.records import expanded_records
 from agent.delivery.outbox import Outbox, OutboxFull
 from helpers.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
 
-BROKER = "mqtt://127.0.0.1:1"   # never contacted: these tests run no sender
+BROKER = "mqtts://127.0.0.1:1"   # never contacted: these tests run no sender
+PIN = "0" * 64                  # the pin every destination needs (never checked here)
 
 
 def audit_events(stack, event: str | None = None) -> list[dict]:
@@ -31,8 +32,8 @@ def payloads(outbox: Outbox, dest_id: str) -> list[dict]:
 
 
 def test_accept_is_durable_and_audited(stack, tmp_path: Path):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"),
-            destination_doc("feds", BROKER, "t/feds", dest_class="federal_immigration",
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN),
+            destination_doc("feds", BROKER, "t/feds", pin=PIN, dest_class="federal_immigration",
                             purposes=["immigration_enforcement"]),
             prohibited_classes=["federal_immigration"])
     now = time.time()
@@ -53,7 +54,7 @@ def test_accept_is_durable_and_audited(stack, tmp_path: Path):
 
 
 def test_accept_twice_is_idempotent(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN))
     now = time.time()
     reads = [make_read(i, now) for i in range(3)]
     stack.outbox.accept(reads, now)
@@ -65,9 +66,9 @@ def test_payload_has_only_the_rule_fields_and_keyed_plate(tmp_path: Path):
     s = build_stack(tmp_path / "s", hmac_keys={"state": b"k" * 32})
     try:
         s.rig.install(policy_doc(1, [
-            destination_doc("state", BROKER, "t/state", fields=["plate", "timestamp"],
+            destination_doc("state", BROKER, "t/state", pin=PIN, fields=["plate", "timestamp"],
                             plate_form="hmac_sha256"),
-            destination_doc("city", BROKER, "t/city", fields=["plate", "location"],
+            destination_doc("city", BROKER, "t/city", pin=PIN, fields=["plate", "location"],
                             location_precision_m=1000)], time.time()))
         now = time.time()
         s.outbox.accept([make_read(1, now)], now)
@@ -81,7 +82,7 @@ def test_payload_has_only_the_rule_fields_and_keyed_plate(tmp_path: Path):
 
 
 def test_missing_hmac_key_fails_closed(stack):
-    install(stack, 1, destination_doc("state", BROKER, "t/state", plate_form="hmac_sha256"))
+    install(stack, 1, destination_doc("state", BROKER, "t/state", pin=PIN, plate_form="hmac_sha256"))
     now = time.time()
     stack.outbox.accept([make_read(1, now)], now)
     assert stack.outbox.depth("state") == 0
@@ -93,18 +94,18 @@ def test_reads_without_policy_are_held_then_decided(stack):
     now = time.time()
     stack.outbox.accept([make_read(i, now) for i in range(4)], now)
     assert stack.outbox.held_count() == 4 and stack.outbox.depths() == {}
-    install(stack, 1, destination_doc("city", BROKER, "t/city"))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN))
     assert stack.outbox.held_count() == 0
     assert [d.read_id for d in stack.outbox.next_batch("city", 0, 10)] == \
         [make_read(i, now).read_id for i in range(4)]
 
 
 def test_policy_removing_a_destination_purges_its_backlog(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"),
-            destination_doc("state", BROKER, "t/state"))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN),
+            destination_doc("state", BROKER, "t/state", pin=PIN))
     now = time.time()
     stack.outbox.accept([make_read(i, now) for i in range(3)], now)
-    install(stack, 2, destination_doc("city", BROKER, "t/city"))
+    install(stack, 2, destination_doc("city", BROKER, "t/city", pin=PIN))
     assert stack.outbox.depth("state") == 0 and stack.outbox.depth("city") == 3
     purged = audit_events(stack, "delivery.purged")
     assert sorted(p["fields"]["read_id"] for p in purged) == [make_read(i, now).read_id
@@ -113,36 +114,36 @@ def test_policy_removing_a_destination_purges_its_backlog(stack):
 
 
 def test_policy_narrowing_fields_reminimises_the_backlog(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN))
     now = time.time()
     stack.outbox.accept([make_read(i, now) for i in range(3)], now)
     assert all("plate" in p for p in payloads(stack.outbox, "city"))
-    install(stack, 2, destination_doc("city", BROKER, "t/city", fields=["timestamp"]))
+    install(stack, 2, destination_doc("city", BROKER, "t/city", pin=PIN, fields=["timestamp"]))
     assert [set(p) for p in payloads(stack.outbox, "city")] == [{"timestamp"}] * 3
     assert {d.policy_version for d in stack.outbox.next_batch("city", 0, 10)} == {2}
 
 
 def test_policy_to_hits_only_purges_non_hits(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN))
     now = time.time()
     stack.outbox.accept([make_read(1, now), make_read(2, now, hit=True)], now)
-    install(stack, 2, destination_doc("city", BROKER, "t/city", mode="hotlist_hits"))
+    install(stack, 2, destination_doc("city", BROKER, "t/city", pin=PIN, mode="hotlist_hits"))
     assert [d.read_id for d in stack.outbox.next_batch("city", 0, 10)] == [make_read(2, now).read_id]
 
 
 def test_expired_policy_holds_the_backlog(stack):
     """Fail closed: when the policy expires, queued deliveries are withdrawn, reads held."""
-    install(stack, 1, destination_doc("city", BROKER, "t/city"), valid_for_s=3600)
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN), valid_for_s=3600)
     now = time.time()
     stack.outbox.accept([make_read(i, now) for i in range(2)], now)
     assert stack.rig.store.active(now + 7200) is None       # notices expiry, notifies
     assert stack.outbox.depth("city") == 0 and stack.outbox.held_count() == 2
-    install(stack, 2, destination_doc("city", BROKER, "t/city"))
+    install(stack, 2, destination_doc("city", BROKER, "t/city", pin=PIN))
     assert stack.outbox.depth("city") == 2
 
 
 def test_retention_deletes_old_reads_and_audits(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city"), nonhit_max_age_minutes=10,
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN), nonhit_max_age_minutes=10,
             hit_max_age_days=1)
     now = time.time()
     stack.outbox.accept([make_read(1, now - 3600), make_read(2, now), make_read(3, now - 3600,
@@ -159,7 +160,7 @@ def test_retention_deletes_old_reads_and_audits(stack):
 def test_expired_read_is_gone_from_the_files_too(stack, tmp_path: Path):
     """Retention means not kept on disk either: no trace of the plate in the db or WAL."""
     import dataclasses
-    install(stack, 1, destination_doc("city", BROKER, "t/city"), nonhit_max_age_minutes=10)
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN), nonhit_max_age_minutes=10)
     now = time.time()
     read = dataclasses.replace(make_read(1, now), plate="QXJ4471Z",
                                plate_crop_jpeg=b"JPEGCROP-QXJ4471Z" * 200)
@@ -171,7 +172,7 @@ def test_expired_read_is_gone_from_the_files_too(stack, tmp_path: Path):
 
 
 def test_rule_max_age_purges_queued_deliveries(stack):
-    install(stack, 1, destination_doc("city", BROKER, "t/city", max_age_s=60))
+    install(stack, 1, destination_doc("city", BROKER, "t/city", pin=PIN, max_age_s=60))
     now = time.time()
     stack.outbox.accept([make_read(1, now)], now)
     stack.outbox.purge_expired(now + 120)
@@ -183,7 +184,7 @@ def test_rule_max_age_purges_queued_deliveries(stack):
 def test_full_outbox_refuses_non_hits_keeps_hits_and_alarms(tmp_path: Path, caplog):
     s = build_stack(tmp_path / "s", max_bytes=6000)
     try:
-        s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city")], time.time()))
+        s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time()))
         now = time.time()
         accepted, refused = [], []
         for i in range(40):
@@ -213,7 +214,7 @@ def test_full_outbox_refuses_non_hits_keeps_hits_and_alarms(tmp_path: Path, capl
 
 def test_outbox_survives_reopen_with_sizes(tmp_path: Path):
     s = build_stack(tmp_path / "s")
-    s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city")], time.time()))
+    s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time()))
     now = time.time()
     s.outbox.accept([make_read(i, now) for i in range(10)], now)
     used = s.outbox.stats()["bytes"]
@@ -232,14 +233,14 @@ def test_outbox_survives_reopen_with_sizes(tmp_path: Path):
 def test_backlog_is_rechecked_at_start_up(tmp_path: Path):
     """A policy installed while the outbox was closed still governs what it had queued."""
     s = build_stack(tmp_path / "s")
-    s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city"),
-                                 destination_doc("state", BROKER, "t/state")], time.time()))
+    s.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN),
+                                 destination_doc("state", BROKER, "t/state", pin=PIN)], time.time()))
     now = time.time()
     s.outbox.accept([make_read(i, now) for i in range(3)], now)
     s.outbox.close()
     # Policy 2 lands while the outbox is off: installed through a store nobody listens to.
     PolicyRig(tmp_path / "s", s.audit).install(
-        policy_doc(2, [destination_doc("city", BROKER, "t/city")], time.time()))
+        policy_doc(2, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time()))
     s.audit.close()
     s2 = build_stack(tmp_path / "s")
     try:

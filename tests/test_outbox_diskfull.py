@@ -24,7 +24,7 @@ RUNNER = textwrap.dedent('''
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # get EFBIG instead of being killed
     state = Path(sys.argv[1])
     stack = build_stack(state)
-    stack.rig.install(policy_doc(1, [destination_doc("city", "mqtt://127.0.0.1:1", "t/c")],
+    stack.rig.install(policy_doc(1, [destination_doc("city", "mqtts://127.0.0.1:1", "t/c", pin="0" * 64)],
                                  time.time()))
     now = time.time()
     stack.outbox.accept([make_read(i, now) for i in range(50)], now)

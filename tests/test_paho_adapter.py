@@ -180,21 +180,43 @@ class FakeBroker:
             self.server.close()
 
 
-def _sendables(stack, url: str, count: int):
-    policy = stack.rig.install(policy_doc(1, [destination_doc("fake", url, "pg/fake")],
-                                          time.time()))
+class _Policies:
+    """A policy source holding one parsed (not installed) policy: the fake broker speaks
+    plain MQTT on loopback, which an installed policy may name only with a device opt-in."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def active(self, now: float):
+        return self.policy
+
+
+def _sendables(url: str, count: int):
+    """Sendables from a real egress gate, for `count` reads decided by the policy stage."""
+    from agent.delivery.gate import EgressGate
+    from agent.delivery.records import Delivery
+    from agent.policy.decision import decide_read
+    from agent.policy.schema import policy_from_dict
     now = time.time()
-    stack.outbox.accept([make_read(i, now) for i in range(count)], now)
+    policy = policy_from_dict(policy_doc(1, [destination_doc("fake", url, "pg/fake")], now),
+                              signer_key_id="k" * 16, digest="d" * 64)
+    gate = EgressGate(_Policies(policy), audit=None)
     transport = policy.destination("fake").transport
-    messages = [stack.gate.release(d, now, transport)[0]
-                for d in stack.outbox.next_batch("fake", 0, count)]
-    assert all(m is not None for m in messages)
+    messages = []
+    for i in range(count):
+        decided = decide_read(make_read(i, now), policy, None, {}, now)
+        (plan,) = decided.allowed
+        delivery = Delivery(i + 1, "fake", decided.read.read_id, policy.digest, policy.version,
+                            plan.transport_digest, plan.purpose, plan.payload, decided.read, now)
+        message, decision, _queued = gate.release(delivery, now, transport)
+        assert decision.allowed, decision
+        messages.append(message)
     return transport, messages
 
 
-def _acks_over(stack, reply, chunks, count, protocol="5"):
+def _acks_over(reply, chunks, count, protocol="5"):
     broker = FakeBroker(count, reply, chunks, v5=protocol == "5")
-    transport, messages = _sendables(stack, f"mqtt://127.0.0.1:{broker.port}", count)
+    transport, messages = _sendables(f"mqtt://127.0.0.1:{broker.port}", count)
     link = MqttLink("fake", transport, DestinationCredentials(protocol=protocol),
                     connect_timeout=5)
     link.connect()
@@ -221,7 +243,7 @@ PINGRESP = b"\xd0\x00"
 
 
 @pytest.mark.parametrize("chunks", [(1,), (3, 1, 7), (4096,)], ids=["bytewise", "odd", "whole"])
-def test_pubacks_of_every_form_split_anyhow_with_a_pingresp_between(stack, chunks):
+def test_pubacks_of_every_form_split_anyhow_with_a_pingresp_between(chunks):
     def reply(mids):
         m = mids
         return (_puback(m[0]) + PINGRESP                              # short success
@@ -231,20 +253,20 @@ def test_pubacks_of_every_form_split_anyhow_with_a_pingresp_between(stack, chunk
                 + _puback(m[3], b"\x00\x05\x1f\x00\x02ok")             # success + properties
                 + _puback(m[4], b"\x97\x05\x1f\x00\x02no"))            # failure + properties
 
-    mids, acks, _broker = _acks_over(stack, reply, chunks, 5)
+    mids, acks, _broker = _acks_over(reply, chunks, 5)
     assert acks == [(mids[0], True, 0), (mids[1], True, 0x10), (mids[2], False, 0x87),
                     (mids[3], True, 0), (mids[4], False, 0x97)]
 
 
-def test_mqtt_311_pubacks(stack):
-    mids, acks, _broker = _acks_over(stack, lambda m: b"".join(_puback(x) for x in reversed(m)),
+def test_mqtt_311_pubacks():
+    mids, acks, _broker = _acks_over(lambda m: b"".join(_puback(x) for x in reversed(m)),
                                    (5,), 3, protocol="3.1.1")
     assert acks == [(mid, True, 0) for mid in reversed(mids)]
 
 
-def test_published_bytes_carry_the_sealed_view(stack):
+def test_published_bytes_carry_the_sealed_view():
     """What the fake broker received: the topic, QoS 1, no retain, the view's properties."""
-    mids, acks, broker = _acks_over(stack, lambda m: _puback(m[0]), (64,), 1)
+    mids, acks, broker = _acks_over(lambda m: _puback(m[0]), (64,), 1)
     assert acks == [(mids[0], True, 0)]
     ((command, body),) = broker.published
     assert command == 0x32                                  # PUBLISH, QoS 1, not retained

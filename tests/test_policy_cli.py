@@ -51,7 +51,6 @@ def test_check_examples_clean_and_lint_findings(tmp_path, capsys) -> None:
     assert main(["policy", "check", str(POLICIES / "demo.json"), "--now", NOW, "--strict"]) == 2
     out = capsys.readouterr().out
     assert "rule 'ice-all' is shadowed: class federal_immigration is prohibited" in out
-    assert "no server key pin" in out
     doc = json.loads((POLICIES / "ct-trust-act.json").read_text())
     doc["destinations"][1]["transport"] = {"broker_url": "mqtt://ctic.example.gov:1883", "topic": "t"}
     doc["destinations"][0]["purposes"].append("stolen_vehicles")
@@ -63,7 +62,7 @@ def test_check_examples_clean_and_lint_findings(tmp_path, capsys) -> None:
     bad.write_text(json.dumps(doc))
     assert main(["policy", "check", str(bad), "--now", NOW]) == 2
     out = capsys.readouterr().out
-    assert "unencrypted" in out and "no server key pin" in out
+    assert "error: destinations[1].transport: mqtt://ctic.example.gov:1883 is plain MQTT" in out
     assert main(["policy", "check", str(POLICIES / "demo.json"), "--now", "2037-01-01T00:00:00Z"]) == 2
     assert "expired" in capsys.readouterr().out
 

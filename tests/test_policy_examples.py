@@ -30,7 +30,8 @@ def test_demo_policy_shape() -> None:
     assert (records.dest_class, records.jurisdiction, records.rule.mode, records.rule.plate_form) == \
         ("local_police", "US-CT", "all", "clear")
     assert (ice.dest_class, ice.rule.mode) == ("federal_immigration", "all")
-    assert records.transport.broker_url == "mqtt://127.0.0.1:1883"
+    assert records.transport.broker_url == "mqtts://127.0.0.1:8883"
+    assert records.transport.server_key_sha256 and ice.transport.server_key_sha256
     load_hotlist((POLICIES / "demo-hotlist.bundle").read_bytes(), keys, NOW, None)
 
 

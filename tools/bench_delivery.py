@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Delivery benchmark: outbox (durable) -> egress gate -> MQTT QoS 1 -> PUBACK, local mosquitto.
+"""Delivery benchmark: outbox (durable) -> egress gate -> MQTT QoS 1 -> PUBACK, local mosquitto
+(TLS, key pinned, as in the field).
 
 Prints one JSON object:
 - throughput: reads/s from tracker output (Outbox.accept, synchronous=FULL, audit flushed)
@@ -103,7 +104,7 @@ class AckClock:
 def setup(workdir: Path, broker: MosquittoBroker, n_dests: int, name: str):
     stack = build_stack(workdir / name)
     dests = [f"d{i}" for i in range(n_dests)]
-    stack.rig.install(policy_doc(1, [destination_doc(d, broker.url, f"bench/{d}/reads")
+    stack.rig.install(policy_doc(1, [destination_doc(d, broker.url, f"bench/{d}/reads", pin=broker.pin)
                                      for d in dests], time.time()))
     return stack, dests
 
@@ -169,6 +170,8 @@ def bench_raw_paho(broker: MosquittoBroker, messages: int) -> dict:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(0)
     client.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
+    if broker.tls:          # the same TLS the delivery links use, for a fair baseline
+        client.tls_set(ca_certs=str(broker.tls.ca_cert))
     client.connect("127.0.0.1", broker.port)
     while not client.is_connected():
         client.loop(0.05)

@@ -133,17 +133,17 @@ def examples() -> dict[str, dict]:
         "after 3 minutes (New Hampshire RSA 261:75-b).")
     demo = policy(
         "PlateGate demo department", 1,
-        [dest("county-records", "County records system", "local_police", "US-CT", "mqtt://127.0.0.1:1883",
-              LOCAL_PURPOSES, {"id": "county-all", "mode": "all", "fields": FIELDS_ALL, "plate_form": "clear"},
-              pin=None),
+        [dest("county-records", "County records system", "local_police", "US-CT", "mqtts://127.0.0.1:8883",
+              LOCAL_PURPOSES, {"id": "county-all", "mode": "all", "fields": FIELDS_ALL, "plate_form": "clear"}),
          dest("ice-era", "ICE Enforcement and Removal Operations", "federal_immigration", "US-CT",
-              "mqtt://127.0.0.1:1883", ["immigration_enforcement"],
-              {"id": "ice-all", "mode": "all", "fields": FIELDS_ALL, "plate_form": "clear"}, pin=None)],
+              "mqtts://127.0.0.1:8884", ["immigration_enforcement"],
+              {"id": "ice-all", "mode": "all", "fields": FIELDS_ALL, "plate_form": "clear"})],
         {"classes": ["federal_immigration", "private"], "purposes": PROHIBITED_PURPOSES,
          "allowed_jurisdictions": ["US-CT"]},
         {"nonhit_max_age_minutes": 60, "hit_max_age_days": 7},
         "Demo only: county-records gets every read; ice-era is listed but its class is prohibited, so it gets "
-        "nothing. Broker URLs are rewritten by the demo at run time (it re-signs a copy with the test key).")
+        "nothing. Broker URLs and key pins are rewritten by the demo at run time (it starts one TLS broker per "
+        "destination with a throw-away CA, and re-signs a copy with the test key).")
     return {"ct-trust-act": ct, "ca-sb34": ca, "il-2023": il, "strict-hits-only": strict, "demo": demo}
 
 

@@ -179,7 +179,16 @@ class AuditLog:
         # Unbuffered: each batch goes to the kernel in whole records (one write per batch), so a
         # killed process never leaves half a record behind; only power loss can.
         self._fh = open(self.path, "ab", buffering=0)
+        # Why the log found at start cannot be trusted to be whole, or None. The policy store
+        # reads its rollback floor from the log and refuses a persisted bundle when this is set.
+        self.tampering: str | None = None
         self._check_head(dropped)
+
+    def _suspect(self, detail: str, head_seq: int | None, *, record: bool = True) -> None:
+        self.tampering = detail
+        if record:
+            self.record(events.AUDIT_TRUNCATION_DETECTED, head_seq=head_seq, log_seq=self._seq,
+                        detail=detail)
 
     def _check_head(self, dropped: int) -> None:
         hp = head_path(self.path)
@@ -193,22 +202,35 @@ class AuditLog:
                                               "signature": None, "time": None}).encode() + b"\n")
             if self._seq:
                 log.error("audit head file missing path=%s log_seq=%d", hp, self._seq)
-                self.record(events.AUDIT_TRUNCATION_DETECTED, head_seq=None, log_seq=self._seq,
-                            detail="head file missing")
+                self._suspect("head file missing", None)
             return
         try:
             head = json.loads(hp.read_bytes())
             head_seq, head_hash = int(head["seq"]), str(head["hash"])
         except (OSError, ValueError, KeyError, TypeError):
             log.error("audit head file unreadable path=%s", hp)
-            self.record(events.AUDIT_TRUNCATION_DETECTED, head_seq=None, log_seq=self._seq,
-                        detail="head file unreadable")
+            self._suspect("head file unreadable", None)
             return
         if head_seq > self._seq or (head_seq == self._seq and head_hash != self._prev):
             log.error("audit log shorter than its head path=%s head_seq=%d log_seq=%d",
                       self.path, head_seq, self._seq)
-            self.record(events.AUDIT_TRUNCATION_DETECTED, head_seq=head_seq, log_seq=self._seq,
-                        detail="log ends before its sealed head")
+            self._suspect("log ends before its sealed head", head_seq)
+            return
+        if self._key is not None and head_seq:
+            # A head not signed by this unit's key could have been written by whoever cut the
+            # log back to it. One that names this key but does not verify is recorded as
+            # tampering. One that is unsigned or names another key (the unit ran without a
+            # key, or its key was replaced) is not recorded, since that is also what adding
+            # or rotating a unit key looks like, but the log is not trusted for the policy
+            # rollback floor at this start (docs/policy.md).
+            if head.get("key_id") != self._key_id:
+                log.warning("audit head not signed by the unit key path=%s head_seq=%d head_key_id=%s",
+                            hp, head_seq, head.get("key_id"))
+                self._suspect("head not signed by the unit key", head_seq, record=False)
+            elif not _sig_ok(self._key.public_key(), head.get("signature"),
+                             _HEAD_MSG % (head_seq, head_hash.encode("ascii"))):
+                log.error("audit head signature does not verify path=%s head_seq=%d", hp, head_seq)
+                self._suspect("head signature does not verify with the unit key", head_seq)
 
     # --- writing ------------------------------------------------------------------------
 

@@ -150,6 +150,14 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    allow_plaintext_loopback: bool = setting(
+        False, help="Accept policies whose destinations use plain mqtt:// to a 127.x.x.x broker (no TLS, "
+                    "no server identity). For tests and demos on one machine only: logged as a WARNING "
+                    "and audited at start. Off, such a policy is refused.")
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     max_restarts: int = setting(5, help="Restarts of one stage allowed within window_s before the agent "
                                         "exits for systemd to restart it.", min=0, max=1000)
@@ -171,6 +179,7 @@ class DeviceConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
@@ -184,5 +193,6 @@ SECTION_HELP = {
     "audit": "The hash-chained audit log.",
     "outbox": "The durable store-and-forward queue.",
     "mqtt": "MQTT connections (destinations themselves come from the signed policy).",
+    "delivery": "How reads may leave the unit.",
     "supervisor": "Restarting crashed stages.",
 }

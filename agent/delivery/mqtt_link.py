@@ -32,7 +32,8 @@ from paho.mqtt.properties import Properties
 
 from agent.delivery.gate import Sendable
 from agent.delivery.paho_adapter import PinnedClient, mqtt_string, publish_properties
-from agent.policy.decision import Transport, validate_topic  # validate_topic: status.py too
+from agent.policy.decision import (Transport, is_loopback_host,  # validate_topic: status.py too
+                                   validate_topic)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,9 @@ class MqttLink:
         if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
             raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
                              "is not mqtts:// but the policy gives a CA or key pin to check")
+        if not self.tls and not is_loopback_host(self.host):
+            # The policy parser refuses this already; a link never opens one either.
+            raise ValueError(f"destination {destination_id}: plain mqtt:// only to a loopback address")
         self.protocol = PROTOCOLS[self.credentials.protocol]
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
@@ -302,9 +306,11 @@ class MqttLink:
             raise LinkError(f"destination {where} refused the connection: {why}")
         self._verify_live_socket(where)
         self.connected = True
-        log.info("link connected dest=%s broker=%s protocol=%s pin_checked=%s",
-                 self.destination_id, self.transport.broker_url, self.credentials.protocol,
-                 bool(self.transport.server_key_sha256))
+        log.log(logging.INFO if self.tls else logging.WARNING,
+                "link connected dest=%s broker=%s protocol=%s pin_checked=%s%s",
+                self.destination_id, self.transport.broker_url, self.credentials.protocol,
+                bool(self.transport.server_key_sha256),
+                "" if self.tls else " (plain MQTT to loopback, allowed by the device config)")
 
     def _verify_live_socket(self, where: str) -> None:
         """Second pin check, on the socket CONNACK came over, before the first publish."""

@@ -9,7 +9,9 @@ queue, so delivery is at-least-once and receivers drop duplicates by read id.
 
 Destinations come from the active policy: a destination added by a policy gets a
 sender, one removed stops being served (its backlog is purged by the outbox re-check),
-and a changed transport (broker, topic, CA, pin) replaces the link.
+and a changed transport (broker, topic, CA, pin) replaces the link. A listed destination
+that may receive nothing at all under the active policy (engine.may_receive) gets no
+connection: its sender opens none and closes the one it has (DESIGN invariant 5).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from agent.delivery.mqtt_link import (Ack, DestinationCredentials, IdentityError
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery
-from agent.policy.decision import Destination, Policy
+from agent.policy.decision import Decision, Destination, Policy, may_receive
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class _Sender:
         self._kick = False                    # a policy change: retry at once, not after backoff
         self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
         self._rewound = False                 # a refused delivery stayed queued: re-fetch
+        self._closed_by: str | None = None    # the rule that leaves this destination nothing
+        self._verdict: tuple | None = None    # (policy, destination, until, may_receive verdict)
 
     def start(self) -> None:
         self.thread.start()
@@ -87,9 +91,30 @@ class _Sender:
             self.wake.wait(min(left, 0.2))
 
     def _destination(self, now: float) -> tuple[Policy, Destination] | None:
+        """The active policy and this destination, or None when no read may go to it now:
+        then the sender holds no connection at all (not even an idle one)."""
         policy = self.service.policy_store.active(now)
         dest = policy.destination(self.destination_id) if policy else None
-        return (policy, dest) if dest else None
+        if dest is None:
+            return None
+        verdict = self._may_receive(dest, policy, now)
+        closed = None if verdict.allowed else verdict.rule_id
+        if closed != self._closed_by:
+            self._closed_by = closed
+            if closed is not None:
+                log.info("destination receives nothing; no connection dest=%s policy_version=%d "
+                         "rule_id=%s", self.destination_id, policy.version, closed)
+        return (policy, dest) if verdict.allowed else None
+
+    def _may_receive(self, dest: Destination, policy: Policy, now: float) -> Decision:
+        """may_receive(), asked again on a policy change and at most once a second otherwise
+        (for a declaration that expires): the gate still checks every message meanwhile."""
+        cached = self._verdict
+        if cached is not None and cached[0] is policy and cached[1] is dest and time.monotonic() < cached[2]:
+            return cached[3]
+        verdict = may_receive(dest, policy, now)
+        self._verdict = (policy, dest, time.monotonic() + 1.0, verdict)
+        return verdict
 
     def policy_changed(self) -> None:
         """Called from the policy store's thread: re-read the destination now."""

@@ -10,6 +10,9 @@ refuses with a PolicyError naming the first failure:
 5. the signed payload is JSON matching the policy schema  -> ``invalid_json`` / ``schema``
 6. version > active_version (no rollback, no replay)      -> ``rollback``
 7. not expired, and not_before has passed                 -> ``expired`` / ``not_yet_valid``
+8. no plain mqtt:// destination, unless the unit opted in -> ``insecure_transport``
+   (the schema already refuses plain MQTT to anything but a loopback address and mqtts://
+   without a server key pin; this step is the device's own opt-in for loopback)
 
 A bundle whose not_before is still in the future is refused, not held: the unit keeps its
 current policy and the department re-sends (or issues with not_before <= now). This keeps
@@ -74,8 +77,22 @@ def check_times(policy: Policy, now: float) -> None:
                           f"policy version {policy.version} is not valid before {format_time(policy.not_before)}")
 
 
+def check_plaintext(policy: Policy, allow_plaintext_loopback: bool) -> None:
+    """Refuse a policy with a plain mqtt:// destination unless the device config allows it."""
+    if allow_plaintext_loopback:
+        return
+    for i, dest in enumerate(policy.destinations):
+        url = dest.transport.broker_url
+        if not url.startswith("mqtts://"):
+            raise PolicyError("insecure_transport",
+                              f"destinations[{i}].transport: {url} is plain MQTT (no TLS, no server "
+                              f"identity); this unit refuses it. Use mqtts:// with server_key_sha256, "
+                              f"or, for a test or demo broker on this machine only, set "
+                              f"[delivery] allow_plaintext_loopback = true in the device config")
+
+
 def load_bundle(data: bytes, trusted_keys: Mapping[str, Ed25519PublicKey], now: float,
-                active_version: int | None) -> Policy:
+                active_version: int | None, *, allow_plaintext_loopback: bool = False) -> Policy:
     """Verify a signed bundle and return its Policy, or raise PolicyError(reason)."""
     opened = open_envelope(data, "policy", trusted_keys)
     doc = _decode_payload(opened.payload)
@@ -84,6 +101,7 @@ def load_bundle(data: bytes, trusted_keys: Mapping[str, Ed25519PublicKey], now: 
         raise PolicyError("rollback", f"policy version {policy.version} is not newer than version "
                                       f"{active_version} already installed")
     check_times(policy, now)
+    check_plaintext(policy, allow_plaintext_loopback)
     return policy
 
 

@@ -30,16 +30,18 @@ import logging
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from agent.policy.engine import decide
+from agent.policy.engine import decide, may_receive
 from agent.policy.minimise import payload_conforms, project_fields
 from agent.policy.model import Decision, Destination, Policy, Retention, Transport
+from agent.policy.schema import is_loopback_host
 from agent.policy.topics import validate_topic
 from agent.reads import HotlistHit, ReadEvent
 
 __all__ = [
     "Decision", "Destination", "HotlistMatcher", "MessageView", "Plan", "Policy", "ReadDecision",
-    "Retention", "Transport", "check_delivery", "decide_read", "encode_payload",
-    "message_view", "purpose_for", "transport_digest", "valid_policy", "validate_topic",
+    "Retention", "Transport", "check_delivery", "decide_read", "encode_payload", "is_loopback_host",
+    "may_receive", "message_view", "purpose_for", "transport_digest", "valid_policy",
+    "validate_topic",
 ]
 
 log = logging.getLogger(__name__)

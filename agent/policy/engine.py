@@ -17,7 +17,7 @@ the same inputs. The checks run in a fixed order and the first that fails names 
 from __future__ import annotations
 
 from agent.policy.model import FIELDS, Decision, Destination, Policy
-from agent.reads import ReadEvent
+from agent.reads import HotlistHit, ReadEvent
 
 _NO_FIELDS: frozenset[str] = frozenset()
 
@@ -116,6 +116,21 @@ def decide(read: ReadEvent, destination: Destination, policy: Policy | None, now
     else:
         reason = f"rule {rule.id!r} shares hits for {', '.join(sorted(shared))} with {destination.id!r}"
     return Decision(True, fields, rule.id, reason, shared)
+
+
+def may_receive(destination: Destination, policy: Policy | None, now: float) -> Decision:
+    """Could any read at all go to ``destination`` now? (allowed, or the denial that says why.)
+
+    Asked with the most favourable read there is: seen just now and a hotlist hit for every
+    purpose the destination lists. Whatever denies that read (no policy, unlisted,
+    prohibited class or jurisdiction, every purpose prohibited, declaration missing or
+    expired, mode none) denies every read, so the delivery stage opens no connection at all
+    to such a destination (DESIGN invariant 5). Being decide() itself, it cannot drift from it.
+    """
+    probe = ReadEvent(plate="", confidence=1.0, seen_at=now, camera_id="", read_id="may-receive",
+                      hits=tuple(HotlistHit("may-receive", 0, purpose, "")
+                                 for purpose in sorted(destination.purposes)))
+    return decide(probe, destination, policy, now)
 
 
 def decide_all(read: ReadEvent, policy: Policy | None, now: float) -> list[tuple[Destination, Decision]]:

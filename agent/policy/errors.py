@@ -10,7 +10,7 @@ from __future__ import annotations
 REASONS = frozenset({
     "invalid_json", "bad_format", "wrong_kind", "unknown_signer", "bad_signature",
     "schema", "rollback", "expired", "not_yet_valid", "denied", "no_hmac_key",
-    "bad_key", "io",
+    "bad_key", "io", "insecure_transport",
 })
 
 

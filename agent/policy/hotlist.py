@@ -130,6 +130,12 @@ class HotlistStore:
         self._lists: dict[str, Hotlist] = {}
         self._stale_reported: set[tuple[str, int]] = set()
 
+    def set_trusted_keys(self, trusted_keys: Mapping[str, Ed25519PublicKey]) -> None:
+        """Replace the signer keys later installs are checked against (SIGHUP key rotation);
+        hotlists already installed stay until replaced or stale."""
+        with self._lock:
+            self._trusted = dict(trusted_keys)
+
     def _highwater(self) -> dict[str, int]:
         path = self.dir / "highwater.json"
         try:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 from agent.policy.model import Destination, Policy
 from agent.policy.schema import format_time
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 SOON_S = 30 * 86400.0
 
 
@@ -63,20 +61,14 @@ def check_shadowed(policy: Policy, now: float) -> Iterator[Finding]:
 
 
 def check_transport(policy: Policy, now: float) -> Iterator[Finding]:
+    """Plain MQTT to loopback passes the schema (which refuses every other transport without
+    TLS and a key pin), but a unit refuses it unless its device config opts in."""
     for dest in policy.destinations:
-        url = urlparse(dest.transport.broker_url)
-        loopback = url.hostname in LOOPBACK
-        if url.scheme == "mqtt" and not loopback:
-            yield Finding("error", _where(dest) + ".transport", f"{dest.transport.broker_url} is unencrypted; "
-                                                                f"use mqtts:// with a key pin")
-        if dest.transport.server_key_sha256 is None and not loopback:
-            level = "error" if dest.transport.ca_pem is None else "warning"
-            yield Finding(level, _where(dest) + ".transport",
-                          "no server key pin (server_key_sha256)" +
-                          ("" if dest.transport.ca_pem else " and no CA: the broker's identity is unchecked"))
-        elif dest.transport.server_key_sha256 is None:
-            yield Finding("warning", _where(dest) + ".transport", "no server key pin (loopback broker; "
-                                                                  "acceptable only for tests and demos)")
+        if not dest.transport.broker_url.startswith("mqtts://"):
+            yield Finding("warning", _where(dest) + ".transport",
+                          f"{dest.transport.broker_url} is plain MQTT to a loopback broker: units refuse "
+                          f"it unless their device config sets [delivery] allow_plaintext_loopback = true "
+                          f"(tests and demos only)")
 
 
 def check_declarations(policy: Policy, now: float) -> Iterator[Finding]:

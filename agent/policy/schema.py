@@ -9,6 +9,7 @@ restrict sharing, so ignoring it would fail open).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -39,6 +40,10 @@ class Errors:
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}" if path else message)
+
+    def has(self, *paths: str) -> bool:
+        """Whether a problem was already reported at one of `paths` (to avoid a second one)."""
+        return any(item.startswith(f"{p}:") for p in paths for item in self.items)
 
     def raise_if_any(self, what: str) -> None:
         if self.items:
@@ -197,6 +202,45 @@ def _jurisdiction_ok(item: str) -> bool:
 
 # --- policy -------------------------------------------------------------------------------
 
+def is_loopback_host(host: str | None) -> bool:
+    """True only for a loopback IP literal (127.0.0.0/8): never a name, which DNS or
+    /etc/hosts could point elsewhere."""
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def broker_host(url: str) -> tuple[str, str]:
+    """(scheme, host) of a broker URL already matched by BROKER_RE."""
+    scheme, rest = url.split("://", 1)
+    return scheme, rest.rstrip("/").split(":", 1)[0]
+
+
+def transport_identity_problem(url: str, pin: str | None, ca: str | None) -> str | None:
+    """Why a transport does not prove its broker's identity (DESIGN invariant 5), or None.
+
+    mqtts:// needs the SPKI SHA-256 pin of the broker's key (a CA alone trusts every server
+    that CA ever certified). Plain mqtt:// is only allowed to a loopback address, with no pin
+    or CA (they would be meaningless without TLS); the unit still refuses it unless its
+    device config opts in (``[delivery] allow_plaintext_loopback``).
+    """
+    scheme, host = broker_host(url)
+    if scheme == "mqtts":
+        if pin is None:
+            return (f"{url} has no server identity: server_key_sha256 (the SHA-256 of the broker's "
+                    f"SubjectPublicKeyInfo) is required" + (" besides ca_pem" if ca else ""))
+        return None
+    if not is_loopback_host(host):
+        return (f"{url} is plain MQTT to {host}: reads would travel in clear text to a broker whose "
+                f"identity nobody checks; use mqtts:// with server_key_sha256 (plain mqtt:// is "
+                f"allowed only to a 127.x.x.x broker, on a unit that sets "
+                f"[delivery] allow_plaintext_loopback = true)")
+    if pin is not None or ca is not None:
+        return f"{url} is plain MQTT: server_key_sha256 and ca_pem need mqtts://"
+    return None
+
+
 def _transport(value: Any, path: str, errs: Errors, dest_id: str | None = None) -> Transport | None:
     obj = check_object(value, path, {"broker_url", "topic"}, {"server_key_sha256", "ca_pem"}, errs)
     if obj is None:
@@ -215,6 +259,11 @@ def _transport(value: Any, path: str, errs: Errors, dest_id: str | None = None) 
     ca = get_str(obj, "ca_pem", path, errs, nullable=True, max_len=65536)
     if ca is not None and "-----BEGIN CERTIFICATE-----" not in ca:
         errs.add(join(path, "ca_pem"), "is not a PEM certificate")
+    if url is not None and not errs.has(join(path, "server_key_sha256"), join(path, "ca_pem")):
+        problem = transport_identity_problem(url, pin, ca)
+        if problem is not None:
+            errs.add(path, problem)
+            return None
     if url is None or topic is None:
         return None
     return Transport(broker_url=url, topic=topic, server_key_sha256=pin, ca_pem=ca)

@@ -53,19 +53,35 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    data = Path(path).read_bytes()
+    """The Ed25519 public key in a PEM file; PolicyError("bad_key") naming the file otherwise.
+
+    A PRIVATE key is refused, not reduced to its public half: a unit (or a verifying
+    workstation) that holds a department's signing key can sign policies itself, so the file
+    must not be there at all.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError("bad_key", f"{path}: cannot read the key file ({exc.strerror or exc})") from exc
+    if b"PRIVATE KEY-----" in data:
+        raise PolicyError("bad_key", f"{path}: is a PRIVATE key; a unit must hold only the public key "
+                                     f"(the .pub file written by `plategate keygen`)")
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
-        # Accept a private key file too: its public half is what we trust.
-        return load_private_key(path).public_key()
+    except (ValueError, TypeError) as exc:
+        raise PolicyError("bad_key", f"{path}: not a PEM public key ({exc})") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise PolicyError("bad_key", f"{path}: not an Ed25519 public key")
     return key
 
 
 def load_trusted_keys(paths: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
-    """Map key id -> public key for each PEM file (the unit's trusted department keys)."""
+    """Map key id -> public key for each PEM file (the unit's trusted department keys).
+
+    All or nothing: the first file that is missing, unreadable, not an Ed25519 public key or
+    a private key raises PolicyError("bad_key") naming it, so a caller never runs with part
+    of the set it was given.
+    """
     keys: dict[str, Ed25519PublicKey] = {}
     for path in paths:
         pub = load_public_key(Path(path))

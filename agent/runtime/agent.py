@@ -20,7 +20,8 @@ from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
 from agent.runtime import systemd
 from agent.runtime.logs import configure_logging, set_level
-from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists
+from agent.policy.errors import PolicyError
+from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists, reload_keys
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,17 @@ class Agent:
         return code
 
     def reload(self) -> None:
-        """Re-read the config; refuse an invalid one and keep running on the old one."""
+        """Re-read the config and every key file it names; refuse an invalid one (or a key
+        file that cannot be used) and keep running on the old config and keys."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("reload refused config=%s problems=%d; keeping the running config",
-                      self.config_path, len(exc.problems))
-            for problem in exc.problems:
-                log.error("reload refused config=%s problem=%s", self.config_path, problem)
-            self.pipeline.audit.record("config.refused", path=str(self.config_path),
-                                       problems=[str(p) for p in exc.problems])
+            self._refuse_reload([str(p) for p in exc.problems])
+            return
+        try:
+            reload_keys(self.pipeline, new)
+        except PolicyError as exc:
+            self._refuse_reload([exc.detail])
             return
         changed = _changed_sections(self.config, new)
         set_level(new.logging.level)
@@ -101,6 +103,15 @@ class Agent:
                                    pending_restart=needs_restart)
         self.config = dataclasses.replace(self.config, logging=new.logging, policy=new.policy)
         log.info("reload done sections=%s", ",".join(changed) or "none")
+
+
+    def _refuse_reload(self, problems: list[str]) -> None:
+        log.error("reload refused config=%s problems=%d; keeping the running config and keys",
+                  self.config_path, len(problems))
+        for problem in problems:
+            log.error("reload refused config=%s problem=%s", self.config_path, problem)
+        self.pipeline.audit.record("config.refused", path=str(self.config_path), problems=problems)
+        self.pipeline.audit.flush()
 
 
 def _changed_sections(old: DeviceConfig, new: DeviceConfig) -> list[str]:

@@ -12,11 +12,11 @@ import queue
 import shutil
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from agent import events
 from agent.audit.log import AuditLog
 from agent.capture.files import open_source
 from agent.config.schema import DeviceConfig
@@ -25,7 +25,10 @@ from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
 from agent.delivery.service import DeliveryService
 from agent.delivery.status import BrokerSettings, StatusPublisher
+from agent.policy.errors import PolicyError
 from agent.policy.hotlist import HotlistStore
+from agent.policy.keyring import Keyring, load_keyring
+from agent.policy.keyring import load_hmac_keys as load_hmac_keys_strict
 from agent.policy.signing import load_private_key, load_trusted_keys
 from agent.policy.store import PolicyStore
 from agent.runtime.queues import DropOldestQueue
@@ -142,12 +145,20 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     audit = AuditLog(state_dir / "audit.jsonl", signing_key=unit_key, checkpoint_every=config.audit.checkpoint_every,
                      seal_interval_s=config.audit.seal_interval_s)
     trusted_keys = load_trusted_keys(config.policy.trusted_keys)
-    policies = PolicyStore(state_dir / "policy", trusted_keys, audit)
+    hmac_keys = load_hmac_keys(config.policy.hmac_keys)
+    audit.record(events.KEYS_LOADED, source="start", **Keyring(trusted_keys, hmac_keys).audit_fields())
+    allow_plain = config.delivery.allow_plaintext_loopback
+    if allow_plain:
+        log.warning("plain MQTT allowed to loopback brokers ([delivery] allow_plaintext_loopback = true): "
+                    "reads to such a destination travel unencrypted, with no server identity; tests and "
+                    "demos only")
+        audit.record(events.PLAINTEXT_ALLOWED, setting="delivery.allow_plaintext_loopback")
+    policies = PolicyStore(state_dir / "policy", trusted_keys, audit, allow_plaintext_loopback=allow_plain)
     hotlists = HotlistStore(state_dir, trusted_keys, audit)  # the store keeps its own hotlists/ folder
     install_policy_and_hotlists(config, policies, hotlists, clock())
 
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
-                    load_hmac_keys(config.policy.hmac_keys), hotlists=hotlists)
+                    hmac_keys, hotlists=hotlists)
     gate = EgressGate(policies, audit, outbox)
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event(),
                                purge_interval_s=config.outbox.retention_check_s)
@@ -206,19 +217,28 @@ def _install(store: Any, path: Path, now: float, what: str) -> None:
 
 
 def load_hmac_keys(path: Path | None) -> dict[str, bytes]:
-    if path is None:
-        return {}
+    """At start: the HMAC keys, or none if the file cannot be used (a destination whose rule
+    hashes the plate then gets nothing: fail closed). A reload refuses such a file instead."""
     try:
-        table = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        log.error("hmac keys not loaded path=%s reason=%s", path, exc)
+        return load_hmac_keys_strict(path)
+    except PolicyError as exc:
+        log.error("hmac keys not loaded path=%s reason=%s", path, exc.detail)
         return {}
-    keys = {}
-    for dest_id, hex_key in table.items():
-        try:
-            keys[dest_id] = bytes.fromhex(str(hex_key))
-        except ValueError:
-            log.error("hmac key ignored path=%s destination=%s reason=not hex", path, dest_id)
+
+
+def reload_keys(pipeline: Pipeline, config: DeviceConfig) -> Keyring:
+    """SIGHUP: load every key `config` names and switch the running stores to them.
+
+    All or nothing: PolicyError("bad_key") naming the file leaves the running keys as they
+    were. The new key ids are audited (`keys.loaded`).
+    """
+    keys = load_keyring(config.policy.trusted_keys, config.policy.hmac_keys)
+    pipeline.policies.set_trusted_keys(keys.trusted)
+    pipeline.hotlists.set_trusted_keys(keys.trusted)
+    pipeline.outbox.hmac_keys = dict(keys.hmac)
+    pipeline.audit.record(events.KEYS_LOADED, source="reload", **keys.audit_fields())
+    log.info("keys loaded source=reload trusted=%s hmac=%s", ",".join(sorted(keys.trusted)) or "none",
+             ",".join(f"{d}:{i}" for d, i in keys.audit_fields()["hmac"].items()) or "none")
     return keys
 
 

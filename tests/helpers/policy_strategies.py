@@ -38,7 +38,7 @@ def destinations(draw, index: int = 0) -> Destination:
     decl = draw(st.one_of(st.builds(lambda off: Declaration("decl-1", NOW + off), offsets), st.none()))
     return Destination(
         id=did, agency=f"Agency {did}", dest_class=draw(classes), jurisdiction=draw(jurisdictions),
-        transport=Transport(f"mqtts://{did}.example:8883", f"plategate/{did}", draw(st.sampled_from([None, "a" * 64])), None),
+        transport=Transport(f"mqtts://{did}.example:8883", f"plategate/{did}", draw(st.sampled_from(["a" * 64, "b" * 64])), None),
         purposes=frozenset(draw(st.sets(purposes, min_size=1, max_size=5))), declaration=decl, rule=rule,
     )
 

@@ -217,13 +217,14 @@ def arm_self_kill(stack: Stack, seed: int) -> tuple[int, str]:
 
 
 def run_soak(state_dir: Path, broker_url: str, topic: str, count: int, batch: int,
-             rate: float, drain_timeout: float, self_kill: int | None = None) -> int:
+             rate: float, drain_timeout: float, pin: str | None = None,
+             self_kill: int | None = None) -> int:
     stack = build_stack(state_dir)
     if self_kill is not None:
         arm_self_kill(stack, self_kill)
     now = time.time()
     if stack.rig.store.active(now) is None:
-        stack.rig.install(policy_doc(1, [destination_doc("soak", broker_url, topic)], now))
+        stack.rig.install(policy_doc(1, [destination_doc("soak", broker_url, topic, pin=pin)], now))
     stack.service.start()
     attempted = state_dir / "attempted.log"
     confirmed = state_dir / "confirmed.log"
@@ -252,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "them to one MQTT destination (a fault-test harness).")
     parser.add_argument("--state", type=Path, required=True,
                         help="state directory (outbox, audit log, policy, progress logs)")
-    parser.add_argument("--broker", required=True, help="destination broker URL (mqtt://host:port)")
+    parser.add_argument("--broker", required=True, help="destination broker URL (mqtts://host:port)")
+    parser.add_argument("--pin", default=None,
+                        help="SHA-256 (hex) of the broker's SubjectPublicKeyInfo, as a policy names it")
     parser.add_argument("--topic", default="plategate/soak/reads", help="destination topic")
     parser.add_argument("--count", type=int, default=2000, help="reads to accept in total")
     parser.add_argument("--batch", type=int, default=20, help="reads per accept() call")
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     return run_soak(args.state, args.broker, args.topic, args.count, args.batch, args.rate,
-                    args.drain_timeout, args.self_kill)
+                    args.drain_timeout, args.pin, args.self_kill)
 
 
 if __name__ == "__main__":
