@@ -16,6 +16,7 @@ import numpy as np
 
 from agent.audit.records import expanded_records
 from agent.capture.frames import Frame
+from agent.delivery.service import wait_until
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stages import RecognizeStage, TrackStage
 from agent.tracking.tracker import WindowTracker
@@ -44,15 +45,6 @@ def _frame(index: int, number: int) -> Frame:
     return Frame(image=image, captured_at=time.time() + index, index=index, origin="test")
 
 
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def test_a_stuck_consumer_bounds_every_queue_and_drops_only_frames():
     stop = threading.Event()
     source = Upstream()
@@ -78,7 +70,7 @@ def test_a_stuck_consumer_bounds_every_queue_and_drops_only_frames():
 
         # Feed until the back-pressure has reached the recognizer: nobody takes reads, so
         # the read queue fills, the tracker waits on it, and the sightings queue fills.
-        assert _wait(lambda: push(1) or (reads.full() and sightings.full()))
+        assert wait_until(lambda: push(1) or (reads.full() and sightings.full()), 20, 0.002)
         dropped = frames.dropped
         push(20)                                  # the recognizer is blocked: these drop
         assert frames.dropped >= dropped + 17

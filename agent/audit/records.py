@@ -110,16 +110,3 @@ def expanded_records(path: Path, event: str | None = None) -> list[dict]:
             if event is None or name == event:
                 out.append({**record, "event": name, "fields": fields})
     return out
-    with fh:
-        for line in fh:
-            if _INSTALLED_MARK not in line:
-                continue
-            try:
-                record = json.loads(line)
-                fields = record["fields"]
-                version = int(fields["version"]) if record["event"] == events.POLICY_INSTALLED else 0
-            except (ValueError, KeyError, TypeError):
-                continue
-            if version > best:
-                best, digest = version, fields.get("digest")
-    return best, digest
