@@ -11,7 +11,7 @@ import pytest
 
 import agent
 from agent.audit.records import expanded_records
-from agent.backoff import Backoff
+from agent.supervision import Backoff
 from agent.delivery.mqtt_link import DestinationCredentials, validate_topic
 from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from helpers.mqtt import until_sentinel

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from agent.delivery.gate import EgressGate
-from agent.backoff import Backoff
+from agent.supervision import Backoff, supervise
 from agent.delivery.mqtt_link import (Ack, DestinationCredentials, IdentityError,
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
@@ -73,14 +73,19 @@ class _Sender:
 
     def _run(self) -> None:
         svc = self.service
-        while not (svc.stopped or self.stopping.is_set()):
-            try:
+
+        def work() -> None:
+            while not (svc.stopped or self.stopping.is_set()):
                 self._step()
-            except Exception:  # a sender must not die; log, back off, carry on
-                log.exception("sender error dest=%s", self.destination_id)
-                self._drop_link()
-                self._sleep(self._backoff.next_delay())
+
+        supervise(work, self._backoff, self._crashed, self._sleep)
         self._shutdown()
+
+    def _crashed(self, exc: Exception) -> bool:
+        """A sender must not die: log, drop the link, back off, carry on."""
+        log.error("sender error dest=%s", self.destination_id, exc_info=exc)
+        self._drop_link()
+        return True
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from agent.backoff import Backoff
+from agent.supervision import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +71,32 @@ class Stage:
     def _run(self) -> None:
         backoff = Backoff(base=self.restart_policy.backoff_initial_s,
                           cap=self.restart_policy.backoff_max_s)
-        while True:
-            try:
-                while not self.should_finish():
-                    self.step()
-                    backoff.reset()
-                self.finish()
-                break
-            except Exception as exc:  # a crashed stage is logged and restarted, never silently lost
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("stage crashed stage=%s restarts=%d error=%s", self.name, self.restarts,
-                              self.last_error)
-                if not self._may_restart(time.monotonic()):
-                    log.critical("stage failing too often stage=%s restarts=%d window_s=%s; giving up",
-                                 self.name, self.restarts, self.restart_policy.window_s)
-                    self.fatal.set()
-                    break
-                self.restarts += 1
-                self.stop_requested.wait(backoff.next_delay())  # a stop ends the wait early
-                log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
+
+        def work() -> None:
+            while not self.should_finish():
+                self.step()
+                backoff.reset()
+            self.finish()
+
+        supervise(work, backoff, self._crashed, self._wait_restart)
         self.finished.set()
+
+    def _crashed(self, exc: Exception) -> bool:
+        """A crashed stage is logged and restarted, within the restart budget."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("stage crashed stage=%s restarts=%d error=%s", self.name, self.restarts,
+                  self.last_error, exc_info=exc)
+        if not self._may_restart(time.monotonic()):
+            log.critical("stage failing too often stage=%s restarts=%d window_s=%s; giving up",
+                         self.name, self.restarts, self.restart_policy.window_s)
+            self.fatal.set()
+            return False
+        self.restarts += 1
+        return True
+
+    def _wait_restart(self, delay: float) -> None:
+        self.stop_requested.wait(delay)  # a stop request ends the wait early
+        log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
 
     def _may_restart(self, now: float) -> bool:
         policy = self.restart_policy
