@@ -19,7 +19,6 @@ import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from agent.capture.frames import Frame, FrameSource, SourceEnded
@@ -28,6 +27,7 @@ from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import Stage
 from agent.tracking.tracker import Sighting, Tracker
+from agent.vision.evidence import evidence_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -298,18 +298,6 @@ def _sighting(frame: Frame, hit: Any) -> Sighting:
                        for c in (hit.candidates or ()))
     return Sighting(
         text=hit.text, confidence=float(hit.confidence), seen_at=frame.captured_at, box=(x, y, w, h),
-        candidates=candidates, plate_crop_jpeg=_jpeg(frame.image, (x, y, w, h), 1.0),
-        vehicle_jpeg=_jpeg(frame.image, (x, y, w, h), 3.0),
+        candidates=candidates, plate_crop_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 1.0),
+        vehicle_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 3.0),
     )
-
-
-def _jpeg(image: np.ndarray, box: tuple[int, int, int, int], grow: float) -> bytes | None:
-    x, y, w, h = box
-    cx, cy = x + w / 2, y + h / 2
-    gw, gh = w * grow, h * grow * (2.0 if grow > 1 else 1.0)
-    x0, y0 = max(0, int(cx - gw / 2)), max(0, int(cy - gh / 2))
-    x1, y1 = min(image.shape[1], int(cx + gw / 2)), min(image.shape[0], int(cy + gh / 2))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    ok, data = cv2.imencode(".jpg", image[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return data.tobytes() if ok else None
