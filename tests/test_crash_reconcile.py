@@ -149,3 +149,28 @@ def test_many_sigkills_leave_audit_and_outbox_in_agreement(broker_factory, colle
     assert confirmed <= delivered | in_outbox
     # The window between the audit flush and the commit was really hit.
     assert lost, "no kill landed between the audit flush and the outbox commit"
+
+
+def test_an_outbox_without_an_audit_seq_reconciles_nothing_old(tmp_path):
+    """Upgrade: an outbox made before it recorded its audit seq must not call every read
+    delivered long ago lost; it starts counting at its first start."""
+    import sqlite3 as sql
+    state = tmp_path / "unit"
+    first = build_stack(state)
+    first.rig.install(policy_doc(1, [destination_doc("city", BROKER, "t/city", pin=PIN)], time.time()))
+    now = time.time()
+    first.outbox.accept([make_read(i, now) for i in range(3)], now)
+    first.outbox.close()
+    first.audit.close()
+    conn = sql.connect(state / "outbox.db")
+    conn.execute("DELETE FROM deliveries")
+    conn.execute("DELETE FROM reads")                       # as if delivered long ago
+    conn.execute("DELETE FROM meta WHERE key='audited_seq'")  # as if made before the check
+    conn.commit()
+    conn.close()
+    second = build_stack(state)
+    try:
+        assert _lost(expanded_records(state / "audit.log")) == {}
+    finally:
+        second.outbox.close()
+        second.audit.close()

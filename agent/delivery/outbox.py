@@ -219,7 +219,13 @@ class Outbox:
             return []
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key='audited_seq'").fetchone()
-            after = int(row[0]) if row else 0
+            if row is None:
+                # An outbox that never recorded its audit seq (new, or made by a version
+                # before this check): nothing tells which records its commits covered, and
+                # reads delivered long ago are rightly absent. Start counting from here.
+                self._write(lambda conn: None, "reconcile")
+                return []
+            after = int(row[0])
             expected: dict[str, int] = {}
             for record in records_after(Path(path), after):
                 fields = record.get("fields") or {}
