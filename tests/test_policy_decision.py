@@ -171,3 +171,41 @@ def test_shared_hit_keeps_the_hit_retention():
     decided, payload, view = _message(read("STL1", "s", NOW - 2 * 3600), hotlists, NOW)
     assert payload["hits"][0]["purpose"] == "stolen_vehicle"
     assert view.expiry_s == 7 * 86400 - 2 * 3600
+
+
+# --- property: a hidden hit changes nothing a destination sees --------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from helpers.policy_strategies import policies, purposes, reads  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(policy=policies(), read=reads(), hidden=st.lists(purposes, min_size=1, max_size=3))
+def test_hidden_hits_change_nothing_any_destination_sees(policy, read, hidden):
+    """For every destination of random policies: adding hits for purposes it may not learn
+    of leaves its decision, its payload and every property of its message as they were
+    (issue 14 item 10; property form of the broker test in test_message_metadata.py)."""
+    now = NOW
+    plain = decide_read(ReadEvent(read.plate, read.confidence, read.seen_at, read.camera_id,
+                                  read_id="x", latitude=read.latitude, longitude=read.longitude),
+                        policy, None, {d.id: b"k" * 32 for d in policy.destinations}, now)
+    for plan in plain.plans:
+        dest = plan.destination
+        prohibited = policy.prohibitions.purposes
+        secret = [p for p in hidden if p not in dest.purposes or p in prohibited]
+        if not secret:
+            continue
+        hit_read = ReadEvent(read.plate, read.confidence, read.seen_at, read.camera_id,
+                             read_id="x", latitude=read.latitude, longitude=read.longitude,
+                             hits=tuple(HotlistHit(f"l{i}", 1, p, "s") for i, p in enumerate(secret)))
+        with_hit = decide_read(hit_read, policy, None, {d.id: b"k" * 32 for d in policy.destinations},
+                               now)
+        other = next(p for p in with_hit.plans if p.destination.id == dest.id)
+        if policy.retention.hit_max_age_s >= policy.retention.nonhit_max_age_s:
+            assert other.decision.allowed == plan.decision.allowed
+        if plan.decision.allowed and other.decision.allowed:
+            assert other.payload == plan.payload and other.purpose == plan.purpose
+            assert (message_view(hit_read, dest, other.decision, policy, now)
+                    == message_view(plain.read, dest, plan.decision, policy, now))
