@@ -146,3 +146,65 @@ def test_region_hint_comes_from_the_call_then_the_unit(tmp_path):
     unit = Recognizer(_SureReader("AXO79I6"), _BoxesFromLabels((20, 20, 120, 40)), region="BR")
     assert unit.recognize(frame)[0].text == "AXO7916"
     assert unit.read_crop(frame).text == "AXO7916"
+
+
+class _ScaledReader(_SureReader):
+    """A sure reader whose confidence is scaled down (one_hot gives 1.0)."""
+
+    def __init__(self, text: str, confidence: float):
+        super().__init__(text)
+        self.confidence = confidence
+
+    def read(self, crop, region=None):
+        out = resolve(self.probs, region)
+        out.confidence = self.confidence
+        return out
+
+
+def _crops_set(tmp_path, rows: str):
+    folder = tmp_path / "crops"
+    folder.mkdir(exist_ok=True)
+    for name in {r.split(",")[0] for r in rows.splitlines()}:
+        cv2.imwrite(str(folder / name), np.full((40, 120, 3), 90, np.uint8))
+    (folder / "groundtruth.csv").write_text(rows)
+    return folder
+
+
+def test_accepted_rates_follow_the_configured_cut(tmp_path):
+    """accepted.correct_rate is right-and-accepted over all plates, accepted.wrong_rate is
+    wrong-and-accepted over all accepted reads; both move with the cut the config sets."""
+    from agent.config.schema import RecognizerConfig
+    folder = _crops_set(tmp_path, "a.jpg,us,ABC1234\nb.jpg,us,ABC1235\nc.jpg,us,XYZ9999\n")
+    rec = Recognizer(_ScaledReader("ABC1234", 0.8))
+    report = evaluate(folder, rec).to_json()
+    assert report["top1_accuracy"] == round(1 / 3, 4)
+    acc = report["accepted"]
+    assert (acc["correct"], acc["wrong"]) == (1, 2)  # 0.8 passes the default 0.7 cut
+    assert acc["correct_rate"] == round(1 / 3, 4) and acc["wrong_rate"] == round(2 / 3, 4)
+    assert acc["cut"]["min_confidence"] == 0.7
+    strict = RecognizerConfig(min_confidence=0.9)
+    acc = evaluate(folder, rec, cut=strict).to_json()["accepted"]
+    assert (acc["correct"], acc["wrong"], acc["correct_rate"], acc["wrong_rate"]) == (0, 0, 0.0,
+                                                                                      None)
+
+
+def test_eval_cli_takes_the_cut_from_a_config(tmp_path):
+    """`plategate eval --config` reports the cut of the config's recognizer section, and a
+    config that cannot be used is one clear error with exit 2."""
+    import subprocess
+    import sys as _sys
+    folder = _crops_set(tmp_path, "a.jpg,us,ABC1234\n")
+    cfg = tmp_path / "unit.toml"
+    source = f'[source]\nkind = "image_folder"\npath = "{tmp_path}"\n'
+    cfg.write_text(source + '[recognizer]\nmin_confidence = 0.95\nregion = "US-MO"\n')
+    run = subprocess.run([_sys.executable, "-m", "agent", "eval", str(folder), "--json",
+                          "--config", str(cfg), "--models", str(MODELS)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["accepted"]["cut"]["min_confidence"] == 0.95
+    cfg.write_text(source + '[recognizer]\nmin_confidence = 7\n')
+    run = subprocess.run([_sys.executable, "-m", "agent", "eval", str(folder), "--json",
+                          "--config", str(cfg), "--models", str(MODELS)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "recognizer.min_confidence" in run.stderr

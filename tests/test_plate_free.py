@@ -12,16 +12,17 @@ import pytest
 from agent.config.schema import RecognizerConfig
 from agent.vision.recognizer import Recognizer, is_confident
 from tools.bench_detect import plate_free_frames
+from tools.val_data import DATASETS  # ../shared/datasets, or $PLATEGATE_DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.mark.skipif(not (DATASETS / "open-images-plates").is_dir(), reason="../shared/datasets is not present")
-def test_no_read_passes_the_default_cut_on_300_plate_free_frames():
+@pytest.mark.parametrize("region", [None, "US"])  # "US": the shipped firmware config's hint
+def test_no_read_passes_the_default_cut_on_300_plate_free_frames(region):
     cut = RecognizerConfig()
-    recognizer = Recognizer.from_models(ROOT / "models")
+    recognizer = Recognizer.from_models(ROOT / "models", region=region)
     frames = plate_free_frames(DATASETS, 300, seed=0)
     assert len(frames) == 300
     false_reads = [(name, hit.text, round(hit.confidence, 3))

@@ -29,6 +29,8 @@ if __package__ in (None, ""):
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from tools.ocr_net import ARCHS, build, load_weights  # noqa: E402
+from tools.synth.camera import roadside_crop  # noqa: E402
+from tools.val_data import EvaluationSetError, refuse_evaluation_set, training_crops  # noqa: E402
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TRAINING_SETS = ("plate-text", "ar-crops")  # the README's TRAINING sets with text
@@ -76,8 +78,15 @@ def load_real(split: str, datasets: Path, one_row_only: bool = True):
     return images, texts, names
 
 
-def augment_real(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Camera-like variation of one real crop, then the model input size (uint8)."""
+def augment_real(img: np.ndarray, rng: np.random.Generator, roadside_share: float = 0.0
+                 ) -> np.ndarray:
+    """Camera-like variation of one real crop, then the model input size (uint8).
+
+    ``roadside_share`` of the crops also get the roadside camera effects (tools/synth/camera.py:
+    blur up to 12 px at any angle, rolling shutter, IR night, low light) at a roadside plate's
+    sensor size; 0 draws exactly what earlier runs drew."""
+    if roadside_share and rng.random() < roadside_share:
+        img = roadside_crop(img, rng)
     h, w = img.shape
     # Re-crop: up to 6% tighter or 6% looser on each side, like detector boxes vary.
     l, r = rng.uniform(-0.06, 0.06, 2) * w
@@ -116,7 +125,8 @@ def augment_synth(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.warpAffine(img, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
-def make_batch(step, seed, synth_x, synth_t, real_x, real_t, batch, real_share):
+def make_batch(step, seed, synth_x, synth_t, real_x, real_t, batch, real_share,
+               roadside_share: float = 0.0):
     rng = np.random.default_rng([seed, step])
     n_real = int(round(batch * real_share)) if real_x else 0
     imgs, texts = [], []
@@ -124,7 +134,7 @@ def make_batch(step, seed, synth_x, synth_t, real_x, real_t, batch, real_share):
         imgs.append(augment_synth(synth_x[i], rng))
         texts.append(str(synth_t[i]))
     for i in rng.integers(0, len(real_x), n_real):
-        imgs.append(augment_real(real_x[i], rng))
+        imgs.append(augment_real(real_x[i], rng, roadside_share))
         texts.append(real_t[i])
     x = torch.from_numpy(np.stack(imgs).astype(np.float32)[:, None])
     targets = torch.tensor([k for t in texts for k in encode(t)], dtype=torch.long)
@@ -216,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64, help="batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--real-share", type=float, default=0.3, help="share of real crops per batch")
+    p.add_argument("--real-crops", type=Path, nargs="*", default=[],
+                   help="crops sets made from TRAINING data to add to the real crops (e.g. the "
+                        "detector's crops of the train scenes: tools/framed_val.py --split train "
+                        "--save DIR); an eval-* set is refused")
+    p.add_argument("--roadside-real", type=float, default=0.0,
+                   help="share of real crops given the roadside camera effects (blur up to "
+                        "12 px at any angle, rolling shutter, IR night, low light); 0 = none")
     p.add_argument("--seed", type=int, default=1, help="seed of batches and weights")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--eval-every", type=int, default=250, help="validate every N steps")
@@ -231,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep an exponential moving average of the weights with this decay "
                         "(e.g. 0.999) and validate, select and save it (0: off)")
     args = p.parse_args(argv)
+    try:
+        for folder in args.real_crops:
+            refuse_evaluation_set(folder)
+    except EvaluationSetError as exc:
+        p.error(str(exc))
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -245,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     synth_x = np.concatenate(sx)
     synth_t = st
     real_x, real_t, _ = load_real("train", args.datasets)
+    for folder in args.real_crops:
+        extra_x, extra_t = training_crops(folder)  # refuses an eval-* set
+        real_x, real_t = list(real_x) + extra_x, list(real_t) + extra_t
     val_x, val_t, val_names = load_real("val", args.datasets)
     val_imgs = np.stack([to_model_input(v)[0, 0] for v in val_x])
     pt_idx = [i for i, n in enumerate(val_names) if n == "plate-text"]
@@ -312,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         x, targets, lengths = make_batch(step, args.seed, synth_x, synth_t, real_x, real_t,
-                                         args.batch, args.real_share)
+                                         args.batch, args.real_share, args.roadside_real)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model.logits(x)
         logp = logits.float().log_softmax(-1).permute(1, 0, 2)

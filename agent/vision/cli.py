@@ -49,6 +49,10 @@ def register(subparsers) -> None:
                          "it (US, BR, EU, GB, AR, US-XX for a US state); default: each crop's "
                          "region column (a state code in a set of several US states names that "
                          "state), none for scenes")
+    ev.add_argument("--config", default=None, metavar="FILE",
+                    help="device config whose recognizer section gives the read cut (and the "
+                         "region hint unless --region is given) for the accepted.* figures; "
+                         "default: the schema's defaults")
     ev.add_argument("--misreads", action="store_true",
                     help="also list every plate that was not read correctly")
     _add_common(ev)
@@ -94,12 +98,30 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _eval_cut(args: argparse.Namespace):
+    """The recognizer section of ``--config`` (schema defaults without one), or None after
+    printing why the file cannot be used."""
+    from agent.config.loader import ConfigError, load_config
+    from agent.config.schema import RecognizerConfig
+    if not args.config:
+        return RecognizerConfig()
+    try:
+        return load_config(Path(args.config)).recognizer
+    except ConfigError as exc:
+        print(f"plategate: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    cut = _eval_cut(args)
+    if cut is None:
+        return 2
     recognizer = _load(args)
     if recognizer is None:
         return 2
     try:
-        result = evaluate(Path(args.dataset), recognizer, region=args.region)
+        result = evaluate(Path(args.dataset), recognizer, region=args.region or cut.region,
+                          cut=cut)
     except DatasetError as exc:
         print(f"plategate: {exc}", file=sys.stderr)
         return 2
@@ -116,6 +138,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  detection recall  {pct(report['detection_recall'])}")
     print(f"  top-1 accuracy    {pct(report['top1_accuracy'])}")
     print(f"  top-5 accuracy    {pct(report['top5_accuracy'])}")
+    acc = report["accepted"]
+    print(f"  at the cut        {pct(acc['correct_rate'])} of plates read right and accepted, "
+          f"{pct(acc['wrong_rate'])} of accepted reads wrong ({acc['wrong']} wrong, "
+          f"{acc['unmatched']} at no labelled plate)")
     print(f"  ms per image      median {report['ms_per_image']['median']}, "
           f"p90 {report['ms_per_image']['p90']}")
     for err in report["errors"]:

@@ -5,6 +5,12 @@ and *scenes* (images each with a same-stem ``.txt`` of ``file\tx\ty\tw\th\tPLATE
 A plate counts as read when the text matches after upper-casing and removing spaces and
 dashes. A file that cannot be read (missing, corrupt, truncated, empty) is reported in
 ``errors``, its plates count as not read, and the run goes on.
+
+Beside top-1 and top-5 the eval reports the *operating point*: what the agent would emit at its
+configured cut (``is_confident``). ``accepted.correct_rate`` is the plates with an accepted read
+that is right, over all plates; ``accepted.wrong_rate`` the accepted reads that are wrong, over
+all accepted reads at labelled plates. Top-1 says what the reader can do; the operating point
+says what a unit sends, and a wrong accepted read is what sends an officer to the wrong car.
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.config.schema import RecognizerConfig
 from agent.vision.plate_formats import normalise_text
-from agent.vision.recognizer import PlateHit, Recognizer
+from agent.vision.recognizer import PlateHit, ReadCut, Recognizer, is_confident
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,10 @@ class EvalResult:
     detected: int = 0
     top1: int = 0
     top5: int = 0
+    accepted_right: int = 0  # labelled plates whose read passes the cut and is right
+    accepted_wrong: int = 0  # labelled plates whose read passes the cut and is wrong
+    accepted_unmatched: int = 0  # reads passing the cut at no labelled plate (scenes)
+    cut: dict = field(default_factory=dict)
     ms: list[float] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     misreads: list[dict] = field(default_factory=list)
@@ -60,10 +71,29 @@ class EvalResult:
             "detection_recall": rate(self.detected) if self.format == "scenes" else None,
             "top1_accuracy": rate(self.top1),
             "top5_accuracy": rate(self.top5),
+            "accepted": self.accepted_json(),
             "ms_per_image": {"median": round(float(np.median(ms)), 3) if ms.size else None,
                              "p90": round(float(np.percentile(ms, 90)), 3) if ms.size else None},
             "errors": self.errors,
         }
+
+
+    def accepted_json(self) -> dict:
+        """The operating point at the cut (module docstring); counts beside the rates."""
+        accepted = self.accepted_right + self.accepted_wrong
+        return {
+            "correct_rate": round(self.accepted_right / self.plates, 4) if self.plates else None,
+            "wrong_rate": round(self.accepted_wrong / accepted, 4) if accepted else None,
+            "correct": self.accepted_right, "wrong": self.accepted_wrong,
+            "unmatched": self.accepted_unmatched, "cut": self.cut,
+        }
+
+
+def cut_json(cut: ReadCut) -> dict:
+    """The thresholds of a cut, as the eval reports them."""
+    return {"min_confidence": cut.min_confidence,
+            "min_confidence_no_format": cut.min_confidence_no_format,
+            "min_detection_score_no_format": cut.min_detection_score_no_format}
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -155,9 +185,15 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _score(result: EvalResult, truth: str, hit: PlateHit | None, image: Path) -> None:
+def _score(result: EvalResult, truth: str, hit: PlateHit | None, image: Path,
+           cut: ReadCut) -> None:
     if hit is None:
         return
+    if is_confident(hit, cut):
+        if normalise_text(hit.text) == truth:
+            result.accepted_right += 1
+        else:
+            result.accepted_wrong += 1
     cands = [normalise_text(t) for t, _ in hit.candidates] or [normalise_text(hit.text)]
     if normalise_text(hit.text) == truth:
         result.top1 += 1
@@ -167,9 +203,12 @@ def _score(result: EvalResult, truth: str, hit: PlateHit | None, image: Path) ->
         result.top5 += 1
 
 
-def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None) -> EvalResult:
+def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None,
+             cut: ReadCut | None = None) -> EvalResult:
     """Run the recognizer over a labelled folder (either layout); ``region`` overrides the
-    hint a crops set's region column gives (scenes sets carry none)."""
+    hint a crops set's region column gives (scenes sets carry none); ``cut`` is the agent's
+    read cut (the config's recognizer section; its defaults when None)."""
+    cut = cut or RecognizerConfig()
     folder = Path(folder)
     layout = detect_layout(folder)
     items = load_crops(folder) if layout == "crops" else load_scenes(folder)
@@ -178,7 +217,7 @@ def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None) ->
     if layout == "scenes" and recognizer.detector is None:
         raise DatasetError(f"{folder} is a scenes set: evaluating it needs the plate detector, "
                            "and models/manifest.json has no 'plate_detector' entry yet")
-    result = EvalResult(layout)
+    result = EvalResult(layout, cut=cut_json(cut))
     for item in items:
         result.images += 1
         result.plates += len(item.plates)
@@ -195,7 +234,7 @@ def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None) ->
             hits = recognizer.recognize(image, item.region)
         result.ms.append((time.perf_counter() - t0) * 1000.0)
         if layout == "crops":
-            _score(result, item.plates[0][0], hits[0], item.image)
+            _score(result, item.plates[0][0], hits[0], item.image, cut)
             continue
         used: set[int] = set()
         for truth, box in item.plates:
@@ -209,5 +248,7 @@ def evaluate(folder: Path, recognizer: Recognizer, region: str | None = None) ->
                 continue
             used.add(best)
             result.detected += 1
-            _score(result, truth, hits[best], item.image)
+            _score(result, truth, hits[best], item.image, cut)
+        result.accepted_unmatched += sum(
+            1 for k, hit in enumerate(hits) if k not in used and is_confident(hit, cut))
     return result

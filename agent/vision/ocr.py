@@ -4,14 +4,16 @@ The model (tools/ocr_net.py) outputs per-column class probabilities; this module
 into a reading: CTC prefix beam search for the top-5 alternatives (hotlist matching and the
 eval's top-5 need more than the best path), per-character confidences from the best path, and
 the region format tables (agent.vision.plate_formats) to settle confusable glyphs (O/0, I/1,
-B/8, S/5, Z/2) where a format allows only one of them. The format only wins where the model
+B/8, S/5, Z/2, A/4) where a format allows only one of them; letter twins no format can settle
+(W/M, V/U, M/H) join the top-5 instead. The format only wins where the model
 itself is unsure: a reading that fits a strict format is preferred unless the free reading is
 FORMAT_PRIOR times more probable, so a confident vanity plate is never "corrected". Where the
 hint names a region whose table is exhaustive (Brazil: every car plate is ABC-1234 or
 ABC1D23), a reading that fits a format always ranks above one that fits none: there a plain
 bar in a digit position is a 1 however sure the model is that it saw an I, because the grey
 plates' lettering draws both the same. Where the hint names a US state that issues no letter O
-(``US-FL``), every round glyph is read as the zero that state's records hold.
+(``US-FL``), every round glyph is read as the zero that state's records hold. A reading that
+stays unsure is read once more with horizontal motion blur undone (agent.vision.deblur).
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.vision import deblur
 from agent.vision.crops import to_model_input
 from agent.vision.models import ModelError, open_session
 from agent.vision.plate_formats import (CHARSET, CONFUSABLE_DIGIT_TO_LETTER,
-                                        CONFUSABLE_LETTER_TO_DIGIT, PlateFormat, formats_for,
-                                        is_exhaustive, letters_read_as_digits)
+                                        CONFUSABLE_LETTER_TO_DIGIT, LETTER_TWINS, PlateFormat,
+                                        formats_for, is_exhaustive, letters_read_as_digits)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,14 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 # below this (int8 outputs round small probabilities to 0) the column says nothing about them.
 MIN_CLASS_MASS = 0.01
 UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
+# A reading less sure than this, or of no format, is read again with horizontal motion blur
+# undone (agent/vision/deblur.py) at the estimated length.
+DEBLUR_BELOW = 0.9
+DEBLUR_GAIN = 2.0  # a deblurred reading replaces the first only if this many times as sure
+# A letter twin (W/M, V/U, M/H) of the best reading joins the candidates with at least this
+# share of its probability, so top-5 carries it where int8 rounded the model's doubt to 0.
+TWIN_FLOOR = 0.01
+TWIN_MAX_CONF = 0.95  # only glyphs the model was less sure of than this get a twin
 
 
 @dataclass
@@ -123,8 +134,10 @@ def _format_variants(text: str, fmt: PlateFormat) -> list[tuple[str, list[int]]]
         if fmt.allows(i, ch):
             options.append([ch])
             continue
-        alt = CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)
-        if alt is None or not fmt.allows(i, alt):
+        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)]
+        twins += LETTER_TWINS.get(ch, ())  # a letter the format's alphabet lacks (AZ: no U)
+        alt = next((t for t in twins if t is not None and fmt.allows(i, t)), None)
+        if alt is None:
             return []
         options.append([alt])
     variant = "".join(o[0] for o in options)
@@ -178,6 +191,27 @@ def _swap_odds(probs: np.ndarray, text: str, variant: str, swapped: list[int],
     return rank, report, new_confs
 
 
+def _letter_twins(probs: np.ndarray, text: str, confs: list[float], cols: list[int],
+                  charset: str) -> list[tuple[str, float, list[float]]]:
+    """The best reading with one glyph swapped for its letter twin (W/M, V/U, M/H), where
+    the model was not sure of it: (variant, its odds against the reading, confidences)."""
+    out = []
+    for i, ch in enumerate(text):
+        if confs[i] >= TWIN_MAX_CONF:
+            continue
+        column = probs[cols[i]]
+        p_old = max(float(column[charset.index(ch) + 1]), 1e-6)
+        for twin in LETTER_TWINS.get(ch, ()):
+            if twin not in charset:
+                continue
+            p_new = float(column[charset.index(twin) + 1])
+            new_confs = list(confs)
+            new_confs[i] = max(p_new, TWIN_FLOOR * confs[i])
+            out.append((text[:i] + twin + text[i + 1:], max(p_new / p_old, TWIN_FLOOR),
+                        new_confs))
+    return out
+
+
 def resolve(probs: np.ndarray, region: str | None = None,
             charset: str = CHARSET) -> PlateText:
     """Turn [T, C] probabilities into a PlateText using the region's format tables."""
@@ -213,6 +247,11 @@ def resolve(probs: np.ndarray, region: str | None = None,
                         probs, text, variant, swapped, greedy_cols if aligned else None, fmt,
                         exhaustive, charset, confs)
                     add(variant, prob * rank, v_confs, prob * report)
+    if greedy_text:
+        for variant, p_ratio, v_confs in _letter_twins(probs, greedy_text, greedy_confs,
+                                                       greedy_cols, charset):
+            base = dict(beams).get(greedy_text, float(np.prod(greedy_confs)))
+            add(variant, base * p_ratio, v_confs)
     if not pool:
         return PlateText("", 0.0, [], [], None)
     ranked = sorted(pool.items(), key=lambda kv: kv[1][1], reverse=True)
@@ -246,14 +285,34 @@ class PlateReader:
 
     def probabilities(self, crop_bgr: np.ndarray) -> np.ndarray:
         """[T, C] class probabilities for one crop (BGR or grey)."""
-        x = to_model_input(crop_bgr)
+        return self._run(to_model_input(crop_bgr))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: x})[0][0]
 
-    def read(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateText:
+    def read(self, crop_bgr: np.ndarray, region: str | None = None,
+             deblur_unsure: bool = True) -> PlateText:
         """Read one plate crop; ``region`` (US, BR, EU, GB, AR or a US state code) narrows the
-        format tables used to settle confusable characters."""
-        result = resolve(self.probabilities(crop_bgr), region, self.charset)
+        format tables used to settle confusable characters. An unsure reading is read again
+        with motion blur undone (``deblur_unsure``; module constants DEBLUR_BELOW)."""
+        x = to_model_input(crop_bgr)
+        result = resolve(self._run(x), region, self.charset)
+        if deblur_unsure and (result.confidence < DEBLUR_BELOW or result.format is None):
+            result = self._deblurred(x, result, region)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result
+
+    def _deblurred(self, x: np.ndarray, first: PlateText, region: str | None) -> PlateText:
+        """``first``, or the reading of ``x`` deblurred at the estimated length if that is
+        DEBLUR_GAIN times as confident (and fits a format if ``first`` did). The gain keeps the
+        wrong reads that pass the cut on the detector-framed val where they were (docs/ocr.md).
+        One length, not three around it: as good on the blurred val crops (plate-text val at
+        0/3/5/9 px: 208/176/149/129 right against 208/177/148/119) at a third of the cost."""
+        sharp = deblur.wiener(x, deblur.motion_length(x))
+        again = resolve(self._run(sharp), region, self.charset)
+        if again.confidence > first.confidence * DEBLUR_GAIN and (again.format
+                                                                 or not first.format):
+            return again
+        return first
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.vision.crops import crop_for_ocr
+from agent.vision.crops import DETECTOR_MARGIN, crop_for_ocr
 from agent.vision.models import load_manifest
 from agent.vision.ocr import PlateReader, PlateText
 
@@ -119,10 +119,17 @@ class Recognizer:
         hits = []
         for det in self.detector.detect(frame_bgr):
             try:
-                crop = crop_for_ocr(frame_bgr, det.box, getattr(det, "corners", None))
+                crop = detection_crop(frame_bgr, det)
             except ValueError as exc:
                 log.debug("skipping detection box=%s reason=%s", det.box, exc)
                 continue
             hits.append(_hit(self.reader.read(crop, region), det.box,
                              float(getattr(det, "score", 0.0))))
         return hits
+
+
+def detection_crop(frame_bgr: np.ndarray, det,
+                   margin: tuple[float, float] = DETECTOR_MARGIN) -> np.ndarray:
+    """The OCR crop of one detection, cut as the agent cuts it (tools that measure the reader
+    on detector boxes use this, so they measure what runs; ``margin`` is for choosing it)."""
+    return crop_for_ocr(frame_bgr, det.box, getattr(det, "corners", None), margin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from tools.synth.camera import RoadsideMix, ir_night, motion_kernel, roadside
 from tools.synth.render import cv_colour
 
 
@@ -76,16 +77,12 @@ def _warp(rng, scene, box, strength: float):
 
 
 def _motion_kernel(rng, length: int) -> np.ndarray:
-    k = np.zeros((length, length), np.float32)
-    k[length // 2, :] = 1.0
-    M = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5),
-                                float(rng.uniform(-30, 30)), 1.0)
-    k = cv2.warpAffine(k, M, (length, length))
-    return k / max(k.sum(), 1e-6)
+    return motion_kernel(length, float(rng.uniform(-30, 30)))
 
 
 def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
-            hard: float = 1.0, text_span: tuple[float, float] | None = None) -> np.ndarray:
+            hard: float = 1.0, text_span: tuple[float, float] | None = None,
+            roadside_mix: RoadsideMix | None = None) -> np.ndarray:
     """Camera-like grey crop (uint8, out_h x out_w) of a clean float BGR plate.
 
     ``hard`` scales how strong the degradations are (0 = clean, 1 = full range).
@@ -93,6 +90,9 @@ def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
     it, some crops are cut tight to the characters, as a detector box that hugs the lettering
     (or a crop cut by someone else) gives, so the first and last characters touch the edge.
     A share of crops (LOOSE_CROP_SHARE) is cut loose instead, taking in the car around the plate.
+    ``roadside_mix`` adds the roadside camera effects of tools/synth/camera.py (blur up to 12 px
+    at any angle, rolling-shutter skew, IR night, low light) at the plate's sensor size; None
+    (the default) draws exactly what earlier seeds drew.
     """
     loose = rng.random() < LOOSE_CROP_SHARE
     scene, box = _scene(rng, plate, margin=1.0 if loose else 0.3, clutter=loose)
@@ -156,17 +156,12 @@ def degrade(rng: np.random.Generator, plate: np.ndarray, out_w: int, out_h: int,
         small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.3, 1.3) * hard + 0.01)
 
     grey = cv2.cvtColor(np.clip(small, 0, 1).astype(np.float32), cv2.COLOR_BGR2GRAY)
-    if rng.random() < 0.2 * hard:
+    if roadside_mix is not None:
+        grey = roadside(grey, rng, roadside_mix)
+    elif rng.random() < 0.2 * hard:
         # Infrared night look: retro-reflective plate glows, everything else goes dark,
         # high contrast, a glare blob where the IR flash reflects.
-        g = np.clip((grey - rng.uniform(0.2, 0.45)) * rng.uniform(2.0, 3.5), 0, 1)
-        if rng.random() < 0.5:
-            gh, gw = g.shape
-            yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-            cx, cy = rng.uniform(0, gw), rng.uniform(0, gh)
-            r = rng.uniform(0.1, 0.4) * gw
-            g = np.clip(g + np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)) * 0.6, 0, 1)
-        grey = g
+        grey = ir_night(grey, rng)
     # Exposure and contrast.
     gamma = np.exp(rng.normal(0, 0.35 * hard))
     grey = np.clip(grey, 0, 1) ** gamma

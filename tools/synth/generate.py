@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH  # noqa: E402
 from tools.synth.degrade import degrade  # noqa: E402
 from tools.synth.render import render_plate  # noqa: E402
+from tools.synth.camera import RoadsideMix  # noqa: E402
 from tools.synth.text import choose_format, random_from_format, random_generic  # noqa: E402
 
 # Share of each region in the synthetic mix: US and BR are what the unit is measured on,
@@ -40,8 +41,11 @@ class Sample:
 
 
 def make_sample(seed: int, index: int, width: int = OCR_INPUT_WIDTH,
-                height: int = OCR_INPUT_HEIGHT, hard: float = 1.0) -> Sample:
-    """Sample ``index`` of the set ``seed`` (deterministic)."""
+                height: int = OCR_INPUT_HEIGHT, hard: float = 1.0,
+                roadside: bool = False) -> Sample:
+    """Sample ``index`` of the set ``seed`` (deterministic); ``roadside`` adds the roadside
+    camera effects (tools/synth/camera.py: long blur at any angle, rolling shutter, IR night,
+    low light)."""
     rng = np.random.default_rng([seed, index])
     regions = list(REGION_MIX)
     region = regions[int(rng.choice(len(regions), p=np.array(list(REGION_MIX.values()))))]
@@ -56,27 +60,29 @@ def make_sample(seed: int, index: int, width: int = OCR_INPUT_WIDTH,
     tx, _, tw, _ = plate.text_box
     pw = plate.image.shape[1]
     image = degrade(rng, plate.image, width, height, hard=hard * float(rng.uniform(0.3, 1.0)),
-                    text_span=(tx / pw, (tx + tw) / pw))
+                    text_span=(tx / pw, (tx + tw) / pw),
+                    roadside_mix=RoadsideMix() if roadside else None)
     return Sample(image, text, region, fmt_name)
 
 
-def _chunk(args: tuple[int, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
-    seed, start, stop, width, height = args
+def _chunk(args: tuple[int, int, int, int, int, bool]) -> tuple[np.ndarray, list[str]]:
+    seed, start, stop, width, height, roadside = args
     cv2.setNumThreads(1)
     imgs = np.empty((stop - start, height, width), np.uint8)
     texts = []
     for k, i in enumerate(range(start, stop)):
-        s = make_sample(seed, i, width, height)
+        s = make_sample(seed, i, width, height, roadside=roadside)
         imgs[k] = s.image
         texts.append(s.text)
     return imgs, texts
 
 
 def generate(count: int, seed: int, workers: int = 1, width: int = OCR_INPUT_WIDTH,
-             height: int = OCR_INPUT_HEIGHT, start: int = 0) -> tuple[np.ndarray, list[str]]:
+             height: int = OCR_INPUT_HEIGHT, start: int = 0,
+             roadside: bool = False) -> tuple[np.ndarray, list[str]]:
     """Samples ``start .. start+count-1`` of ``seed``; identical for any ``workers``."""
     step = 500
-    jobs = [(seed, a, min(a + step, start + count), width, height)
+    jobs = [(seed, a, min(a + step, start + count), width, height, roadside)
             for a in range(start, start + count, step)]
     if workers <= 1:
         parts = [_chunk(j) for j in jobs]
@@ -112,13 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the set")
     parser.add_argument("--start", type=int, default=0, help="index of the first sample")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--roadside", action="store_true",
+                        help="add the roadside camera effects (blur up to 12 px at any angle, "
+                             "rolling shutter, IR night, low light; tools/synth/camera.py)")
     parser.add_argument("--out", type=Path, help="write images and texts to this .npz")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG of the samples")
     parser.add_argument("--sheet-count", type=int, default=64,
                         help="how many samples go on the contact sheet")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    images, texts = generate(args.count, args.seed, args.workers, start=args.start)
+    images, texts = generate(args.count, args.seed, args.workers, start=args.start,
+                             roadside=args.roadside)
     elapsed = time.monotonic() - t0
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

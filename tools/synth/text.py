@@ -47,6 +47,8 @@ def random_from_format(fmt: PlateFormat, rng: np.random.Generator) -> tuple[str,
     for cls in fmt.display:
         if cls == "D":
             ch = DIGITS[rng.integers(10)]
+            if not out_text and not fmt.leading_zero:
+                ch = DIGITS[1 + rng.integers(9)]
         elif cls == "L":
             ch = fmt.letters[rng.integers(len(fmt.letters))]
         elif cls == "A":

@@ -1,0 +1,97 @@
+"""Detector-framed validation data (issue 20): plate-text val crops are traced back to the val
+scene plate they were cut from, never to an augmented copy, and tight framings grow the box."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.framed_val import tight_cut, trace  # noqa: E402
+from tools.val_data import plate_text_val  # noqa: E402
+
+
+def _write(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_crops_are_traced_to_their_scene_plate(tmp_path):
+    crop = np.full((30, 100, 3), 128, np.uint8)
+    (tmp_path / "plate-text" / "images").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "plate-text" / "images" / "abc_1.jpg"), crop)
+    cv2.imwrite(str(tmp_path / "plate-text" / "images" / "zzz_0.jpg"), crop)
+    _write(tmp_path / "plate-text", [
+        {"image": "images/abc_1.jpg", "split": "val", "source_id": "abc", "region": "US-MO",
+         "source_dataset": "kaggle-plates", "layout": "one_row",
+         "plates": [{"box": [5, 5, 90, 20], "text": "AB1C2D"}]},
+        {"image": "images/zzz_0.jpg", "split": "val", "source_id": "zzz", "region": "EU",
+         "source_dataset": "kaggle-plates", "layout": "one_row",
+         "plates": [{"box": [5, 5, 90, 20], "text": "NOSCENE"}]},
+        {"image": "images/abc_1.jpg", "split": "train", "source_id": "abc", "region": "US",
+         "source_dataset": "kaggle-plates", "plates": [{"box": [5, 5, 90, 20], "text": "X"}]}])
+    _write(tmp_path / "kaggle-plates", [
+        {"image": "images/abc.jpg", "split": "val", "source_id": "abc",
+         "plates": [{"box": [0, 0, 40, 40], "text": None}, {"box": [10, 10, 45, 10], "text": None}]},
+        {"image": "images/abc_aug1.jpg", "split": "val", "source_id": "abc",
+         "plates": [{"box": [3, 3, 45, 10], "text": None}]}])
+    crops = plate_text_val(tmp_path)
+    assert [(c.text, c.hint, c.index) for c in crops] == [("AB1C2D", "US-MO", 1),
+                                                          ("NOSCENE", "EU", 0)]
+    traced = trace(crops, tmp_path)
+    assert len(traced) == 1  # the EU crop has no scene; the augmented copy is never used
+    assert traced[0].scene.name == "abc.jpg" and traced[0].box == (10, 10, 45, 10)
+
+
+def test_tight_cut_grows_the_box_and_clips():
+    frame = np.zeros((100, 200), np.uint8)
+    assert tight_cut(frame, (50, 40, 100, 20), 0.0).shape == (20, 100)
+    assert tight_cut(frame, (50, 40, 100, 20), 0.1).shape == (24, 120)
+    assert tight_cut(frame, (0, 0, 100, 20), 0.1).shape == (22, 110)
+
+
+def test_operating_point_rates_count_plates_and_accepted_reads():
+    """correct_rate is over all plates (a missed plate counts), wrong_rate over accepted reads."""
+    from agent.config.schema import RecognizerConfig
+    from agent.vision.recognizer import PlateHit
+    from tools.operating_point import rates
+
+    def hit(text, conf, fmt="us.LLL-DDDD"):
+        return PlateHit(text, conf, (0, 0, 1, 1), format=fmt)
+
+    pairs = [("ABC1234", hit("ABC1234", 0.9)), ("ABC1235", hit("ABC1236", 0.8)),
+             ("XYZ1234", hit("XYZ1234", 0.5)), ("MISSED1", None),
+             ("SIGN", hit("SIGN", 0.8, fmt=None))]  # no format: needs 0.9
+    out = rates(pairs, RecognizerConfig())
+    assert out == {"correct_rate": 0.2, "wrong_rate": 0.5, "wrong": 1}
+
+
+def test_training_crops_load_and_evaluation_sets_are_refused(tmp_path):
+    from tools.val_data import EvaluationSetError, training_crops
+    ok = tmp_path / "framed_train"
+    ok.mkdir()
+    cv2.imwrite(str(ok / "0000.png"), np.full((30, 90), 200, np.uint8))
+    (ok / "groundtruth.csv").write_text("0000.png,ca,1ABC234\n")
+    images, texts = training_crops(ok)
+    assert texts == ["1ABC234"] and images[0].shape == (30, 90)
+    bad = tmp_path / "eval-us-crops"
+    bad.mkdir()
+    (bad / "groundtruth.csv").write_text("a.png,ca,1ABC234\n")
+    try:
+        training_crops(bad)
+    except EvaluationSetError as exc:
+        assert "eval-us-crops" in str(exc)
+    else:
+        raise AssertionError("an evaluation set was accepted as training data")
+    link = tmp_path / "innocent"
+    link.symlink_to(bad)  # a link does not hide where the crops come from
+    try:
+        training_crops(link)
+    except EvaluationSetError:
+        pass
+    else:
+        raise AssertionError("a link to an evaluation set was accepted")
