@@ -4,7 +4,8 @@ Every `section.key` (in backticks) in README.md and docs/*.md whose section is a
 the device config, or a name the docs once used as if it were one (`delivery`, `status`),
 must resolve to a field of agent/config/schema.py (nested sections and lists of tables
 included). Audit event names that look alike (`delivery.sent`, `outbox.full`) and file
-names the code uses (`policy.highwater`: a string literal in agent/) are not keys.
+names the code uses (`policy.highwater`: a string literal in agent/) and code references
+(`recognizer.detection_crop`: a function of agent/vision/recognizer.py) are not keys.
 """
 from __future__ import annotations
 
@@ -40,13 +41,22 @@ def _resolve(cls: type, parts: list[str]) -> bool:
 
 
 def code_names() -> set[str]:
-    """Every string literal of agent/ (and its last path part): file and event names."""
+    """Names that are not config keys although they look alike: every string literal of
+    agent/ (and its last path part: file and event names), and `module.name` for every
+    top-level function, class and constant of a module (`recognizer.detection_crop`)."""
     names: set[str] = set()
     for path in (ROOT / "agent").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 names.add(node.value)
                 names.add(node.value.rsplit("/", 1)[-1])
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(f"{path.stem}.{node.name}")
+            elif isinstance(node, ast.Assign):
+                names.update(f"{path.stem}.{t.id}" for t in node.targets
+                             if isinstance(t, ast.Name))
     return names
 
 
