@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: demo test test-fast system-deps venv clean
+.PHONY: demo test test-fast bundle system-deps venv clean
 
 demo: system-deps venv
 	$(PY) tools/demo.py
@@ -14,6 +14,10 @@ test: system-deps venv
 # Everything that needs no broker, no subprocess and no long run (see tests/conftest.py).
 test-fast: venv
 	$(PY) -m pytest -q -m "not integration and not slow"
+
+# The offline install bundle for this machine's Python and architecture (docs/install.md).
+bundle: venv
+	bash tools/bundle.sh --out dist
 
 system-deps:
 	@bash tools/install_system_deps.sh
@@ -27,4 +31,4 @@ $(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
 	touch $@
 
 clean:
-	rm -rf var/demo .pytest_cache
+	rm -rf var/demo .pytest_cache build dist

@@ -20,6 +20,9 @@ from agent.events import EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 FAUX_SECTIONS = {"delivery", "status"}
+# `unit.pub`, `audit.log`: file names, not keys.
+FILE_SUFFIXES = {"pub", "key", "pem", "crt", "toml", "json", "jsonl", "log", "db", "sqlite",
+                 "onnx", "md", "py", "sh", "service", "gz", "txt", "csv", "head"}
 # section.key[.key...]; a `<name>` or `[]` part stands for an element of a list of tables.
 TOKEN = re.compile(r"`([a-z_]+(?:\.(?:[a-z_0-9]+|<[a-z_]+>|\[\]))+)(?:\s*=\s*[^`]*)?`")
 
@@ -68,7 +71,8 @@ def doc_keys() -> list[tuple[str, int, str]]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for match in TOKEN.finditer(line):
                 token = match.group(1)
-                if token.split(".")[0] in sections and token not in not_keys:
+                if (token.split(".")[0] in sections and token not in not_keys
+                        and token.rsplit(".", 1)[-1] not in FILE_SUFFIXES):
                     found.append((path.relative_to(ROOT).as_posix(), number, token))
     return found
 

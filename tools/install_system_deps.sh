@@ -3,8 +3,10 @@
 #   mosquitto: the MQTT broker the demo and the tests start on free ports
 #   ffmpeg: video encoding for replay clips; tesseract-ocr: the OCR baseline in benchmarks
 #   fonts-*: typefaces for the synthetic plate generator; python3-venv: the virtualenv
+#   systemd: systemd-analyze (verify and security of the units); util-linux: unshare; strace: the
+#   syscalls the agent makes, checked against the unit's filter (tests/test_install.py)
 set -euo pipefail
-PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv
+PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv systemd util-linux strace
           fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin
           fonts-roboto-unhinted fonts-open-sans fonts-croscore fonts-freefont-ttf
           fonts-adf-switzera fonts-adf-gillius fonts-clear-sans fonts-go

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agent.config.fields import setting
 from agent.regions import EXHAUSTIVE_REGIONS, REGIONS, STATES_WITHOUT_LETTER_O, US_STATE_CODES
+from agent.resources import bundled_models_dir
 
 PORT = dict(min=1, max=65535, reason="is not a port")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -52,7 +53,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class RecognizerConfig:
-    models_dir: Path = setting(Path("models"), help="Folder with the ONNX models and manifest.json.")
+    models_dir: Path | None = setting(None, help="Folder with the ONNX models and manifest.json (omit to use "
+                                                 "the models shipped with the package).")
     threads: int = setting(1, help="CPU threads for ONNX Runtime.", min=1, max=16)
     region: str | None = setting(
         None, help="Where the camera stands, for the plate format tables: "
@@ -75,6 +77,11 @@ class RecognizerConfig:
         0.6, help="Reads matching no known plate format also need this detector score (sign lettering "
                   "scored 0.50-0.54 on the plate-free frames, plates of no listed format 0.55 and up, "
                   "most above 0.6; docs/detection.md).", min=0, max=1)
+
+    @property
+    def models_path(self) -> Path:
+        """The models folder to load: `models_dir`, or the models shipped with the package."""
+        return self.models_dir or bundled_models_dir()
 
 
 @dataclass(frozen=True)

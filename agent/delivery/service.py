@@ -63,11 +63,19 @@ class _Sender:
         self._kick = False                    # a policy change: retry at once, not after backoff
         self._acked: list[Delivery] = []      # PUBACKed in this poll, for the outbox
         self._rewound = False                 # a refused delivery stayed queued: re-fetch
+        self.progress_at = time.monotonic()   # heartbeat for the systemd watchdog (runtime/watchdog.py)
         self._closed_by: str | None = None    # the rule that leaves this destination nothing
         self._verdict: tuple | None = None    # (policy, destination, until, may_receive verdict)
 
     def start(self) -> None:
         self.thread.start()
+
+    def running(self) -> bool:
+        return self.thread.is_alive() and not (self.service.stopped or self.stopping.is_set())
+
+    @property
+    def name(self) -> str:
+        return f"sender-{self.destination_id}"
 
     # --- loop -----------------------------------------------------------------------------
 
@@ -76,6 +84,7 @@ class _Sender:
 
         def work() -> None:
             while not (svc.stopped or self.stopping.is_set()):
+                self.progress_at = time.monotonic()
                 self._step()
 
         supervise(work, self._backoff, self._crashed, self._sleep)
@@ -93,6 +102,7 @@ class _Sender:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            self.progress_at = time.monotonic()  # waiting on purpose is not hanging
             self.wake.wait(min(left, 0.2))
 
     def _destination(self, now: float) -> tuple[Policy, Destination] | None:
@@ -420,6 +430,11 @@ class DeliveryService:
                 log.error("sender did not stop in time dest=%s", sender.destination_id)
         if self._janitor is not None:
             self._janitor.join(max(0.0, deadline - time.monotonic()))
+
+    def senders(self) -> list[_Sender]:
+        """The running senders (the systemd watchdog checks that each keeps making progress)."""
+        with self._lock:
+            return list(self._senders.values())
 
     def stats(self) -> dict:
         now = time.time()

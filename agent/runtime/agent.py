@@ -18,10 +18,10 @@ from typing import Any
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
-from agent.runtime import systemd
 from agent.runtime.logs import configure_logging, set_level
 from agent.policy.errors import PolicyError
 from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists, reload_keys
+from agent.runtime.watchdog import HealthNotifier
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,12 @@ LIVE_KEYS = {"logging", "policy"}
 
 
 class Agent:
-    def __init__(self, config_path: Path, config: DeviceConfig, recognizer: Any = None):
+    def __init__(self, config_path: Path, config: DeviceConfig, recognizer: Any = None,
+                 health: dict[str, float] | None = None):
         self.config_path = config_path
         self.config = config
         self.recognizer = recognizer  # None: load the ONNX models named by the config
+        self.health_options = health or {}  # HealthNotifier overrides (tests: shorter stall and status)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.pipeline: Pipeline | None = None
@@ -53,9 +55,8 @@ class Agent:
     def run(self) -> int:
         self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
         self.pipeline.start()
-        systemd.notify("READY=1")
-        watchdog_every = systemd.watchdog_interval_s()
-        next_watchdog = time.monotonic()
+        health = HealthNotifier(self.pipeline.beating, self.pipeline.stats, **self.health_options)
+        health.ready()
         ended_at: float | None = None
         code = EXIT_OK
         while not self._stop.wait(0.2):
@@ -68,15 +69,13 @@ class Agent:
                              broken.name, broken.last_error)
                 code = EXIT_FATAL
                 break
-            if watchdog_every and time.monotonic() >= next_watchdog:
-                systemd.notify("WATCHDOG=1")  # only while every stage is alive
-                next_watchdog = time.monotonic() + watchdog_every
+            health.tick()  # WATCHDOG=1 only while every stage makes progress
             if self.config.source.exit_at_end and self.pipeline.capture.source_ended.is_set():
                 ended_at = ended_at or time.monotonic()
                 if self.pipeline.reads_settled() or time.monotonic() - ended_at > SETTLE_LIMIT_S:
                     log.info("source ended and reads settled; stopping")
                     break
-        systemd.notify("STOPPING=1")
+        health.stopping()
         self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
         return code
 

@@ -66,6 +66,10 @@ class Pipeline:
     def stages(self) -> tuple[Stage, ...]:
         return (self.capture, self.recognize, self.track, self.accept)
 
+    def beating(self) -> list[Any]:
+        """Everything the systemd watchdog expects to keep making progress: stages and senders."""
+        return [*self.stages, *self.delivery.senders()]
+
     def start(self) -> None:
         """Start-up side effects, in order: the outbox follows the policy and re-checks what
         survived on disk, the senders start, then the stages, consumers first."""
@@ -164,7 +168,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                                purge_interval_s=config.outbox.retention_check_s)
 
     if recognizer is None:
-        recognizer = Recognizer.from_models(config.recognizer.models_dir, threads=config.recognizer.threads,
+        recognizer = Recognizer.from_models(config.recognizer.models_path, threads=config.recognizer.threads,
                                             region=config.recognizer.region,
                                             min_plate_px=config.recognizer.min_plate_px,
                                             max_plate_px=config.recognizer.max_plate_px)

@@ -43,6 +43,7 @@ class Stage:
         self.restart_policy = RestartPolicy()
         self._thread: threading.Thread | None = None
         self._crash_times: deque[float] = deque()
+        self.progress_at = time.monotonic()  # the heartbeat the systemd watchdog reads (watchdog.py)
 
     # -- to implement -----------------------------------------------------------------------------
     def step(self) -> None:
@@ -63,6 +64,10 @@ class Stage:
         self._thread = threading.Thread(target=self._run, name=f"stage-{self.name}", daemon=True)
         self._thread.start()
 
+    def running(self) -> bool:
+        """Started and not yet ended: a stage the watchdog expects to keep making progress."""
+        return self._thread is not None and not self.finished.is_set()
+
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -73,8 +78,10 @@ class Stage:
                           cap=self.restart_policy.backoff_max_s)
 
         def work() -> None:
+            self.progress_at = time.monotonic()
             while not self.should_finish():
                 self.step()
+                self.progress_at = time.monotonic()
                 backoff.reset()
             self.finish()
 
@@ -95,6 +102,7 @@ class Stage:
         return True
 
     def _wait_restart(self, delay: float) -> None:
+        self.progress_at = time.monotonic() + delay  # waiting out a backoff is not hanging
         self.stop_requested.wait(delay)  # a stop request ends the wait early
         log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
 

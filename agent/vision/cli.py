@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+from agent.resources import bundled_models_dir
 from agent.vision.evaluate import DatasetError, evaluate, read_image
 from agent.vision.models import ModelError
 from agent.vision.recognizer import NoDetectorError, Recognizer
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODELS = bundled_models_dir()
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
