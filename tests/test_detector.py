@@ -248,3 +248,34 @@ def test_prepare_input_pads_to_multiple():
     assert tensor.dtype == np.float32
     assert tensor[0, 0, 0, 0] == pytest.approx(-2.0)
     assert tensor[0, 0, 63, 95] == 0.0  # padding is the normalised zero
+
+
+def _reference_input(image_rgb: np.ndarray, entry: dict) -> np.ndarray:
+    """The plain way to build the tensor (whole image to float32, normalise, transpose, pad):
+    what prepare_input computed before it normalised plane by plane."""
+    inp = entry["input"]
+    multiple = int(inp.get("multiple", 32))
+    h, w = image_rgb.shape[:2]
+    ph, pw = max(multiple, -(-h // multiple) * multiple), max(multiple, -(-w // multiple) * multiple)
+    mean = np.asarray(inp.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+    std = np.asarray(inp.get("std", [0.25, 0.25, 0.25]), dtype=np.float32)
+    pixels = image_rgb.astype(np.float32)
+    pixels *= 1.0 / (255.0 * std)
+    pixels -= mean / std
+    tensor = np.zeros((1, 3, ph, pw), dtype=np.float32)
+    tensor[0, :, :h, :w] = pixels.transpose(2, 0, 1)
+    return tensor
+
+
+@pytest.mark.parametrize("shape", [(33, 70), (288, 512), (64, 96), (1, 1)])
+def test_prepare_input_is_bit_identical_to_float_conversion(shape):
+    """The fast plane-by-plane normalisation changes no bit of the model input, for RGB and
+    for BGR taken in RGB order, with per-channel mean/std and with padding on both sides."""
+    rng = np.random.default_rng(sum(shape))
+    rgb = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    entry = {"input": {"multiple": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    for e in (ENTRY, entry):
+        want = _reference_input(rgb, e)
+        assert np.array_equal(prepare_input(rgb, e), want)
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        assert np.array_equal(prepare_input(bgr, e, bgr=True), want)

@@ -111,3 +111,69 @@ def test_generated_us_text_fits_its_format():
     for fmt in (f for f in FORMATS if f.region == "US" and f.strict):
         text, display = random_from_format(fmt, rng)
         assert fmt.matches(text), (fmt.name, text, display)
+
+
+def test_format_lookups_agree_with_the_rule():
+    """``allows``/``matches`` answer from per-position sets (speed); they must say exactly what
+    the rule says, for every format, position and character (leading zeros included)."""
+    from agent.vision.plate_formats import CHARSET, FORMATS
+
+    for fmt in FORMATS:
+        for i in range(len(fmt.pattern)):
+            for ch in CHARSET + "-a ":
+                assert fmt.allows(i, ch) == fmt._rule_allows(i, ch), (fmt.name, i, ch)
+        sample = "".join(sorted(fmt._allowed[i])[-1] for i in range(len(fmt.pattern)))
+        assert fmt.matches(sample)
+        assert not fmt.matches(sample + "1") and not fmt.matches(sample[:-1])
+        assert fmt.matches("0" + sample[1:]) == fmt._rule_allows(0, "0")
+
+
+def test_formats_by_length_keeps_table_order():
+    """resolve() looks only at formats of the reading's length; within a length the table's
+    order (the home state's layouts first) must be kept, since the first match names the read."""
+    from agent.vision.ocr import _formats_by_length
+    from agent.vision.plate_formats import formats_for
+
+    for region in (None, "US", "US-MO", "ca", "BR", "EU", "GB", "AR"):
+        strict, free = _formats_by_length(region)
+        for flag, grouped in ((True, strict), (False, free)):
+            want = [f for f in formats_for(region) if f.strict == flag]
+            assert sum(map(len, grouped.values())) == len(want)
+            for n, fs in grouped.items():
+                assert list(fs) == [f for f in want if len(f.pattern) == n]
+
+
+def _fit_by_rule(text: str, fmt) -> str | None:
+    """The glyph-swapping rule spelled out (what resolve() did before the lookup tables)."""
+    from agent.vision.plate_formats import (CONFUSABLE_DIGIT_TO_LETTER,
+                                            CONFUSABLE_LETTER_TO_DIGIT, LETTER_TWINS)
+    if len(text) != len(fmt.pattern):
+        return None
+    out = []
+    for i, ch in enumerate(text):
+        if fmt._rule_allows(i, ch):
+            out.append(ch)
+            continue
+        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(ch) or CONFUSABLE_DIGIT_TO_LETTER.get(ch)]
+        twins += LETTER_TWINS.get(ch, ())
+        alt = next((t for t in twins if t is not None and fmt._rule_allows(i, t)), None)
+        if alt is None:
+            return None
+        out.append(alt)
+    return "".join(out)
+
+
+def test_fit_agrees_with_the_swapping_rule():
+    """fit() (per-position tables) swaps exactly the glyphs the rule swaps, on random readings
+    of every length, for every format; and matches() agrees with fit() leaving text as is."""
+    import random
+
+    from agent.vision.plate_formats import CHARSET, FORMATS
+
+    rng = random.Random(20)
+    texts = ["".join(rng.choice(CHARSET) for _ in range(rng.randint(5, 8))) for _ in range(400)]
+    texts += ["0ZU5764", "OZU5764", "8ABC123", "1ABC234", "AB12345", "MWV1234"]
+    for fmt in FORMATS:
+        for text in texts:
+            assert fmt.fit(text) == _fit_by_rule(text, fmt), (fmt.name, text)
+            assert fmt.matches(text) == (fmt.fit(text) == text), (fmt.name, text)

@@ -13,6 +13,7 @@ drawn on the plate but is not part of the plate text.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -63,8 +64,8 @@ class PlateFormat:
         """The pattern without separators: one class letter per plate character."""
         return "".join(c for c in self.display if c in "LDA")
 
-    def allows(self, position: int, char: str) -> bool:
-        """Whether ``char`` may stand at ``position`` of the plate text."""
+    def _rule_allows(self, position: int, char: str) -> bool:
+        """The rule itself: whether ``char`` may stand at ``position`` of the plate text."""
         cls = self.pattern[position]
         if cls == "D":
             return char in DIGITS and (position > 0 or self.leading_zero or char != "0")
@@ -72,10 +73,57 @@ class PlateFormat:
             return char in self.letters
         return char in CHARSET
 
+    @cached_property
+    def _allowed(self) -> tuple[frozenset[str], ...]:
+        """Per position, every character the rule allows there. Why: the reader asks these
+        questions thousands of times per plate (every beam against every layout of its
+        length); a set lookup answers them without re-running the rule."""
+        alphabet = set(CHARSET) | set(DIGITS) | set(self.letters)
+        return tuple(frozenset(c for c in alphabet if self._rule_allows(i, c))
+                     for i in range(len(self.pattern)))
+
+    def allows(self, position: int, char: str) -> bool:
+        """Whether ``char`` may stand at ``position`` of the plate text."""
+        return char in self._allowed[position]
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        return re.compile("".join("[" + "".join(re.escape(c) for c in sorted(a)) + "]"
+                                  for a in self._allowed))
+
     def matches(self, text: str) -> bool:
         """Whether the whole plate text fits this format."""
-        return len(text) == len(self.pattern) and all(
-            self.allows(i, c) for i, c in enumerate(text))
+        return self._regex.fullmatch(text) is not None
+
+    def _rule_repair(self, position: int, char: str) -> str | None:
+        """``char`` if it may stand at ``position``, else its first confusable twin that may
+        (O->0, 8->B, ... then the letter twins such as U->V), else None."""
+        if self.allows(position, char):
+            return char
+        twins = [CONFUSABLE_LETTER_TO_DIGIT.get(char) or CONFUSABLE_DIGIT_TO_LETTER.get(char)]
+        twins += LETTER_TWINS.get(char, ())  # a letter the format's alphabet lacks (AZ: no U)
+        return next((t for t in twins if t is not None and self.allows(position, t)), None)
+
+    @cached_property
+    def _repairs(self) -> tuple[dict[str, str | None], ...]:
+        return tuple({c: self._rule_repair(i, c) for c in CHARSET}
+                     for i in range(len(self.pattern)))
+
+    def fit(self, text: str) -> str | None:
+        """``text`` with each glyph the format does not allow swapped for its confusable twin,
+        or None when some glyph has no twin the format allows (or the length differs).
+        Answered from a per-position table: the reader asks this for every beam against every
+        layout of its length."""
+        repairs = self._repairs
+        if len(text) != len(repairs):
+            return None
+        out = []
+        for i, ch in enumerate(text):
+            fixed = repairs[i].get(ch) if ch in repairs[i] else self._rule_repair(i, ch)
+            if fixed is None:
+                return None
+            out.append(fixed)
+        return "".join(out)
 
 
 # --- United States -----------------------------------------------------------------------
