@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "agent.vision.cli",
     "agent.policy.cli",
     "agent.audit.cli",
+    "agent.receiver.cli",
 )
 
 

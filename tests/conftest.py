@@ -150,10 +150,33 @@ def stack(tmp_path: Path):
     s.audit.close()
 
 
+# --- PostgreSQL (tests/pg_server.py): never skipped silently --------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session; fails (not skips) if it is not installed."""
+    from pg_server import PostgresServer, find_pg_bin
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL is not installed (initdb/pg_ctl not found): run "
+                    "tools/install_system_deps.sh (Debian package 'postgresql')")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
 # --- markers: tests that start brokers or subprocesses are integration tests ------------------
 
 BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "tls_broker_factory",
-                             "collector_factory"})
+                             "collector_factory", "postgres_server", "postgres_dsn"})
 _SUBPROCESS = ("subprocess.", "Popen", "pty.", "sys.executable", "os.fork")
 
 

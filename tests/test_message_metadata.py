@@ -21,6 +21,8 @@ STOLEN = HotlistHit("stolen-ct", 7, "stolen_vehicle", "NCIC")
 # Values that differ from read to read by nature; everything else must be equal.
 READ_SPECIFIC = {"read_id", "plate", "timestamp", "location", "plate_crop", "vehicle_image",
                  "confidence"}
+# Envelope values that differ per message by nature: the unit's signature over the read.
+MESSAGE_SPECIFIC = {"read_id", "signature"}
 
 
 def _read(read_id: str, plate: str, seen_at: float, hits=()) -> ReadEvent:
@@ -37,7 +39,7 @@ def _shape(message) -> tuple:
     expiry = props.pop("MessageExpiryInterval", None)
     return (message.topic, message.qos, message.retain, sorted(props.items()), users,
             expiry // 10 if expiry else None,            # sent within a second or two
-            {k: v for k, v in body.items() if k != "read_id"},
+            {k: v for k, v in body.items() if k not in MESSAGE_SPECIFIC},
             sorted(read), {k: v for k, v in read.items() if k not in READ_SPECIFIC})
 
 

@@ -200,7 +200,11 @@ def _sendables(url: str, count: int):
     now = time.time()
     policy = policy_from_dict(policy_doc(1, [destination_doc("fake", url, "pg/fake")], now),
                               signer_key_id="k" * 16, digest="d" * 64)
-    gate = EgressGate(_Policies(policy), audit=None)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.provenance.messages import UnitSigner
+    gate = EgressGate(_Policies(policy), audit=None,
+                      signer=UnitSigner("unit-test", Ed25519PrivateKey.generate()))
     transport = policy.destination("fake").transport
     messages = []
     for i in range(count):

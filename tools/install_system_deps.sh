@@ -5,8 +5,10 @@
 #   fonts-*: typefaces for the synthetic plate generator; python3-venv: the virtualenv
 #   systemd: systemd-analyze (verify and security of the units); util-linux: unshare; strace: the
 #   syscalls the agent makes, checked against the unit's filter (tests/test_install.py)
+#   postgresql: the server the receiver's PostgreSQL tests and benchmark start in a temp dir
 set -euo pipefail
 PACKAGES=(mosquitto mosquitto-clients ffmpeg tesseract-ocr openssl python3-venv systemd util-linux strace
+          postgresql
           fonts-dejavu-core fonts-liberation2 fonts-roadgeek fonts-opendin
           fonts-roboto-unhinted fonts-open-sans fonts-croscore fonts-freefont-ttf
           fonts-adf-switzera fonts-adf-gillius fonts-clear-sans fonts-go

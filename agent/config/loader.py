@@ -41,28 +41,11 @@ class ConfigError(ValueError):
 
 def load_config(path: Path) -> DeviceConfig:
     """Read, validate and return the config at `path`; raise ConfigError naming every problem."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
-    return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
+    return load_toml_as(DeviceConfig, path, CROSS_FIELD_RULES)
 
 
 def parse_config(raw: bytes | str, source: str = "<config>", base_dir: Path | None = None) -> DeviceConfig:
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [Problem("", f"not valid TOML: {exc}")]) from exc
-    problems: list[Problem] = []
-    config = _build(DeviceConfig, data, "", problems, base_dir or Path.cwd())
-    if not problems:
-        for rule in CROSS_FIELD_RULES:
-            problems.extend(rule(config))
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+    return parse_toml_as(DeviceConfig, raw, source, base_dir or Path.cwd(), CROSS_FIELD_RULES)
 
 
 def write_config_atomically(path: Path, text: str) -> DeviceConfig:
@@ -224,3 +207,32 @@ CROSS_FIELD_RULES: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
     plate_sizes_ordered,
     policy_has_trusted_key,
 )
+
+
+def load_toml_as(cls: type, path: Path, rules: tuple[Callable[[Any], list[Problem]], ...] = ()) -> Any:
+    """parse_toml_as() of the file at `path` (relative paths resolved against its folder)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
+    return parse_toml_as(cls, raw, str(path), path.resolve().parent, rules)
+
+
+def parse_toml_as(cls: type, raw: bytes | str, source: str, base_dir: Path,
+                  rules: tuple[Callable[[Any], list[Problem]], ...] = ()) -> Any:
+    """Any other schema dataclass (e.g. the receiver's config) loaded with the same rules:
+    unknown keys refused, every problem reported with its key path, then `rules` applied."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [Problem("", f"not valid TOML: {exc}")]) from exc
+    problems: list[Problem] = []
+    config = _build(cls, data, "", problems, base_dir)
+    if not problems:
+        for rule in rules:
+            problems.extend(rule(config))
+    if problems:
+        raise ConfigError(source, problems)
+    return config

@@ -105,7 +105,10 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    unit_key: Path | None = setting(None, help="Unit Ed25519 private key (PEM) that signs audit checkpoints.")
+    unit_key: Path | None = setting(None, help="Unit Ed25519 private key (PEM) that signs audit checkpoints and "
+                                               "every published read (its key id is what a department "
+                                               "registers); unset: reads are signed with a key the unit "
+                                               "creates once as unit.key in state_dir.")
     checkpoint_every: int = setting(1000, help="Records between signed checkpoints.", min=1, max=1_000_000)
     seal_interval_s: float = setting(1.0, help="Seconds between re-signing the log's head; records newer "
                                                "than the last seal could be cut off undetected.",

@@ -26,9 +26,11 @@ import logging
 import operator
 import threading
 
-from agent.delivery.records import Delivery, build_message
+from agent.delivery.records import Delivery
 from agent.policy.decision import (Decision, Destination, MessageView, Policy, Transport,
                                    check_delivery, message_view, payload_problem)
+from agent.provenance.egress import ProvenanceRefused, sendable
+from agent.provenance.messages import UnitSigner
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,23 @@ class Sendable(tuple):
 
 
 def seal_message(delivery: Delivery, dest: Destination, decision: Decision, policy: Policy,
-                 now: float) -> Sendable:
-    """Build the sendable message of one delivery the gate allowed: the wire bytes around
-    the stored payload, and what the destination may see besides (the gate's one "build"
-    step: signing or sealing a read for its destination belongs here)."""
+                 now: float, data: bytes) -> Sendable:
+    """Seal one delivery the gate allowed into a Sendable: its wire bytes `data` (signed, and
+    sealed where the destination requires it: EgressGate.wire), and what the destination may
+    see besides."""
     view = message_view(delivery.read, dest, decision, policy, now, delivery.policy_version)
-    return Sendable(_SEAL, delivery, build_message(delivery), view)
+    return Sendable(_SEAL, delivery, data, view)
 
 
 class EgressGate:
     """The only code that turns a stored delivery into a Sendable (see module docstring)."""
 
-    def __init__(self, policy_store, audit, outbox=None) -> None:
+    def __init__(self, policy_store, audit, outbox=None, signer: UnitSigner | None = None) -> None:
         self.policy_store = policy_store
         self.audit = audit
         self.outbox = outbox
+        self.signer = signer              # the unit's key: every read sent is signed with it
+        self._wire_refusal: tuple[str, str] | None = None
         self.refused = 0
         self.passed = 0
         self._conformance_cache: dict[tuple, tuple[str, str] | None] = {}
@@ -120,9 +124,14 @@ class EgressGate:
         if delivery.read.read_id != delivery.read_id:
             decision = Decision(False, frozenset(), "integrity", "delivery and read ids differ")
         if decision.allowed:
-            self.passed += 1
             dest = policy.destination(delivery.destination_id)
-            return seal_message(delivery, dest, decision, policy, now), decision, True
+            data = self.wire(delivery, dest)
+            if data is None:        # cannot go out in the form its destination requires
+                self.refused += 1
+                return None, Decision(False, frozenset(), "provenance",
+                                      "the message cannot be signed or sealed as required"), True
+            self.passed += 1
+            return seal_message(delivery, dest, decision, policy, now, data), decision, True
         self.refused += 1
         kept = decision.rule_id in HOLD_RULES
         if self.outbox is not None and not kept:
@@ -143,6 +152,23 @@ class EgressGate:
                           reason=decision.reason,
                           policy_version=policy.version if policy else None)
         return None, decision, kept
+
+    def wire(self, delivery: Delivery, dest: Destination) -> bytes | None:
+        """The signed (and, where the policy gives `dest` a key, sealed) message for a delivery
+        this gate passed, or None: it cannot go out in that form and stays queued (audited
+        once per destination and reason, not once per retry)."""
+        try:
+            data = sendable(delivery, dest, self.signer)
+        except ProvenanceRefused as exc:
+            if self._wire_refusal != (dest.id, str(exc)):
+                self._wire_refusal = (dest.id, str(exc))
+                log.error("delivery held dest=%s read_id=%s reason=%s", dest.id,
+                          delivery.read_id, exc)
+                self.audit.record("delivery.refused", read_id=delivery.read_id,
+                                  destination=dest.id, rule_id="provenance", reason=str(exc))
+            return None
+        self._wire_refusal = None
+        return data
 
     def _conformance(self, payload_bytes: bytes, decision: Decision,
                      dest: Destination) -> tuple[str, str] | None:

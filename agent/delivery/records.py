@@ -14,9 +14,6 @@ from typing import NamedTuple
 from agent.policy.decision import encode_payload, transport_digest  # noqa: F401 (re-exported)
 from agent.reads import Candidate, HotlistHit, ReadEvent
 
-READ_SCHEMA = "plategate.read/1"
-
-
 class Delivery(NamedTuple):
     """One queued message: `payload` is the JSON of the allowed fields, nothing else.
 
@@ -73,18 +70,3 @@ def decode_read(data: bytes) -> ReadEvent:
     )
 
 
-_quote = json.encoder.encode_basestring_ascii      # json.dumps(str) with ensure_ascii, in C
-
-
-def build_message(delivery: Delivery) -> bytes:
-    """The wire message (schema plategate.read/1), built around the stored payload bytes.
-
-    The payload is spliced in verbatim: what the gate checked is exactly what is sent.
-    """
-    # Byte for byte what json.dumps(..., separators=(",", ":")) of the envelope gives
-    # (tests compare), assembled directly: this runs once per message sent.
-    head = (f'{{"schema":"{READ_SCHEMA}","read_id":{_quote(delivery.read_id)},'
-            f'"destination":{_quote(delivery.destination_id)},'
-            f'"purpose":{_quote(delivery.purpose)},'
-            f'"policy_version":{int(delivery.policy_version)},"read":')
-    return head.encode() + delivery.payload + b"}"

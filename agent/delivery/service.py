@@ -35,6 +35,7 @@ WINDOW = 1024           # messages in flight per destination (the sender bounds 
                         # at most the broker's Receive Maximum; a backlog drains per round trip
 IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its queue
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
+REFILL_FRACTION = 4     # with messages in flight, fetch more once a quarter of the window is free
 REWIND_WAIT_S = 0.05    # wait before re-fetching a refused delivery that stayed queued
 
 
@@ -227,8 +228,12 @@ class _Sender:
         self._backoff.reset()
 
     def _publish_some(self, link: MqttLink, policy: Policy, dest: Destination, now: float) -> int:
-        room = min(WINDOW, link.receive_maximum) - len(self.inflight)
-        if room <= 0:
+        window = min(WINDOW, link.receive_maximum)
+        room = window - len(self.inflight)
+        if room <= 0 or (self.inflight and room < window // REFILL_FRACTION):
+            # Refill the window in large batches, not one slot per PUBACK: each fetch costs
+            # an outbox query and a socket write, and at one message each (what a full window
+            # of signed messages drifted into) the sender spent most of its time on them.
             return 0
         batch = self.service.outbox.next_batch(self.destination_id, self.cursor, room)
         count = 0

@@ -90,14 +90,23 @@ def _err(message: str) -> int:
     return EXIT_REFUSED
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    key = Ed25519PrivateKey.generate()
+def write_key_files(args: argparse.Namespace, key) -> tuple[Path, Path] | int:
+    """`key` written to args.out (.key/.pub, args.force to overwrite), or the exit code after
+    printing why not (for every keygen command: Ed25519 here, X25519 for `receive keygen`)."""
     try:
-        key_path, pub_path = write_keypair(args.out, key, overwrite=args.force)
+        return write_keypair(args.out, key, overwrite=args.force)
     except FileExistsError:
         return _err(f"{args.out}.key already exists (use --force to overwrite)")
     except OSError as exc:
         return _err(f"cannot write key files at {args.out}: {exc}")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = Ed25519PrivateKey.generate()
+    written = write_key_files(args, key)
+    if isinstance(written, int):
+        return written
+    key_path, pub_path = written
     print(f"key id {key_id(key.public_key())}\nprivate key {key_path} (keep secret)\npublic key {pub_path}")
     return EXIT_OK
 
@@ -217,7 +226,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         d = decide(read, dest, policy, now)
         rows.append({"destination": dest.id, "class": dest.dest_class, "jurisdiction": dest.jurisdiction,
                      "allowed": d.allowed, "rule_id": d.rule_id, "reason": d.reason,
-                     "fields": sorted(d.fields), "hit_purposes": sorted(d.purposes)})
+                     "fields": sorted(d.fields), "hit_purposes": sorted(d.purposes),
+                     "sealed": dest.sealing is not None,
+                     "routing_metadata": sorted(dest.sealing.routing_metadata) if dest.sealing else []})
     if args.json:
         print(json.dumps({"policy_version": policy.version, "now": format_time(now), "decisions": rows}, indent=2))
         return EXIT_OK
@@ -231,4 +242,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if r["allowed"]:
             print(f"  {'':<{width}}         fields: {', '.join(r['fields']) or '(none)'}"
                   + (f"; hit purposes: {', '.join(r['hit_purposes'])}" if r["hit_purposes"] else ""))
+            if r["sealed"]:
+                print(f"  {'':<{width}}         sealed; the broker sees only: "
+                      f"{', '.join(r['routing_metadata']) or '(no read fields)'}")
     return EXIT_OK

@@ -25,6 +25,9 @@ FIELDS = frozenset({
     "plate", "plate_crop", "vehicle_image", "confidence", "timestamp", "camera_id", "location",
 })
 RULE_MODES = frozenset({"all", "hotlist_hits", "none"})
+# Fields a sealed destination may have shown in clear on the envelope (routing metadata for
+# its broker): never the plate (clear or hashed), images or hotlist hits.
+ROUTING_FIELDS = frozenset({"camera_id", "timestamp", "confidence", "location"})
 PLATE_FORMS = frozenset({"clear", "hmac_sha256"})
 
 
@@ -36,6 +39,19 @@ class Transport:
     topic: str                         # from the policy only; never built from plate text
     server_key_sha256: str | None      # hex SHA-256 of the server's SubjectPublicKeyInfo (DER)
     ca_pem: str | None                 # PEM of the CA that must have signed the server cert
+
+
+@dataclass(frozen=True)
+class Sealing:
+    """A destination's end-to-end encryption: every read for it is sealed to `public_key`.
+
+    `public_key` is the raw 32-byte X25519 public key of the department (from the signed
+    policy); `routing_metadata` are the read fields also shown in clear on the envelope
+    (a subset of ROUTING_FIELDS and of the rule's fields), so a broker can route on them.
+    """
+
+    public_key: bytes
+    routing_metadata: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class Destination:
     purposes: frozenset[str]
     declaration: Declaration | None
     rule: AllowRule
+    sealing: Sealing | None = None     # set: reads are sealed to it, never sent in clear
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,9 @@ class Policy:
     destinations: tuple[Destination, ...]
     prohibitions: Prohibitions
     retention: Retention
+    # Every destination must be sealed (e.g. a state law requiring end-to-end encryption):
+    # a policy with a destination without `sealing` is refused at parse time.
+    require_sealed: bool = False
 
     def destination(self, destination_id: str) -> Destination | None:
         for dest in self.destinations:

@@ -18,8 +18,8 @@ from typing import Any
 from agent.keypaths import did_you_mean, join
 from agent.policy.errors import PolicyError
 from agent.policy.model import (
-    DESTINATION_CLASSES, FIELDS, PLATE_FORMS, PURPOSES, RULE_MODES, AllowRule, Declaration,
-    Destination, Policy, Prohibitions, Retention, Transport,
+    DESTINATION_CLASSES, FIELDS, PLATE_FORMS, PURPOSES, ROUTING_FIELDS, RULE_MODES, AllowRule,
+    Declaration, Destination, Policy, Prohibitions, Retention, Sealing, Transport,
 )
 from agent.policy.topics import validate_topic
 
@@ -287,9 +287,26 @@ def _declaration(value: Any, path: str, errs: Errors) -> Declaration | None:
     return Declaration(id=did, expires_at=exp)
 
 
+def _sealing(value: Any, path: str, errs: Errors, rule: AllowRule | None) -> Sealing | None:
+    """A destination's `sealing` object: its X25519 key (64 hex) and the routing metadata."""
+    obj = check_object(value, path, {"x25519_public_key"}, {"routing_metadata"}, errs)
+    if obj is None:
+        return None
+    key_hex = get_str(obj, "x25519_public_key", path, errs, pattern=HEX64_RE)
+    routing = get_enum_set(obj, "routing_metadata", path, ROUTING_FIELDS, errs)
+    if routing is not None and rule is not None and not routing <= rule.fields:
+        errs.add(join(path, "routing_metadata"),
+                 f"{sorted(routing - rule.fields)} not among the rule's fields (a field the "
+                 f"destination may not receive cannot be shown on its envelope)")
+        return None
+    if key_hex is None or routing is None:
+        return None
+    return Sealing(public_key=bytes.fromhex(key_hex), routing_metadata=routing)
+
+
 def _destination(value: Any, path: str, errs: Errors) -> Destination | None:
     obj = check_object(value, path, {"id", "agency", "class", "jurisdiction", "transport", "purposes", "rule"},
-                       {"declaration"}, errs)
+                       {"declaration", "sealing"}, errs)
     if obj is None:
         return None
     did = get_str(obj, "id", path, errs, pattern=ID_RE)
@@ -305,10 +322,15 @@ def _destination(value: Any, path: str, errs: Errors) -> Destination | None:
         if declaration is None:
             return None
     rule = _rule(obj["rule"], join(path, "rule"), errs) if "rule" in obj else None
+    sealing = None
+    if obj.get("sealing") is not None:
+        sealing = _sealing(obj["sealing"], join(path, "sealing"), errs, rule)
+        if sealing is None:
+            return None
     if None in (did, agency, cls, jur, transport, purposes, rule):
         return None
     return Destination(id=did, agency=agency, dest_class=cls, jurisdiction=jur, transport=transport,
-                       purposes=purposes, declaration=declaration, rule=rule)
+                       purposes=purposes, declaration=declaration, rule=rule, sealing=sealing)
 
 
 def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
@@ -316,7 +338,8 @@ def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
     errs = Errors()
     top_required = {"schema", "agency", "version", "issued_at", "not_before", "expires_at",
                     "destinations", "prohibitions", "retention"}
-    obj = check_object(doc, "", top_required, {"declarations_required", "comment"}, errs)
+    obj = check_object(doc, "", top_required, {"declarations_required", "comment", "require_sealed"},
+                       errs)
     if obj is None:
         errs.raise_if_any("policy")
     if "schema" in obj and obj["schema"] != POLICY_SCHEMA:
@@ -333,6 +356,10 @@ def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
     if issued is not None and expires is not None and issued >= expires:
         errs.add("issued_at", "must be before expires_at")
 
+    require_sealed = obj.get("require_sealed", False)
+    if not isinstance(require_sealed, bool):
+        errs.add("require_sealed", f"expected true or false, got {_type(require_sealed)}")
+        require_sealed = True           # fail closed while reporting the error
     destinations: list[Destination] = []
     raw = obj.get("destinations", [])
     if not isinstance(raw, list):
@@ -349,6 +376,10 @@ def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
         if dest.rule.id in seen_rules:
             errs.add(join(join(join("destinations", i), "rule"), "id"),
                      f"{dest.rule.id!r} repeats the rule of destinations[{seen_rules[dest.rule.id]}]")
+        if require_sealed and dest.sealing is None:
+            errs.add(join(join("destinations", i), "sealing"),
+                     f"destination {dest.id!r} has no sealing key, but the policy requires every "
+                     f"destination to be sealed (require_sealed)")
         seen_ids.setdefault(dest.id, i)
         seen_rules.setdefault(dest.rule.id, i)
         destinations.append(dest)
@@ -385,7 +416,8 @@ def policy_from_dict(doc: Any, *, signer_key_id: str, digest: str) -> Policy:
     errs.raise_if_any("policy")
     return Policy(agency=agency, version=int(version), issued_at=issued, not_before=not_before,
                   expires_at=expires, signer_key_id=signer_key_id, digest=digest,
-                  destinations=tuple(destinations), prohibitions=prohibitions, retention=retention)
+                  destinations=tuple(destinations), prohibitions=prohibitions, retention=retention,
+                  require_sealed=require_sealed)
 
 
 def policy_to_dict(policy: Policy) -> dict:
@@ -405,6 +437,8 @@ def policy_to_dict(policy: Policy) -> dict:
         "retention": {"nonhit_max_age_minutes": policy.retention.nonhit_max_age_s / 60.0,
                       "hit_max_age_days": policy.retention.hit_max_age_s / 86400.0},
     }
+    if policy.require_sealed:
+        doc["require_sealed"] = True
     if proh.declaration_required_outside or proh.declaration_required_classes:
         doc["declarations_required"] = {"outside_jurisdictions": sorted(proh.declaration_required_outside),
                                         "classes": sorted(proh.declaration_required_classes)}
@@ -423,4 +457,7 @@ def _destination_to_dict(dest: Destination) -> dict:
     }
     if dest.declaration is not None:
         out["declaration"] = {"id": dest.declaration.id, "expires_at": format_time(dest.declaration.expires_at)}
+    if dest.sealing is not None:
+        out["sealing"] = {"x25519_public_key": dest.sealing.public_key.hex(),
+                          "routing_metadata": sorted(dest.sealing.routing_metadata)}
     return out

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent import events
 from agent.audit.log import AuditLog
 from agent.capture.files import open_source
@@ -31,6 +33,8 @@ from agent.policy.keyring import Keyring, load_keyring
 from agent.policy.keyring import load_hmac_keys as load_hmac_keys_strict
 from agent.policy.signing import load_private_key, load_trusted_keys
 from agent.policy.store import PolicyStore
+from agent.provenance.keys import DEFAULT_UNIT_KEY_NAME, load_unit_key_or_create
+from agent.provenance.messages import UnitSigner
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
@@ -163,7 +167,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
 
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
                     hmac_keys, hotlists=hotlists)
-    gate = EgressGate(policies, audit, outbox)
+    gate = EgressGate(policies, audit, outbox, signer=read_signer(config, unit_key))
     delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event(),
                                purge_interval_s=config.outbox.retention_check_s)
 
@@ -196,6 +200,14 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                         track=track, accept=accept)
     pipeline.status = make_status_publisher(config, pipeline.stats)
     return pipeline
+
+
+def read_signer(config: DeviceConfig, unit_key: Ed25519PrivateKey | None) -> UnitSigner:
+    """The key every published read is signed with: `audit.unit_key`, or, when the config names
+    none, one the unit creates in its state dir on first start (its key id is logged)."""
+    if unit_key is None:
+        unit_key = load_unit_key_or_create(Path(config.unit.state_dir) / DEFAULT_UNIT_KEY_NAME)
+    return UnitSigner(config.unit.id, unit_key)
 
 
 def install_policy_and_hotlists(config: DeviceConfig, policies: PolicyStore, hotlists: HotlistStore,

@@ -50,8 +50,10 @@ def destination_doc(dest_id: str, broker_url: str, topic: str, *, mode: str = "a
                     pin: str | None = None, ca_pem: str | None = None,
                     dest_class: str = "local_police", jurisdiction: str = "US-CT",
                     purposes: Sequence[str] = ("stolen_vehicle",), max_age_s: float | None = None,
-                    location_precision_m: float = 0.0) -> dict:
-    """One destination entry of a plategate.policy/1 document."""
+                    location_precision_m: float = 0.0, seal_to: bytes | None = None,
+                    routing_metadata: Sequence[str] = ()) -> dict:
+    """One destination entry of a plategate.policy/1 document; `seal_to` (raw X25519 public
+    key) makes it a sealed destination, showing `routing_metadata` on the envelope."""
     transport: dict = {"broker_url": broker_url, "topic": topic}
     if pin:
         transport["server_key_sha256"] = pin
@@ -61,9 +63,13 @@ def destination_doc(dest_id: str, broker_url: str, topic: str, *, mode: str = "a
                   "plate_form": plate_form, "location_precision_m": location_precision_m}
     if max_age_s is not None:
         rule["max_age_s"] = max_age_s
-    return {"id": dest_id, "agency": f"{dest_id} agency", "class": dest_class,
-            "jurisdiction": jurisdiction, "transport": transport, "purposes": sorted(purposes),
-            "rule": rule}
+    doc = {"id": dest_id, "agency": f"{dest_id} agency", "class": dest_class,
+           "jurisdiction": jurisdiction, "transport": transport, "purposes": sorted(purposes),
+           "rule": rule}
+    if seal_to is not None:
+        doc["sealing"] = {"x25519_public_key": seal_to.hex(),
+                          "routing_metadata": sorted(routing_metadata)}
+    return doc
 
 
 def policy_doc(version: int, destinations: Iterable[dict], now: float, *,
@@ -140,17 +146,22 @@ class Stack:
 
 def build_stack(state_dir: Path, *, max_bytes: int = 512 * 1024 * 1024,
                 hmac_keys: dict[str, bytes] | None = None, credentials: dict | None = None,
-                start: bool = False) -> Stack:
+                start: bool = False, unit_id: str = "unit-test") -> Stack:
+    """The stack; its reads are signed by a unit key kept in `state_dir` (unit.key), like
+    a unit without `audit.unit_key` configured (`stack.gate.signer`)."""
     from agent.audit.log import AuditLog
     from agent.delivery.gate import EgressGate
     from agent.delivery.outbox import Outbox
     from agent.delivery.service import DeliveryService
+    from agent.provenance.keys import DEFAULT_UNIT_KEY_NAME, load_unit_key_or_create
+    from agent.provenance.messages import UnitSigner
     audit = AuditLog(state_dir / "audit.log")
     rig = PolicyRig(state_dir, audit)
     rig.store.load_persisted(time.time())
     outbox = Outbox(state_dir / "outbox.db", max_bytes, rig.store, audit, hmac_keys or {})
     outbox.start()
-    gate = EgressGate(rig.store, audit, outbox)
+    signer = UnitSigner(unit_id, load_unit_key_or_create(state_dir / DEFAULT_UNIT_KEY_NAME))
+    gate = EgressGate(rig.store, audit, outbox, signer=signer)
     stop = threading.Event()
     service = DeliveryService(outbox, gate, rig.store, audit, credentials or {}, stop)
     if start:

@@ -1,0 +1,1 @@
+"""The department's receiver (`plategate receive`): see docs/receiver.md."""
