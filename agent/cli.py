@@ -16,9 +16,11 @@ from agent.runtime.logs import configure_logging
 COMMAND_MODULES = (
     "agent.runtime.cli",
     "agent.config.cli",
+    "agent.capture.cli",
     "agent.vision.cli",
     "agent.policy.cli",
     "agent.audit.cli",
+    "agent.console.cli",
     "agent.receiver.cli",
 )
 

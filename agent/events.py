@@ -26,6 +26,19 @@ OUTBOX_FULL = "outbox.full"              # bytes, max_bytes, reason (alarm)
 READ_LOST = "read.lost"                  # read_ids, count, reason, audit_seqs (found at restart:
 #                                          audited as accepted, but the outbox commit never happened)
 CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
+# The technician's serial console (agent/console): never a password, a secret value or plate text.
+CONSOLE_PASSWORD_SET = "console.password_set"      # technician, how (first, changed)
+CONSOLE_LOGIN = "console.login"                    # technician
+CONSOLE_LOGIN_FAILED = "console.login_failed"      # technician, failures, locked_for_s
+CONSOLE_LOGOUT = "console.logout"                  # technician, reason (command, idle, line_lost)
+CONSOLE_REFUSED = "console.refused"                # technician, command, key, reason
+CONSOLE_CONFIG_APPLIED = "console.config_applied"  # technician, keys, old_digest, new_digest, rollback
+CONSOLE_TIME_SET = "console.time_set"              # technician, old, new
+CONSOLE_RESTART = "console.restart"                # technician
+CONSOLE_EVENTS = frozenset({
+    CONSOLE_PASSWORD_SET, CONSOLE_LOGIN, CONSOLE_LOGIN_FAILED, CONSOLE_LOGOUT, CONSOLE_REFUSED,
+    CONSOLE_CONFIG_APPLIED, CONSOLE_TIME_SET, CONSOLE_RESTART,
+})
 # Written by the audit log itself.
 CHECKPOINT = "checkpoint"                # count, head, key_id, signature
 AUDIT_RECOVERED = "audit.recovered"      # dropped_bytes (a partial line cut after a crash)
@@ -37,4 +50,4 @@ EVENTS = frozenset({
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
     DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, READ_LOST, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,
-})
+}) | CONSOLE_EVENTS

@@ -36,6 +36,9 @@ class ReadEvent:
 
     `seen_at` is the unix time (seconds) of the first frame the plate was seen in:
     retention and max-age rules count from it, never from when the read was queued.
+    `last_seen` is the last such frame, `frames` how many there were, `direction` where the
+    plate moved in the picture (agent.tracking.passes.direction); `plate` and `confidence`
+    are the vote over all those frames and `candidates` its top 5.
     """
 
     plate: str
@@ -50,6 +53,8 @@ class ReadEvent:
     vehicle_jpeg: bytes | None = None
     frames: int = 1
     hits: tuple[HotlistHit, ...] = ()
+    last_seen: float | None = None
+    direction: str | None = None
 
     @property
     def is_hit(self) -> bool:

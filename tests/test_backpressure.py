@@ -19,7 +19,7 @@ from agent.capture.frames import Frame
 from agent.delivery.service import wait_until
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stages import RecognizeStage, TrackStage
-from agent.tracking.tracker import WindowTracker
+from agent.tracking.passes import PassTracker
 from helpers.pipeline import PLATES, ScriptedRecognizer
 from helpers.soak import build_stack, make_read
 
@@ -54,7 +54,7 @@ def test_a_stuck_consumer_bounds_every_queue_and_drops_only_frames():
     recognize = RecognizeStage(stop, source, frames, ScriptedRecognizer(), lambda hit: True,
                                sightings)
     journal = Journal()
-    tracker = WindowTracker("cam-1", merge_window_s=0.5, min_frames=1)
+    tracker = PassTracker("cam-1", timeout_s=0.5, min_frames=1, stopped_timeout_s=0.5)
     track = TrackStage(stop, recognize, sightings, tracker, reads, journal=journal)
     recognize.start()
     track.start()

@@ -66,3 +66,36 @@ def test_folder_with_only_corrupt_images_in_loop_mode_is_an_error_not_a_spin(tmp
 def test_unknown_kind_is_refused(tmp_path):
     with pytest.raises(SourceError, match="not supported"):
         open_source("v4l2", tmp_path, False)
+
+
+def test_a_replay_that_fails_at_run_time_is_retried_and_logged_once_per_change(tmp_path, caplog):
+    """Issue 14: a source failing at run time is retried with jittered backoff and logged once
+    per change of state, not a traceback per try."""
+    import logging
+    import shutil
+
+    from agent.capture.frames import NoFrame
+    from agent.capture.health import Backoff
+    from agent.capture.resilient import RetryingSource
+
+    caplog.set_level(logging.INFO)
+    write_video(tmp_path / "source.mp4")
+    clip = tmp_path / "clip.mp4"
+    source = RetryingSource(str(clip), lambda: VideoFileSource(clip), Backoff(0.01, 0.02))
+    attempts = 0
+    while attempts < 20:  # the file is not there yet: every read says "no frame", none raises
+        with pytest.raises(NoFrame):
+            source.read()
+        attempts += 1
+    shutil.copy(tmp_path / "source.mp4", clip)
+    frames = []
+    while len(frames) < 3:
+        try:
+            frames.append(source.read())
+        except NoFrame:
+            pass
+    source.close()
+    states = [r.getMessage().split(" source=")[0] for r in caplog.records if r.name == "agent.capture.health"]
+    assert states == ["source lost", "source reconnecting", "source connected", "source closed"]
+    assert not any(r.exc_info for r in caplog.records)
+    assert source.health.snapshot()["reconnects"] == 1

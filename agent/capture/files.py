@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from agent.capture.frames import Frame, SourceEnded, SourceError
+from agent.capture.frames import Frame, SourceEnded, SourceError, as_bgr
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class VideoFileSource:
             if not ok or image is None:
                 raise SourceError(f"video file {self.path} yields no frames")
         self._index += 1
-        return Frame(image=_as_bgr(image), captured_at=time.time(), index=self._index - 1,
+        return Frame(image=as_bgr(image), captured_at=time.time(), index=self._index - 1,
                      origin=self.path.name)
 
     def close(self) -> None:
@@ -88,14 +87,6 @@ class ImageFolderSource:
 
     def close(self) -> None:
         self._files = []
-
-
-def _as_bgr(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
 
 
 def open_source(kind: str, path: Path, loop: bool) -> VideoFileSource | ImageFolderSource:

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from agent.config.loader import ConfigError, load_config
+from agent.capture.sources import source_problems
+from agent.config.loader import ConfigError, Problem, load_config
 from agent.config.reference import redacted, reference_markdown
 
 
@@ -33,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        load_config(args.file)
+        config = load_config(args.file)
+        on_disk = [Problem(key, reason) for key, reason in source_problems(config.source)]
+        if on_disk:
+            raise ConfigError(str(args.file), on_disk)
     except ConfigError as exc:
         print(f"{exc.source}: INVALID, {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from agent.atomic import write_atomic
 from agent.config.fields import constraint_of
-from agent.config.schema import DeviceConfig
+from agent.config.schema import STREAM_SCHEMES, DeviceConfig
 from agent.keypaths import did_you_mean, join
 
 
@@ -146,9 +148,80 @@ def _kind(value: Any) -> str:
 
 # --- cross-field rules: small, named, each testable alone -------------------------------------------
 
-def source_needs_path(config: DeviceConfig) -> list[Problem]:
-    if config.source.path is None:
-        return [Problem("source.path", f"is required for source kind '{config.source.kind}'")]
+def source_fits_kind(config: DeviceConfig) -> list[Problem]:
+    """Each source kind names its input with its own key: a file or folder (`path`), a stream URL
+    (`url`) or a camera (`device`); a value in the wrong key (a URL as a path) is refused."""
+    source = config.source
+    wanted = {"video_file": "path", "image_folder": "path", "v4l2": "device", "rtsp": "url",
+              "http_mjpeg": "url"}[source.kind]
+    problems = []
+    for key in ("path", "url", "device"):
+        value = getattr(source, key)
+        if key == wanted and value is None:
+            problems.append(Problem(f"source.{key}", f"is required for source kind '{source.kind}'"))
+        elif key != wanted and value is not None:
+            problems.append(Problem(f"source.{key}", f"is not used by source kind '{source.kind}', "
+                                                     f"which reads source.{wanted}"))
+    if source.path is not None and wanted == "path":
+        scheme = _url_scheme_in_path(source.path)
+        if scheme:
+            problems.append(Problem("source.path", f"is a {scheme}:// URL, not a file or folder; a stream "
+                                                   f"needs source.kind = \"{_kind_for(scheme)}\" and source.url"))
+    if source.url is not None and wanted == "url":
+        problems.extend(_stream_url_problems(source.kind, source.url))
+    return problems
+
+
+def _url_scheme_in_path(path: Path) -> str | None:
+    """`path = "rtsp://cam/x"` arrives as base_dir/"rtsp:/cam/x": find the scheme it came from."""
+    for part in path.parts:
+        match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*):", part)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
+def _kind_for(scheme: str) -> str:
+    return next((kind for kind, schemes in STREAM_SCHEMES.items() if scheme in schemes), "rtsp")
+
+
+def _stream_url_problems(kind: str, url: str) -> list[Problem]:
+    parts = urllib.parse.urlsplit(url)
+    schemes = STREAM_SCHEMES[kind]
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        shown = "a file path" if not parts.scheme else f"a {parts.scheme}: URL"
+        return [Problem("source.url", f"is {shown}, not a {' or '.join(s + '://' for s in schemes)} URL "
+                                      f"(source kind '{kind}'); a file is replayed with kind \"video_file\" "
+                                      "and source.path")]
+    if parts.username is not None or parts.password is not None:
+        return [Problem("source.url", "holds credentials; put them in source.username and source.password "
+                                      "(kept out of logs and `config show`)")]
+    return []
+
+
+def scene_polygons_valid(config: DeviceConfig) -> list[Problem]:
+    """ROI and privacy masks: at least three [x, y] points, each a fraction of the frame (0-1)."""
+    polygons = []
+    if config.scene.roi:
+        polygons.append(("scene.roi", config.scene.roi))
+    polygons += [(f"scene.privacy_masks[{i}]", mask) for i, mask in enumerate(config.scene.privacy_masks)]
+    problems = []
+    for key, points in polygons:
+        if len(points) < 3:
+            problems.append(Problem(key, f"has {len(points)} point(s); a polygon needs at least 3"))
+            continue
+        for j, point in enumerate(points):
+            if len(point) != 2 or not all(0.0 <= v <= 1.0 for v in point):
+                problems.append(Problem(f"{key}[{j}]", f"{list(point)} is not an [x, y] point with both "
+                                                       "between 0 and 1 (fractions of the frame)"))
+    return problems
+
+
+def reconnect_bounds_ordered(config: DeviceConfig) -> list[Problem]:
+    source = config.source
+    if source.reconnect_initial_s > source.reconnect_max_s:
+        return [Problem("source.reconnect_initial_s", f"{source.reconnect_initial_s} is larger than "
+                                                      f"source.reconnect_max_s ({source.reconnect_max_s})")]
     return []
 
 
@@ -199,7 +272,9 @@ def policy_has_trusted_key(config: DeviceConfig) -> list[Problem]:
 
 
 CROSS_FIELD_RULES: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
-    source_needs_path,
+    source_fits_kind,
+    scene_polygons_valid,
+    reconnect_bounds_ordered,
     backoff_bounds_ordered,
     destination_ids_unique,
     client_cert_has_key,

@@ -28,7 +28,7 @@ def _table(cls: type, prefix: str) -> list[str]:
     hints = typing.get_type_hints(cls)
     for fld in dataclasses.fields(cls):
         hint = hints[fld.name]
-        inner = _dataclass_in(hint)
+        inner = dataclass_in(hint)
         if inner is not None:
             many = typing.get_origin(hint) is tuple
             nested.append((f"{prefix}.{fld.name}" + ("[]" if many else ""), inner))
@@ -47,7 +47,8 @@ def _table(cls: type, prefix: str) -> list[str]:
     return out
 
 
-def _dataclass_in(hint: Any) -> type | None:
+def dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field's type holds (itself, or inside Optional/tuple), or None."""
     if dataclasses.is_dataclass(hint):
         return hint
     for arg in typing.get_args(hint):

@@ -16,7 +16,10 @@ from agent.resources import bundled_models_dir
 PORT = dict(min=1, max=65535, reason="is not a port")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-SOURCE_KINDS = ("video_file", "image_folder")
+SOURCE_KINDS = ("video_file", "image_folder", "v4l2", "rtsp", "http_mjpeg")
+REPLAY_KINDS = ("video_file", "image_folder")
+STREAM_KINDS = ("rtsp", "http_mjpeg")
+STREAM_SCHEMES = {"rtsp": ("rtsp", "rtsps"), "http_mjpeg": ("http", "https")}
 REGION_HINT = f"({'|'.join(REGIONS)})|US-({'|'.join(US_STATE_CODES)})"
 
 
@@ -41,14 +44,60 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: str = setting("video_file", help="Frame source kind.", choices=SOURCE_KINDS)
-    path: Path | None = setting(None, help="Video file or image folder to replay.")
-    fps: float = setting(10.0, help="Frames per second to deliver (replay pacing).",
+    kind: str = setting("video_file", help="Frame source kind: a file or folder to replay, a V4L2 camera, "
+                                           "or an RTSP or HTTP(S) MJPEG stream.", choices=SOURCE_KINDS)
+    path: Path | None = setting(None, help="Video file or image folder to replay (video_file, image_folder).")
+    url: str | None = setting(None, help="Stream URL: rtsp://host[:port]/path (rtsp) or "
+                                         "http(s)://host[:port]/path (http_mjpeg). Credentials go in "
+                                         "username and password, never in the URL.")
+    device: str | None = setting(None, help="V4L2 camera: /dev/videoN, a /dev/v4l/by-id/ link, or the index N "
+                                            "(v4l2).", pattern=r"[0-9]{1,3}|/dev/\S+",
+                                 reason="is not a V4L2 device (/dev/videoN or an index)")
+    username: str | None = setting(None, help="Stream user name (rtsp, http_mjpeg).")
+    password: str | None = setting(None, help="Stream password (rtsp, http_mjpeg); never logged.", secret=True)
+    rtsp_transport: str = setting("tcp", help="RTSP transport.", choices=("tcp", "udp"))
+    width: int | None = setting(None, help="Capture width to ask the V4L2 driver for (v4l2).", min=16, max=8192)
+    height: int | None = setting(None, help="Capture height to ask the V4L2 driver for (v4l2).", min=16, max=8192)
+    exposure: float | None = setting(None, help="Manual exposure to set where the V4L2 driver allows it, in the "
+                                                "driver's units (v4l2; omit for automatic).")
+    gain: float | None = setting(None, help="Gain to set where the V4L2 driver allows it (v4l2).")
+    fps: float = setting(10.0, help="Frames per second handed to recognition: the replay pace of a file or "
+                                    "folder; for a camera or stream the most per second (the newest frame "
+                                    "is taken, the ones in between are dropped and counted).",
                          min=0.1, max=120, reason="is not a usable frame rate")
     loop: bool = setting(False, help="Replay the file or folder again when it ends.")
     frame_queue: int = setting(4, help="Frames buffered before the oldest is dropped.", min=1, max=256)
     exit_at_end: bool = setting(False, help="Stop the agent once the source ends and every read is "
                                             "delivered or held (demo and batch use).")
+    stall_timeout_s: float = setting(5.0, help="A camera or stream that delivers no frame for this long is "
+                                               "treated as lost and reconnected.", min=0.5, max=600)
+    reconnect_initial_s: float = setting(0.5, help="First wait before reopening a lost source (jittered, "
+                                                   "doubling on each failure).", min=0.05, max=60)
+    reconnect_max_s: float = setting(30.0, help="Longest wait between attempts to reopen a lost source.",
+                                     min=0.1, max=3600)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    roi: tuple[tuple[float, ...], ...] = setting(
+        default_factory=tuple, help="Region of interest: a polygon of [x, y] points as fractions of the "
+                                    "frame's width and height (0-1); plates are detected only inside it. "
+                                    "Empty: the whole frame.")
+    privacy_masks: tuple[tuple[tuple[float, ...], ...], ...] = setting(
+        default_factory=tuple, help="Polygons (same form as roi) blacked out on every frame as it is "
+                                    "captured, before recognition, tracking, snapshots or any image that "
+                                    "leaves the unit (house windows, sidewalks, a school entrance).")
+    motion_gate: bool = setting(True, help="Skip recognition on frames where nothing moved inside the "
+                                           "region of interest (a cheap test on a downscaled frame).")
+    motion_width: int = setting(160, help="Width in pixels of the downscaled frame the motion test runs on.",
+                                min=32, max=1920)
+    motion_threshold: int = setting(18, help="Grey-level change (0-255) for a downscaled pixel to count as "
+                                             "moved.", min=1, max=255)
+    motion_min_area: float = setting(0.002, help="Share of the region of interest that must move for a "
+                                                 "frame to be recognised.", min=0, max=1)
+    recheck_s: float = setting(1.0, help="While plates are in view and nothing moves (a stopped vehicle), "
+                                         "recognise one frame this often so the vehicle stays one pass.",
+                               min=0.05, max=60)
 
 
 @dataclass(frozen=True)
@@ -86,10 +135,26 @@ class RecognizerConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    merge_window_s: float = setting(3.0, help="Sightings of the same plate closer than this are one read.",
+    merge_window_s: float = setting(3.0, help="A vehicle's track ends when its plate has not been seen for "
+                                              "this long; its one read event is emitted then.",
                                     min=0.1, max=600)
+    stopped_timeout_s: float = setting(9.0, help="The same for a plate that stood still inside the picture: a "
+                                                 "stopped vehicle whose plate the detector loses for a while "
+                                                 "(glare, a passing vehicle in front) stays one pass.",
+                                       min=0.1, max=600)
+    max_track_s: float = setting(300.0, help="A track that lasts this long (a parked vehicle) is emitted and "
+                                             "a new one started.", min=1, max=86400)
     min_frames: int = setting(1, help="Frames a plate must be seen in before it becomes a read.",
                               min=1, max=100)
+    weak_min_confidence: float = setting(
+        0.1, help="Reads below recognizer.min_confidence but fitting a plate format, at least this "
+                  "confident and with a detector score of at least recognizer.min_detection_score_no_format "
+                  "are kept as evidence for their pass: they vote, and a pass seen only in such reads is "
+                  "still a read when agreeing_frames of them read the same text.", min=0, max=1)
+    agreeing_frames: int = setting(
+        4, help="Frames that must read exactly the same text for a pass without one read above "
+                "recognizer.min_confidence to count (their combined confidence must also reach it).",
+        min=2, max=100)
 
 
 @dataclass(frozen=True)
@@ -177,11 +242,36 @@ class SupervisorConfig:
                                    min=0, max=600)
 
 
+# scrypt$<log2 N>$<r>$<p>$<salt b64>$<hash b64>, written by the console itself (agent/console/auth.py)
+PASSWORD_HASH = r"scrypt\$[0-9]{1,2}\$[0-9]{1,2}\$[0-9]{1,2}\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}"
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    port: str = setting("/dev/ttyS0", help="Serial port of the technician's console (/dev/ttyS0, /dev/ttyGS0 for "
+                                           "USB gadget mode); `plategate console --port` overrides it.",
+                        pattern=r"/dev/\S+", reason="is not a device path (/dev/...)")
+    baud: int = setting(115200, help="Serial line speed (8 data bits, no parity, 1 stop bit).",
+                        min=1200, max=4_000_000, reason="is not a usable baud rate")
+    password_hash: str | None = setting(None, help="scrypt hash of the technician password. There is no default: "
+                                                   "a unit without one lets the technician set it once at the "
+                                                   "console (audited); never write a password here.",
+                                        pattern=PASSWORD_HASH, secret=True,
+                                        reason="is not a console password hash (set the password at the console)")
+    idle_timeout_s: float = setting(600.0, help="A logged-in console session with no input for this long is "
+                                                "logged out.", min=1, max=86400)
+    lockout_failures: int = setting(3, help="Failed logins in a row that lock the console (the first ones "
+                                            "only add a short delay).", min=1, max=20)
+    lockout_s: float = setting(900.0, help="First lockout; each further failure doubles it, up to a day. The "
+                                           "failure count survives a console restart.", min=60, max=86400)
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     unit: UnitConfig = field(default_factory=UnitConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -190,12 +280,14 @@ class DeviceConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 SECTION_HELP = {
     "unit": "Identity and storage of this camera unit.",
     "logging": "Logging.",
     "source": "Where frames come from.",
+    "scene": "What of each frame is looked at: the region of interest, privacy masks, motion gating.",
     "recognizer": "Plate detection and OCR.",
     "tracker": "Grouping sightings of one vehicle into one read.",
     "policy": "The department's signed sharing policy and hotlists.",
@@ -204,4 +296,5 @@ SECTION_HELP = {
     "mqtt": "MQTT connections (destinations themselves come from the signed policy).",
     "delivery": "How reads may leave the unit.",
     "supervisor": "Restarting crashed stages.",
+    "console": "The field technician's serial console (`plategate console`, docs/console.md).",
 }

@@ -18,6 +18,7 @@ from typing import Any
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
+from agent.control.hooks import AgentHooks
 from agent.runtime.logs import configure_logging, set_level
 from agent.policy.errors import PolicyError
 from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists, reload_keys
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
+EXIT_RESTART = 75        # the technician asked for a restart (console `restart`): systemd starts it again
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
 
@@ -44,6 +46,7 @@ class Agent:
         self.health_options = health or {}  # HealthNotifier overrides (tests: shorter stall and status)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._restart = threading.Event()
         self.pipeline: Pipeline | None = None
 
     def request_stop(self, *_: Any) -> None:
@@ -52,8 +55,13 @@ class Agent:
     def request_reload(self, *_: Any) -> None:
         self._reload.set()
 
+    def request_restart(self) -> None:
+        self._restart.set()
+        self._stop.set()
+
     def run(self) -> int:
         self.pipeline = build_pipeline(self.config, recognizer=self.recognizer)
+        self.pipeline.hooks = AgentHooks(reload=self.request_reload, restart=self.request_restart)
         self.pipeline.start()
         health = HealthNotifier(self.pipeline.beating, self.pipeline.stats, **self.health_options)
         health.ready()
@@ -77,6 +85,9 @@ class Agent:
                     break
         health.stopping()
         self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        if code == EXIT_OK and self._restart.is_set():
+            log.info("agent stopped for a restart requested at the console")
+            return EXIT_RESTART
         return code
 
     def reload(self) -> None:

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run the agent (capture, recognise, apply the policy, deliver)",
         description="Run the agent until SIGTERM/SIGINT. SIGHUP re-reads the config and re-installs the "
                     "policy and hotlists; an invalid config is refused and the running one kept. Exit codes: "
-                    "0 clean stop, 2 invalid config, 70 a stage kept crashing (systemd restarts the unit).")
+                    "0 clean stop, 2 invalid config, 70 a stage kept crashing (systemd restarts the unit), 75 a "
+                    "restart asked for at the technician's console (systemd starts it again).")
     parser.add_argument("--config", type=Path, required=True, help="device config (TOML)")
     parser.set_defaults(func=_run)
 

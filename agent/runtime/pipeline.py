@@ -20,8 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import events
 from agent.audit.log import AuditLog
-from agent.capture.files import open_source
+from agent.capture.gate import MotionGate, SceneRecognizer
+from agent.capture.scene import RegionOfInterest
+from agent.capture.sources import open_source
 from agent.config.schema import DeviceConfig
+from agent.control import ControlHandle, start_control_server, stop_control_server
+from agent.control.hooks import AgentHooks
 from agent.delivery.outbox import Outbox
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
@@ -38,7 +42,7 @@ from agent.provenance.messages import UnitSigner
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
-from agent.tracking.tracker import WindowTracker
+from agent.tracking.passes import PassTracker, weak_read
 from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
@@ -60,11 +64,14 @@ class Pipeline:
     delivery: DeliveryService
     status: StatusPublisher | None
     capture: CaptureStage
+    scene: SceneRecognizer
     recognize: RecognizeStage
     track: TrackStage
     accept: AcceptStage
     started_at: float = field(default_factory=time.time)
     final_stats: dict[str, Any] | None = None  # the last figures, kept once the outbox is closed
+    hooks: AgentHooks = field(default_factory=AgentHooks)  # reload/restart for the console (set by Agent)
+    control: ControlHandle | None = None
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -83,6 +90,7 @@ class Pipeline:
             self.status.start()
         for stage in reversed(self.stages):  # consumers first, so nothing waits on a missing reader
             stage.start()
+        self.control = start_control_server(self)  # the technician console's socket; never fatal
         log.info("pipeline started unit=%s camera=%s", self.config.unit.id, self.config.unit.camera_id)
 
     def fatal(self) -> Stage | None:
@@ -101,6 +109,7 @@ class Pipeline:
         """Stop in order within `timeout`: capture, recognition, tracking, accept, delivery, status."""
         deadline = time.monotonic() + timeout
         self.stop.set()
+        stop_control_server(self.control)
         clean = True
         for stage in self.stages:
             if not stage.join(max(0.05, deadline - time.monotonic() - 1.0)):
@@ -130,8 +139,12 @@ class Pipeline:
             "frames_corrupt": self.capture.corrupt_frames,
             "frames_recognized": self.recognize.frames_done,
             "frames_failed": self.recognize.failed_frames,
+            "frames_motion_skipped": self.scene.frames_skipped,
+            "frames_detector_run": self.scene.frames_recognized,
+            "source": self.capture.source_status(),
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
+            "passes_dropped_weak": getattr(self.track.tracker, "tracks_dropped", 0),
             "reads_accepted": self.accept.accepted,
             "reads_refused_full": self.accept.refused_full,
             "stage_restarts": {s.name: s.restarts for s in self.stages},
@@ -182,24 +195,39 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     frames: DropOldestQueue = DropOldestQueue(config.source.frame_queue)
     sightings: queue.Queue = queue.Queue(maxsize=SIGHTINGS_QUEUE)
     reads: queue.Queue = queue.Queue(maxsize=READS_QUEUE)
-    source = config.source
-    capture = CaptureStage(stop, lambda: open_source(source.kind, source.path, source.loop), source.fps, frames)
+    capture = CaptureStage(stop, lambda: open_source(config.source, config.scene), config.source.fps, frames)
+    scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
-    recognize = RecognizeStage(stop, capture, frames, recognizer,
-                               lambda hit: is_confident(hit, cut),
-                               sightings)
-    tracker = WindowTracker(config.unit.camera_id, config.tracker.merge_window_s, config.tracker.min_frames,
-                            config.unit.latitude, config.unit.longitude)
+    recognize = RecognizeStage(stop, capture, frames, scene, lambda hit: is_confident(hit, cut), sightings,
+                               lambda hit: weak_read(hit, config.tracker.weak_min_confidence,
+                                                      cut.min_detection_score_no_format))
+    tracker = pass_tracker(config)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock, journal=outbox)
     accept = AcceptStage(stop, track, reads, outbox, clock=clock)
     for stage in (capture, recognize, track, accept):
         stage.restart_policy = restart
 
     pipeline = Pipeline(config=config, stop=stop, audit=audit, policies=policies, hotlists=hotlists,
-                        outbox=outbox, delivery=delivery, status=None, capture=capture, recognize=recognize,
+                        outbox=outbox, delivery=delivery, status=None, capture=capture, scene=scene, recognize=recognize,
                         track=track, accept=accept)
     pipeline.status = make_status_publisher(config, pipeline.stats)
     return pipeline
+
+
+def pass_tracker(config: DeviceConfig) -> PassTracker:
+    t = config.tracker
+    return PassTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames, config.unit.latitude,
+                       config.unit.longitude, t.agreeing_frames, config.recognizer.min_confidence,
+                       t.stopped_timeout_s)
+
+
+def scene_recognizer(config: DeviceConfig, recognizer: PlateRecognizer) -> SceneRecognizer:
+    """The recognizer behind the region of interest and, when enabled, the motion gate."""
+    scene = config.scene
+    roi = RegionOfInterest(scene.roi)
+    gate = MotionGate(roi, scene.motion_width, scene.motion_threshold, scene.motion_min_area) \
+        if scene.motion_gate else None
+    return SceneRecognizer(recognizer, roi, gate, scene.recheck_s)
 
 
 def read_signer(config: DeviceConfig, unit_key: Ed25519PrivateKey | None) -> UnitSigner:

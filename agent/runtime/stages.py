@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from agent.capture.frames import Frame, FrameSource, SourceEnded
+from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded
 from agent.delivery.outbox import OutboxFull
 from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
@@ -72,6 +72,7 @@ class CaptureStage(Stage):
         self.frames = frames
         self.source_ended = threading.Event()
         self.frames_read = 0
+        self.latest: Frame | None = None  # the newest frame, for the console's snapshot and camera test
         self._source: FrameSource | None = None
         self._corrupt_before = 0  # corrupt frames counted by sources already closed
         self._next_at = 0.0
@@ -88,6 +89,8 @@ class CaptureStage(Stage):
         self._next_at = max(self._next_at + self._interval, time.monotonic())
         try:
             frame = self._source.read()
+        except NoFrame:  # a live source between frames, or reconnecting: it logs its own state
+            return
         except SourceEnded:
             log.info("source ended frames=%d", self.frames_read)
             self.source_ended.set()
@@ -96,12 +99,18 @@ class CaptureStage(Stage):
             self._close_source()  # reopen after the restart
             raise
         self.frames_read += 1
+        self.latest = frame
         self.frames.put(frame)
 
     @property
     def corrupt_frames(self) -> int:
         current = self._source.corrupt_frames if self._source is not None else 0
         return self._corrupt_before + current
+
+    def source_status(self) -> dict:
+        """The source's connection state and counters for the heartbeat ({} before it is opened)."""
+        status = getattr(self._source, "status", None)
+        return status() if status is not None else {}
 
     def finish(self) -> None:
         self._close_source()
@@ -122,11 +131,12 @@ class RecognizeStage(Stage):
 
     def __init__(self, stop: threading.Event, upstream: CaptureStage, frames: DropOldestQueue[Frame],
                  recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],
-                 sightings: "queue.Queue[Sighting]"):
+                 sightings: "queue.Queue[Sighting]", weak_hit: Callable[[Any], bool] | None = None):
         super().__init__(stop, upstream)
         self.frames = frames
         self.recognizer = recognizer
         self.accept_hit = accept_hit  # the confidence cut (agent.vision.recognizer.is_confident)
+        self.weak_hit = weak_hit      # below the cut, yet evidence for the tracker's vote
         self.sightings = sightings
         self.frames_done = 0
         self.failed_frames = 0
@@ -157,13 +167,8 @@ class RecognizeStage(Stage):
             self.failed_frames += 1
             self._pending = None
             return
-        height, width = frame.image.shape[:2]
-        for hit in self.recognizer.recognize(frame.image):
-            if not self.accept_hit(hit):
-                continue
-            if _touches_edge(hit.box, width, height):
-                continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
-            put_waiting(self.sightings, _sighting(frame, hit), self)
+        for sighting in frame_sightings(frame, self.recognizer, self.accept_hit, self.weak_hit):
+            put_waiting(self.sightings, sighting, self)
         self.frames_done += 1
         self._pending = None
 
@@ -286,18 +291,37 @@ class AcceptStage(Stage):
         self.stop_requested.wait(1.0)
 
 
+def frame_sightings(frame: Frame, recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],
+                    weak_hit: Callable[[Any], bool] | None = None) -> list[Sighting]:
+    """The plates of one frame that pass the cut (or, marked weak, the looser `weak_hit`), as the
+    tracker's sightings (also used by tools/bench_passes.py: the benchmark measures this path)."""
+    height, width = frame.image.shape[:2]
+    out = []
+    for hit in recognizer.recognize(frame.image):
+        strong = accept_hit(hit)
+        if not strong and not (weak_hit is not None and weak_hit(hit)):
+            continue
+        if _touches_edge(hit.box, width, height):
+            continue  # a plate cut by the frame edge reads as a partial plate; wait for it whole
+        out.append(_sighting(frame, hit, weak=not strong))
+    return out
+
+
 def _touches_edge(box: Any, width: int, height: int, margin: int = 2) -> bool:
     x, y, w, h = (int(v) for v in box)
     return x <= margin or y <= margin or x + w >= width - margin or y + h >= height - margin
 
 
-def _sighting(frame: Frame, hit: Any) -> Sighting:
+def _sighting(frame: Frame, hit: Any, weak: bool = False) -> Sighting:
     x, y, w, h = (int(v) for v in hit.box)
     candidates = tuple(Candidate(text=c[0], confidence=float(c[1])) if isinstance(c, tuple)
                        else Candidate(text=c.text, confidence=float(c.confidence))
                        for c in (hit.candidates or ()))
+    height, width = frame.image.shape[:2]
     return Sighting(
         text=hit.text, confidence=float(hit.confidence), seen_at=frame.captured_at, box=(x, y, w, h),
         candidates=candidates, plate_crop_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 1.0),
         vehicle_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 3.0),
+        char_confidences=tuple(float(c) for c in getattr(hit, "char_confidences", None) or ()),
+        frame_size=(width, height), weak=weak,
     )

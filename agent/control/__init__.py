@@ -1,0 +1,55 @@
+"""The agent's control socket for the technician's console (docs/console.md).
+
+`start_control_server(pipeline)` is the one call the pipeline makes; whatever goes wrong
+here is logged and the agent runs on without a console.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class ControlHandle:
+    """What `Pipeline.shutdown` needs to stop the server and its log ring."""
+
+    def __init__(self, server: Any, ring: Any):
+        self.server = server
+        self.ring = ring
+
+    def stop(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.ring.remove()
+
+
+def start_control_server(pipeline: Any) -> ControlHandle | None:
+    try:
+        from agent.control.logring import LogRing
+        from agent.control.ops import AgentOps
+        from agent.control.protocol import socket_path
+        from agent.control.server import ControlServer
+
+        ring = LogRing().install()
+        try:
+            server = ControlServer(socket_path(pipeline.config.unit.state_dir),
+                                   AgentOps(pipeline, ring.lines).handlers())
+            server.start()
+        except BaseException:
+            ring.remove()
+            raise
+        return ControlHandle(server, ring)
+    except Exception:
+        log.exception("control socket not started; the technician console will not reach this agent")
+        return None
+
+
+def stop_control_server(handle: ControlHandle | None) -> None:
+    if handle is None:
+        return
+    try:
+        handle.stop()
+    except Exception:
+        log.exception("control socket did not stop cleanly")
