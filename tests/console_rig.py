@@ -106,6 +106,7 @@ fps = 20
 loop = true
 [tracker]
 merge_window_s = 0.1
+stopped_timeout_s = 0.1  # the scripted plates stand still and come round again: end each pass
 [policy]
 bundle = "{bundle}"
 trusted_keys = ["{TEST_PUB}"]

@@ -34,7 +34,7 @@ def test_refuses_to_start_on_an_invalid_config(tmp_path):
     config = write_config(tmp_path, extra="[outbox]\nmax_mb = -5\n")
     result = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config)],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert "refusing to start" in result.stderr and "outbox.max_mb: -5" in result.stderr
 
 

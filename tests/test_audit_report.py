@@ -35,6 +35,7 @@ def synth_log(path: Path, seed: int, n_reads: int = 400, batched: bool = False) 
     rng = random.Random(seed)
     log = AuditLog(path, clock=Clock(rng))
     log.record("policy.installed", version=1, digest="d1", source="serial")
+    version = 1
     unsent: dict[str, list[str]] = {dest: [] for dest in DESTS}
 
     def send(dest: str) -> None:
@@ -80,6 +81,11 @@ def synth_log(path: Path, seed: int, n_reads: int = 400, batched: bool = False) 
             log.record("retention.deleted", count=rng.randint(1, 50), hits=0)
         if rng.random() < 0.01:
             log.record("policy.refused", reason="rollback", source="mqtt")
+        if rng.random() < 0.02:   # a restart re-installs the active policy: not a change
+            log.record("policy.installed", version=version, digest=f"d{version}", source="persisted")
+        if rng.random() < 0.01:
+            version += 1
+            log.record("policy.installed", version=version, digest=f"d{version}", source="serial")
         if rng.random() < 0.01:
             log.record("config.changed", key="mqtt.port")
     for dest in DESTS:
@@ -90,6 +96,9 @@ def synth_log(path: Path, seed: int, n_reads: int = 400, batched: bool = False) 
 def recount(path: Path, since: float, until: float | None) -> dict:
     """Deliberately naive: re-read the raw JSON lines and count each figure directly."""
     recs = [json.loads(x) for x in path.read_text().splitlines()]
+    installs = [r for r in recs if r["event"] == "policy.installed"]
+    changed = [r for prev, r in zip([None] + installs, installs)
+               if prev is None or prev["fields"]["version"] != r["fields"]["version"]]
     recs = [r for r in recs if r["time"] >= since and (until is None or r["time"] < until)]
     dec = [r["fields"] for r in recs if r["event"] == "decision" and not r["fields"].get("recheck")]
     # A read.accepted record carrying its decisions counts each of them.
@@ -115,7 +124,9 @@ def recount(path: Path, since: float, until: float | None) -> dict:
                                 if r["event"] == "delivery.sent" and r["fields"]["destination"] == d)
                          for d in {r["fields"]["destination"] for r in recs if r["event"] == "delivery.sent"}}),
         "deleted": sum(r["fields"]["count"] for r in recs if r["event"] == "retention.deleted"),
-        "policy_changes": sum(r["event"].startswith("policy.") for r in recs),
+        "policy_changes": sum(r in recs for r in changed),
+        "policy_reinstalls": sum(r in recs and r not in changed for r in installs),
+        "policy_other": sum(r["event"] in ("policy.refused", "policy.expired") for r in recs),
         "config_changes": sum(r["event"] == "config.changed" for r in recs),
     }
 
@@ -141,6 +152,8 @@ def test_report_equals_independent_recount(tmp_path, seed, window, batched) -> N
     assert report["deliveries"]["sent"] == dict(expect["sent"])
     assert report["deletions"]["reads_deleted"] == expect["deleted"]
     assert len(report["policy_changes"]) == expect["policy_changes"]
+    assert report["policy_reinstalls"] == expect["policy_reinstalls"]
+    assert len(report["policy_refusals_and_expiries"]) == expect["policy_other"]
     assert report["config_changes"] == expect["config_changes"]
     assert expect["decisions"] > 0 or since is not None
 
@@ -264,3 +277,149 @@ def test_report_counts_what_the_outbox_writes(tmp_path) -> None:
     assert report["denials"]["by_prohibition"] == {"prohibition:class:federal_immigration": 40}
     assert report["denials"]["by_rule"]["rule:state-rule:not-a-hit"] == 30
     assert report["deliveries"]["sent"] == {"city": 30}
+
+
+def test_sanity_the_synthetic_log_has_changes_and_reinstalls(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    totals = Counter()
+    for seed in (1, 2, 3):
+        synth_log(path, seed)
+        report = build_report(path)
+        totals["changes"] += len(report["policy_changes"])
+        totals["reinstalls"] += report["policy_reinstalls"]
+        path.unlink()
+        path.with_name(path.name + ".head").unlink(missing_ok=True)
+    assert totals["changes"] > 3 and totals["reinstalls"] > 3
+
+
+def test_restarts_reinstalling_a_policy_are_not_policy_changes(tmp_path, capsys) -> None:
+    """Regression (issue 14, item 7): each restart's re-install of the same policy counted as a
+    "policy change": a log with one policy version reported 5 changes."""
+    path = tmp_path / "audit.jsonl"
+    clock = iter(T0 + 60 * i for i in range(100))
+    with AuditLog(path, clock=lambda: next(clock)) as log:
+        for source in ("serial", "persisted", "persisted", "persisted", "persisted"):
+            log.record("policy.installed", version=3, digest="d3", source=source)
+        log.record("policy.refused", reason="rollback", source="mqtt")
+        log.record("policy.installed", version=4, digest="d4", source="serial")
+        log.record("policy.installed", version=4, digest="d4", source="persisted")
+    report = build_report(path)
+    assert [(c["previous_version"], c["version"]) for c in report["policy_changes"]] == [(None, 3), (3, 4)]
+    assert report["policy_reinstalls"] == 5
+    assert [e["reason"] for e in report["policy_refusals_and_expiries"]] == ["rollback"]
+    later = build_report(path, since=T0 + 60 * 2)   # v3 was active before the window: no change
+    assert [c["version"] for c in later["policy_changes"]] == [4]
+    md = render(report, "md")
+    assert "| policy changes (new version or digest) | 2 |" in md
+    assert "| policy re-installs (same version) | 5 |" in md
+
+
+def test_integrity_line_claims_only_what_was_verified(tmp_path, capsys) -> None:
+    """Regression (issue 14, item 7): the report printed "Log integrity: verified" although
+    `audit report` took no unit key and so checked no signature."""
+    from agent.policy.signing import key_id, load_private_key, load_public_key
+
+    keys = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, load_private_key(keys / "unit-TEST-ONLY.key"), checkpoint_every=5) as log:
+        for i in range(12):
+            log.record("read.accepted", read_id=str(i), hit=False)
+    unit_pub = keys / "unit-TEST-ONLY.pub"
+    kid = key_id(load_public_key(unit_pub))
+    assert main(["audit", "report", str(path)]) == 0   # --since is optional: the whole log
+    out = capsys.readouterr().out
+    assert "Log integrity: hash chain verified over the whole file (" in out
+    assert "no unit key given, so no signature was checked" in out and kid not in out
+    assert main(["audit", "report", str(path), "--unit-key", str(unit_pub)]) == 0
+    out = capsys.readouterr().out
+    assert f"plus its head signed by unit key id {kid} (signatures verified up to seq" in out
+    assert main(["audit", "report", str(path), "--unit-key", str(keys / "vendor-TEST-ONLY.pub"),
+                 "--format", "json"]) == 0
+    integrity = json.loads(capsys.readouterr().out)["integrity"]
+    assert integrity["ok"] is False and "does not verify with unit key" in integrity["problem"]
+    assert main(["audit", "report", str(path), "--unit-key", str(tmp_path / "none.pub")]) == 2
+
+
+class _HtmlSections:
+    """Headings and table rows of the HTML, in order (the SVG chart's text is skipped)."""
+
+    def __init__(self, text: str) -> None:
+        from html.parser import HTMLParser
+
+        self.items: list[tuple] = []
+        outer = self
+
+        class Parser(HTMLParser):
+            def __init__(self) -> None:
+                super().__init__(convert_charrefs=True)
+                self.tag: str | None = None
+                self.row: list[str] | None = None
+                self.text = ""
+                self.in_svg = False
+
+            def handle_starttag(self, tag, attrs):
+                self.in_svg = self.in_svg or tag == "svg"
+                if tag in ("h1", "h2", "h3", "td", "th", "p"):
+                    self.tag, self.text = tag, ""
+                elif tag == "tr":
+                    self.row = []
+
+            def handle_endtag(self, tag):
+                if tag == "svg":
+                    self.in_svg = False
+                elif tag in ("h1", "h2", "h3"):
+                    outer.items.append(("heading", int(tag[1]), self.text))
+                elif tag == "p" and not self.in_svg:
+                    outer.items.append(("text", self.text))
+                elif tag in ("td", "th") and self.row is not None:
+                    self.row.append(self.text)
+                elif tag == "tr" and self.row is not None:
+                    outer.items.append(("row", tuple(self.row)))
+                    self.row = None
+                self.tag = None
+
+            def handle_data(self, data):
+                if self.tag and not self.in_svg:
+                    self.text += data
+
+        Parser().feed(text)
+
+
+def _md_sections(text: str) -> list[tuple]:
+    import re
+
+    unescape = lambda s: re.sub(r"\\(.)", r"\1", s)
+    items: list[tuple] = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            items.append(("heading", level, unescape(line[level + 1:])))
+        elif line.startswith("|---"):
+            continue  # the header separator
+        elif line.startswith("|"):
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            items.append(("row", tuple(unescape(c.strip()) for c in cells)))
+        elif line.strip():
+            items.append(("text", unescape(line)))
+    return items
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_markdown_and_html_have_the_same_sections_and_tables(tmp_path, seed) -> None:
+    """Regression (issue 14, item 7): the HTML lacked the "denials by destination" table and
+    the hotlists section that the Markdown had; both now render one document model."""
+    path = tmp_path / "audit.jsonl"
+    synth_log(path, seed, n_reads=120)
+    with AuditLog(path) as log:
+        log.record("hotlist.installed", list_id="ncic|stolen", version=7, purpose="stolen_vehicle")
+        log.record("decision", read_id="x", destination="a|b <c>", allowed=False, rule_id="r*1",
+                   reason="", purposes=[], hit=False, dest_class="other")
+    report = build_report(path)
+    md, html = _md_sections(render(report, "md")), _HtmlSections(render(report, "html")).items
+    assert md == html
+    headings = [item[1:] for item in md if item[0] == "heading"]
+    assert (2, "Denials") in headings and (2, "Hotlists") in headings
+    denials = headings.index((2, "Denials"))
+    assert (3, "By destination") in headings[denials:]
+    assert ("row", ("a|b <c>", "1")) in md
+    assert ("row", (report["hotlists"][0]["time"], "hotlist.installed", "ncic|stolen", "7", "")) in md

@@ -37,3 +37,32 @@ def test_python_dash_m_agent_is_the_same_cli():
     assert result.returncode == 0
     for command in ("run", "config", "recognize", "eval", "keygen", "policy", "audit"):
         assert command in result.stdout
+
+
+def test_no_option_swallows_the_positional_arguments():
+    """Regression (issue 14, item 9): `policy verify --trusted KEY BUNDLE` failed with "the
+    following arguments are required: bundle", because --trusted took one or more values and
+    ate the bundle. An option that takes several values must be repeatable instead."""
+    greedy = [f"plategate {' '.join(path)} {'/'.join(action.option_strings)}"
+              for path, parser in walk(build_parser()) for action in parser._actions
+              if action.option_strings and action.nargs in ("+", "*", argparse.REMAINDER)]
+    assert greedy == []
+
+
+def test_trusted_is_repeatable_before_the_bundle(tmp_path, capsys):
+    from pathlib import Path
+
+    from agent.cli import main
+    keys = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
+    bundle = tmp_path / "p.bundle"
+    assert main(["policy", "sign", str(keys.parent / "demo.json"), "--key",
+                 str(keys / "department-TEST-ONLY.key"), "--out", str(bundle)]) == 0
+    now = ["--now", "2026-12-01T00:00:00Z"]
+    assert main(["policy", "verify", "--trusted", str(keys / "department-TEST-ONLY.pub"), str(bundle),
+                 *now]) == 0
+    assert main(["policy", "verify", "--trusted", str(keys / "vendor-TEST-ONLY.pub"), "--trusted",
+                 str(keys / "department-TEST-ONLY.pub"), str(bundle), *now]) == 0
+    assert main(["policy", "verify", "--trusted", str(keys / "vendor-TEST-ONLY.pub"), str(bundle),
+                 *now]) == 2
+    assert main(["policy", "check", "--trusted", str(keys / "department-TEST-ONLY.pub"), str(bundle),
+                 *now]) == 0

@@ -59,10 +59,28 @@ def test_check_command_exit_code_2_and_lists_every_problem(tmp_path):
     assert "mqtt.status.url: 'http://broker:70000' is not an mqtt:// or mqtts:// URL" in result.stderr
 
 
-def test_check_command_accepts_shipped_defaults():
-    result = subprocess.run([sys.executable, "-m", "agent", "config", "check",
-                             str(ROOT / "firmware_config" / "plategate.toml")], capture_output=True, text=True)
+def test_check_command_accepts_shipped_defaults(tmp_path):
+    """The shipped config passes `config check` on an installed unit: its absolute paths are
+    moved under tmp_path, where the files an install provides are put."""
+    root = tmp_path / "root"
+    text = (ROOT / "firmware_config" / "plategate.toml").read_text()
+    for prefix in ("/etc/", "/var/", "/usr/", "/opt/"):   # not /dev/: the console port stays a device
+        text = text.replace(f'"{prefix}', f'"{root}{prefix}')
+    config = root / "etc" / "plategate" / "plategate.toml"
+    keys = ROOT / "firmware_config" / "policies" / "test-keys"
+    installed = {"etc/plategate/policy.bundle": ROOT / "firmware_config" / "policies" / "demo.bundle",
+                 "etc/plategate/keys/department.pub": keys / "department-TEST-ONLY.pub",
+                 "etc/plategate/keys/unit.key": keys / "unit-TEST-ONLY.key",
+                 "var/lib/plategate/replay.mp4": ROOT / "firmware_config" / "policies" / "demo.json"}
+    for where, what in installed.items():
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        (root / where).symlink_to(what)
+    config.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(config)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert parse_config(text).policy.hmac_keys is None  # optional; naming a missing file is refused
+    assert parse_config(text).recognizer.models_dir is None  # the models shipped with the package
 
 
 def test_ranges_are_explained():

@@ -110,7 +110,9 @@ def test_policy_keys_and_stored_reads_are_refused_and_audited(bench):
         assert not reply["ok"] and reply["reason"] == "stored_reads", reply
     bench.wait_audit("console.refused", lambda r: r["fields"]["reason"] == "stored_reads")
     assert bench.config_path.read_text() == before
-    # the audit tail shows counts and reasons, never plate text
+    # the audit tail shows counts and reasons, never plate text (wait for the agent's first
+    # accepted read: a pass is emitted only when it ends)
+    bench.wait_audit("read.accepted", timeout=60.0)
     tail = client.link.request("audit tail 5000")
     assert tail["ok"] and tail["events"].get("read.accepted", 0) > 0
     text = repr(tail)

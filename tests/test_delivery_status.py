@@ -20,7 +20,10 @@ def statuses(sub, topic: str) -> list[bytes]:
     return [m.payload for m in sub.snapshot() if m.topic == topic]
 
 
-def test_online_heartbeat_and_stopped(mosquitto, collector_factory, tmp_path: Path):
+def test_online_heartbeat_and_offline_on_a_clean_stop(mosquitto, collector_factory, tmp_path: Path):
+    """Regression (issue 14, item 9): a clean stop published the retained status `stopped`,
+    which Home Assistant and Frigate availability does not know; it is now `offline`, and the
+    reason (`stopped`) is the state of a last heartbeat."""
     sub = collector_factory(mosquitto)
     stats = {"fps": 14.5, "dropped_frames": 3, "queue_depth": {"city": 2},
              "oldest_queued_age_s": 1.5, "policy_version": 4, "model_versions": {"ocr": "1.2"}}
@@ -34,14 +37,16 @@ def test_online_heartbeat_and_stopped(mosquitto, collector_factory, tmp_path: Pa
     beat = next(json.loads(m.payload) for m in sub.snapshot() if m.topic.endswith("/heartbeat"))
     assert beat["queue_depth"] == {"city": 2} and beat["fps"] == 14.5
     assert beat["uptime_s"] >= 0 and beat["disk"]["total_bytes"] > 0
-    assert beat["unit_id"] == "unit-7"
+    assert beat["unit_id"] == "unit-7" and beat["state"] == "running"
     pub.stop()
-    assert sub.wait_for(lambda msgs: b"stopped" in statuses(sub, status_topic), 10)
-    # clean stop: no last will (the sentinel comes back after anything the broker sent)
-    assert b"offline" not in [m.payload for m in until_sentinel(sub) if m.topic == status_topic]
-    # Retained: a late subscriber still learns the unit stopped.
+    assert sub.wait_for(lambda msgs: b"offline" in statuses(sub, status_topic), 10)
+    beats = [json.loads(m.payload) for m in sub.snapshot() if m.topic.endswith("/heartbeat")]
+    assert beats[-1]["state"] == "stopped" and beats[-1]["queue_depth"] == {"city": 2}
+    assert all(b["state"] == "running" for b in beats[:-1])
+    assert set(statuses(sub, status_topic)) == {b"online", b"offline"}
+    # Retained: a late subscriber still learns the unit is offline.
     late = collector_factory(mosquitto, topic=status_topic)
-    assert late.wait_count(1, 10) and late.snapshot()[0].payload == b"stopped"
+    assert late.wait_count(1, 10) and late.snapshot()[0].payload == b"offline"
     assert late.snapshot()[0].retain
 
 
@@ -116,3 +121,41 @@ def test_status_link_checks_the_pin_again_after_connack(tls_broker_factory, coll
         assert pub.heartbeats == 0
     finally:
         pub.stop(timeout=1.0)
+
+
+def test_reconnect_noise_does_not_reach_the_log_at_error(broker_factory, tmp_path: Path, caplog):
+    """Regression (issue 14, item 9): while the status broker was down, paho logged "Client is
+    not connected" at ERROR on every pass of its loop between reconnect attempts."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    broker = broker_factory()
+    pub = StatusPublisher(BrokerSettings(broker.url, server_key_sha256=broker.pin), "unit-5", "pg", dict, threading.Event(),
+                          interval_s=0.2)
+    pub.start()
+    try:
+        assert pub._connected.wait(15)
+        broker.stop()
+        failed = lambda: sum("status broker connect failed" in r.getMessage() for r in caplog.records)
+        deadline = time.monotonic() + 30
+        while failed() < 2 and time.monotonic() < deadline:   # paho retries after 1 s, then 2 s
+            time.sleep(0.1)
+        assert failed() >= 2
+    finally:
+        pub.stop(timeout=1.0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_reconnect_noise_stays_visible_at_debug(caplog):
+    """With paho's logger at DEBUG (agent --log-level DEBUG) the line is kept, as DEBUG."""
+    import logging
+
+    from agent.delivery.paho_log import paho_logger
+
+    logger = paho_logger()
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+    logger.error("Client is not connected. Socket: None). Last known Connection State: X")
+    logger.error("failed to receive on socket: reset")
+    assert [(r.levelname, r.getMessage()[:23]) for r in caplog.records] == [
+        ("DEBUG", "Client is not connected"), ("ERROR", "failed to receive on so")]

@@ -55,7 +55,7 @@ def test_demo_flow(tmp_path) -> None:
     assert report["shares"]["by_destination"] == {"county-records": 30}
     assert report["shares"]["by_purpose"] == {"(all reads)": 15, "stolen_vehicle": 15}
     assert report["denials"]["by_prohibition"] == {"prohibition:class:federal_immigration": 30}
-    assert [c["event"] for c in report["policy_changes"]] == ["policy.installed"]
+    assert [c["previous_version"] for c in report["policy_changes"]] == [None]  # one install, no change since
     text = (tmp_path / "audit.jsonl").read_text()
     assert not any(p in text for p in ("ABC1234", "XYZ999", "LMN456"))  # no plate text in the audit log
     assert json.loads(text.splitlines()[0])["event"] == "policy.installed"

@@ -66,11 +66,11 @@ def test_config_check_finds_a_missing_replay_file_and_a_folder_given_as_a_file(t
     config.write_text(f'[source]\nkind = "video_file"\npath = "{tmp_path / "nope.mp4"}"\n')
     result = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(config)],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2 and f"source.path: {tmp_path / 'nope.mp4'} does not exist" in result.stderr
+    assert result.returncode == 2 and f"source.path: video file {tmp_path / 'nope.mp4'} does not exist" in result.stderr
     config.write_text(f'[source]\nkind = "video_file"\npath = "{tmp_path}"\n')
     result = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(config)],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2 and "is not a file (kind 'video_file')" in result.stderr
+    assert result.returncode == 2 and "is not a file (video file expected)" in result.stderr
 
 
 def test_config_show_redacts_the_stream_password(tmp_path):

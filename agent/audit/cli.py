@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from agent.audit.log import verify_log
 from agent.audit.report import build_report, parse_date, render
 from agent.policy.errors import PolicyError
@@ -26,20 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=cmd_verify)
 
-    report = sub.add_parser("report", help="transparency report computed from the log alone")
-    report.add_argument("log", type=Path, help="audit log file (JSON lines)")
-    report.add_argument("--since", required=True, help="start date, YYYY-MM-DD (UTC) or ISO 8601 time")
+    report = sub.add_parser("report", help="transparency report computed from the log alone",
+                            description="Transparency report computed from the log alone. Its integrity "
+                                        "line says what was checked: the hash chain always; the unit's "
+                                        "signatures only with --unit-key.")
+    report.add_argument("log", type=Path, help="audit log file (JSON lines); its .head file is read too")
+    report.add_argument("--unit-key", type=Path, default=None,
+                        help="the unit's public key (PEM): also verify the signed head and checkpoints")
+    report.add_argument("--since", default=None,
+                        help="start date, YYYY-MM-DD (UTC) or ISO 8601 time (default: start of the log)")
     report.add_argument("--until", default=None, help="end (exclusive), YYYY-MM-DD (UTC) or ISO 8601 time")
     report.add_argument("--format", choices=("md", "html", "json"), default="md", help="output format (default md)")
     report.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
     report.set_defaults(func=cmd_report)
 
 
+def _unit_key(args: argparse.Namespace) -> Ed25519PublicKey | None:
+    """The --unit-key public key, or None; raises ValueError naming the file if it is unusable."""
+    try:
+        return load_public_key(args.unit_key) if args.unit_key else None
+    except (OSError, PolicyError) as exc:
+        raise ValueError(f"cannot load unit key {args.unit_key}: {exc}") from exc
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        key = load_public_key(args.unit_key) if args.unit_key else None
-    except (OSError, PolicyError) as exc:
-        print(f"plategate: cannot load unit key {args.unit_key}: {exc}", file=sys.stderr)
+        key = _unit_key(args)
+    except ValueError as exc:
+        print(f"plategate: {exc}", file=sys.stderr)
         return EXIT_FAILED
     result = verify_log(args.log, key)
     if args.json:
@@ -60,9 +76,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
-        since = parse_date(args.since)
+        since = parse_date(args.since) if args.since else None
         until = parse_date(args.until) if args.until else None
-        report = build_report(args.log, since, until)
+        report = build_report(args.log, since, until, unit_key=_unit_key(args))
     except (OSError, ValueError) as exc:
         print(f"plategate: {exc}", file=sys.stderr)
         return EXIT_FAILED

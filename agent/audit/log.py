@@ -376,6 +376,12 @@ class AuditLog:
         self.close()
 
     @property
+    def unwritten(self) -> int:
+        """Records recorded but not yet in the file (a full disk keeps them in memory)."""
+        with self._lock:
+            return len(self._pending) + self._unwritten_records
+
+    @property
     def seq(self) -> int:
         """Seq of the last record written to the file (pending records not counted)."""
         return self._file_seq

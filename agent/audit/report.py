@@ -17,19 +17,32 @@ entry, a ``delivery.sent`` with ``read_ids`` as one delivery per id.
   the ``prohibition:*`` ids) and by destination;
 - deliveries: ``delivery.sent`` / ``delivery.refused`` / ``delivery.purged`` / ``outbox.evicted``;
 - deletions: the sum of ``count`` over ``retention.deleted``;
-- policy changes: every ``policy.installed`` / ``policy.refused`` / ``policy.expired`` record.
+- policy changes: ``policy.installed`` records whose version or digest differs from the policy
+  active before them (the log is read from its start for that, whatever ``since`` says); an
+  install of the version already active (every restart re-installs it) is a re-install,
+  counted apart; ``policy.refused`` / ``policy.expired`` are listed apart too.
+
+Integrity says exactly what was checked: the hash chain of the whole file, and, only when
+the unit's public key is given, the signature of its sealed head (and checkpoints) by that
+key id. Markdown and HTML are two renderings of one document model (``document()``), so they
+carry the same sections and tables.
 """
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from agent import events
-from agent.audit.log import verify_log
+from agent.audit.log import VerifyResult, verify_log
 from agent.audit.records import expand
+from agent.policy.signing import key_id
 
 ALL_READS = "(all reads)"
 
@@ -59,7 +72,12 @@ def _sorted(counter: Counter) -> dict[str, int]:
 
 
 def build_report(path: Path, since: float | None = None, until: float | None = None,
-                 *, check_integrity: bool = True) -> dict:
+                 *, check_integrity: bool = True, unit_key: Ed25519PublicKey | None = None) -> dict:
+    """The report's numbers for records with ``since <= time < until`` (None: open-ended).
+
+    ``unit_key`` (the unit's public key) makes the integrity check verify the signatures
+    of the sealed head and checkpoints too; without it only the hash chain is checked.
+    """
     reads: set[str] = set()
     hits: set[str] = set()
     decisions = allowed = denied = 0
@@ -68,6 +86,9 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
     sent, refused, purged, evicted = Counter(), Counter(), Counter(), Counter()
     deleted = deletion_events = config_changes = rechecks = 0
     policy_changes: list[dict] = []
+    policy_other: list[dict] = []
+    reinstalls = 0
+    active: tuple | None = None  # (version, digest) of the policy installed last, from the log's start
     hotlists: list[dict] = []
     records = 0
     first_time = last_time = None
@@ -78,7 +99,17 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                 t, event, f = float(rec["time"]), rec["event"], rec["fields"]
             except (ValueError, KeyError, TypeError):
                 continue  # integrity problems are reported by verify, not guessed around here
-            if (since is not None and t < since) or (until is not None and t >= until):
+            in_window = (since is None or t >= since) and (until is None or t < until)
+            if event == events.POLICY_INSTALLED and isinstance(f, dict):
+                installed = (f.get("version"), f.get("digest"))
+                if in_window and installed == active:
+                    reinstalls += 1  # a restart or reload installing the active policy again
+                elif in_window:
+                    policy_changes.append({"time": _iso(t), "version": f.get("version"),
+                                           "previous_version": active[0] if active else None,
+                                           "digest": f.get("digest"), "source": f.get("source")})
+                active = installed
+            if not in_window:
                 continue
             records += 1
             first_time = t if first_time is None else first_time
@@ -120,15 +151,14 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                     deleted += int(f.get("count", 0) or 0)
                 elif event == events.CONFIG_CHANGED:
                     config_changes += 1
-                elif event in (events.POLICY_INSTALLED, events.POLICY_REFUSED, events.POLICY_EXPIRED):
-                    policy_changes.append({"time": _iso(t), "event": event, "version": f.get("version"),
-                                           "digest": f.get("digest"), "reason": f.get("reason"),
-                                           "source": f.get("source")})
+                elif event in (events.POLICY_REFUSED, events.POLICY_EXPIRED):
+                    policy_other.append({"time": _iso(t), "event": event, "version": f.get("version"),
+                                         "reason": f.get("reason"), "source": f.get("source")})
                 elif event in (events.HOTLIST_INSTALLED, events.HOTLIST_REFUSED, events.HOTLIST_STALE):
                     hotlists.append({"time": _iso(t), "event": event, "list_id": f.get("list_id"),
                                      "version": f.get("version"), "reason": f.get("reason")})
     report = {
-        "schema": "plategate.transparency/1",
+        "schema": "plategate.transparency/2",  # /2: policy_changes are changes only; integrity says what was verified
         "log": str(path),
         "period": {"since": _iso(since), "until": _iso(until),
                    "first_record": _iso(first_time), "last_record": _iso(last_time)},
@@ -143,68 +173,141 @@ def build_report(path: Path, since: float | None = None, until: float | None = N
                        "evicted": _sorted(evicted)},
         "deletions": {"reads_deleted": deleted, "deletion_runs": deletion_events},
         "policy_changes": policy_changes,
+        "policy_reinstalls": reinstalls,
+        "policy_refusals_and_expiries": policy_other,
         "hotlists": hotlists,
         "config_changes": config_changes,
     }
     if check_integrity:
-        result = verify_log(path)
-        report["integrity"] = {"ok": result.ok, "records_checked": result.records, "problem": result.problem}
+        report["integrity"] = _integrity(verify_log(path, unit_key), unit_key)
     return report
 
 
-# --- rendering ---------------------------------------------------------------------------------
+def _integrity(result: VerifyResult, unit_key: Ed25519PublicKey | None) -> dict:
+    """What was verified, in the terms the report prints (see ``integrity_line``)."""
+    return {"ok": result.ok, "records_checked": result.records, "problem": result.problem,
+            "verified": ("chain+signed_head" if unit_key is not None else "chain") if result.ok else None,
+            "unit_key_id": key_id(unit_key) if unit_key is not None else None,
+            "signed_up_to_seq": result.last_verified_seq if unit_key is not None else None}
 
-def _md_table(title: str, counts: dict[str, int], label: str) -> list[str]:
-    lines = [f"### {title}", ""]
-    if not counts:
-        return lines + ["None.", ""]
-    lines += [f"| {label} | count |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in counts.items()]
-    return lines + [""]
+
+def integrity_line(integ: dict | None) -> str:
+    """One sentence that claims exactly what was checked, no more (DESIGN invariant 8)."""
+    if integ is None:
+        return "Log integrity: not checked."
+    if not integ["ok"]:
+        return f"Log integrity: FAILED: {integ['problem']}"
+    chain = f"Log integrity: hash chain verified over the whole file ({integ['records_checked']} records)"
+    if integ["verified"] != "chain+signed_head":
+        return (f"{chain}; no unit key given, so no signature was checked and a log rewritten as "
+                "a whole (chain and head) would not be detected.")
+    signed = integ["signed_up_to_seq"] or 0
+    tail = integ["records_checked"] - signed
+    unsealed = f"; the {tail} record(s) after it are chained but not yet signed" if tail > 0 else ""
+    return (f"{chain}, plus its head signed by unit key id {integ['unit_key_id']} (signatures verified "
+            f"up to seq {signed}{unsealed}).")
+
+
+# --- one document model, two renderings ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, its paragraphs and at most one table (empty table: "None.")."""
+
+    title: str
+    level: int                       # 1 title, 2 part, 3 sub-part
+    paragraphs: tuple[str, ...] = ()
+    table: Table | None = None
+    chart: bool = False              # HTML draws the per-destination bar chart here
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _counts(title: str, counts: dict[str, int], label: str) -> Section:
+    return Section(title, 3, table=Table((label, "count"),
+                                         tuple((str(k), str(v)) for k, v in counts.items())))
+
+
+def _listing(title: str, items: list[dict], columns: tuple[tuple[str, str], ...],
+             paragraphs: tuple[str, ...] = ()) -> Section:
+    rows = tuple(tuple(_cell(item.get(key)) for key, _ in columns) for item in items)
+    return Section(title, 2, paragraphs, Table(tuple(label for _, label in columns), rows))
+
+
+def document(report: dict) -> list[Section]:
+    """The report as sections; render_md and render_html only change the markup."""
+    p, r, d = report["period"], report["reads"], report["decisions"]
+    summary = {"reads seen": r["seen"], "hotlist hits": r["hits"], "sharing decisions": d["total"],
+               "shares allowed": d["allowed"], "shares denied": d["denied"],
+               "re-checks after policy changes": d["rechecks"],
+               "reads deleted by retention": report["deletions"]["reads_deleted"],
+               "policy changes (new version or digest)": len(report["policy_changes"]),
+               "policy re-installs (same version)": report["policy_reinstalls"],
+               "config changes": report["config_changes"]}
+    period = (f"Period: {p['since'] or 'start of log'} to {p['until'] or 'end of log'} (records "
+              f"{p['first_record'] or '-'} .. {p['last_record'] or '-'}); computed from {report['log']} alone.")
+    sections = [
+        Section("PlateGate transparency report", 1, (period, integrity_line(report.get("integrity")))),
+        Section("Summary", 2, table=Table(("measure", "count"), tuple((k, str(v)) for k, v in summary.items()))),
+        Section("Shares", 2, ("Allowed and denied shares per destination.",), chart=True),
+        _counts("By destination", report["shares"]["by_destination"], "destination"),
+        _counts("By destination class", report["shares"]["by_class"], "class"),
+        _counts("By purpose", report["shares"]["by_purpose"], "purpose"),
+        Section("Denials", 2),
+        _counts("By prohibition", report["denials"]["by_prohibition"], "prohibition"),
+        _counts("By rule", report["denials"]["by_rule"], "rule"),
+        _counts("By destination", report["denials"]["by_destination"], "destination"),
+        Section("Deliveries", 2),
+    ]
+    sections += [_counts(key.capitalize(), report["deliveries"][key], "destination")
+                 for key in ("sent", "refused", "purged", "evicted")]
+    sections += [
+        _listing("Policy changes", report["policy_changes"],
+                 (("time", "time"), ("previous_version", "from version"), ("version", "to version"),
+                  ("digest", "digest"), ("source", "source")),
+                 (f"A change is an install of a new version or digest; {report['policy_reinstalls']} "
+                  "re-install(s) of the version already active (restarts, reloads) are not changes.",)),
+        _listing("Policy refusals and expiries", report["policy_refusals_and_expiries"],
+                 (("time", "time"), ("event", "event"), ("version", "version"), ("reason", "reason"),
+                  ("source", "source"))),
+        _listing("Hotlists", report["hotlists"],
+                 (("time", "time"), ("event", "event"), ("list_id", "list"), ("version", "version"),
+                  ("reason", "reason"))),
+    ]
+    return sections
+
+
+_MD_SPECIAL = re.compile(r"([\\|`*\[\]<>])")
+
+
+def _md(text: str) -> str:
+    """Escape what Markdown would read as markup (a destination id is the department's text)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def render_md(report: dict) -> str:
-    p = report["period"]
-    out = ["# PlateGate transparency report", "",
-           f"Period: {p['since'] or 'start of log'} to {p['until'] or 'end of log'} "
-           f"(records {p['first_record']} .. {p['last_record']}); computed from `{report['log']}` alone.", ""]
-    integ = report.get("integrity")
-    if integ is not None:
-        out += [f"Log integrity: {'verified' if integ['ok'] else 'FAILED: ' + integ['problem']}", ""]
-    r, d = report["reads"], report["decisions"]
-    out += ["## Summary", "", "| measure | count |", "|---|---:|",
-            f"| reads seen | {r['seen']} |", f"| hotlist hits | {r['hits']} |",
-            f"| sharing decisions | {d['total']} |", f"| shares allowed | {d['allowed']} |",
-            f"| shares denied | {d['denied']} |", f"| re-checks after policy changes | {d['rechecks']} |",
-            f"| reads deleted by retention | {report['deletions']['reads_deleted']} |",
-            f"| policy changes | {len(report['policy_changes'])} |",
-            f"| config changes | {report['config_changes']} |", "", "## Shares", ""]
-    out += _md_table("By destination", report["shares"]["by_destination"], "destination")
-    out += _md_table("By destination class", report["shares"]["by_class"], "class")
-    out += _md_table("By purpose", report["shares"]["by_purpose"], "purpose")
-    out += ["## Denials", ""]
-    out += _md_table("By prohibition", report["denials"]["by_prohibition"], "prohibition")
-    out += _md_table("By rule", report["denials"]["by_rule"], "rule")
-    out += _md_table("By destination", report["denials"]["by_destination"], "destination")
-    out += ["## Deliveries", ""]
-    for key in ("sent", "refused", "purged", "evicted"):
-        out += _md_table(key.capitalize(), report["deliveries"][key], "destination")
-    out += ["## Policy changes", ""]
-    if report["policy_changes"]:
-        out += ["| time | event | version | reason | source |", "|---|---|---:|---|---|"]
-        out += [f"| {c['time']} | {c['event']} | {c['version'] if c['version'] is not None else ''} | "
-                f"{c['reason'] or ''} | {c['source'] or ''} |" for c in report["policy_changes"]]
-    else:
-        out += ["None."]
-    out += ["", "## Hotlists", ""]
-    if report["hotlists"]:
-        out += ["| time | event | list | version | reason |", "|---|---|---|---:|---|"]
-        out += [f"| {h['time']} | {h['event']} | {h['list_id'] or ''} | "
-                f"{h['version'] if h['version'] is not None else ''} | {h['reason'] or ''} |"
-                for h in report["hotlists"]]
-    else:
-        out += ["None."]
-    return "\n".join(out) + "\n"
+    out: list[str] = []
+    for section in document(report):
+        out += ["#" * section.level + " " + _md(section.title), ""]
+        for paragraph in section.paragraphs:
+            out += [_md(paragraph), ""]
+        table = section.table
+        if table is not None and not table.rows:
+            out += ["None.", ""]
+        elif table is not None:
+            out.append("| " + " | ".join(_md(h) for h in table.headers) + " |")
+            out.append("|" + "|".join("---" for _ in table.headers) + "|")
+            out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in table.rows]
+            out.append("")
+    return "\n".join(out)
 
 
 def render_svg(report: dict) -> str:
@@ -238,50 +341,25 @@ def render_svg(report: dict) -> str:
     return "\n".join(parts)
 
 
-def _html_table(title: str, counts: dict[str, int], label: str) -> str:
-    if not counts:
-        return f"<h3>{html.escape(title)}</h3><p>None.</p>"
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td class=n>{v}</td></tr>" for k, v in counts.items())
-    return (f"<h3>{html.escape(title)}</h3><table><tr><th>{html.escape(label)}</th><th>count</th></tr>"
-            f"{rows}</table>")
-
-
 def render_html(report: dict) -> str:
-    p, r, d = report["period"], report["reads"], report["decisions"]
-    integ = report.get("integrity")
-    summary = {"reads seen": r["seen"], "hotlist hits": r["hits"], "sharing decisions": d["total"],
-               "shares allowed": d["allowed"], "shares denied": d["denied"],
-               "re-checks after policy changes": d["rechecks"],
-               "reads deleted by retention": report["deletions"]["reads_deleted"],
-               "policy changes": len(report["policy_changes"]), "config changes": report["config_changes"]}
-    changes = "".join(
-        f"<tr><td>{html.escape(str(c['time']))}</td><td>{html.escape(c['event'])}</td>"
-        f"<td>{html.escape(str(c['version'] if c['version'] is not None else ''))}</td>"
-        f"<td>{html.escape(str(c['reason'] or ''))}</td><td>{html.escape(str(c['source'] or ''))}</td></tr>"
-        for c in report["policy_changes"])
+    e = html.escape
     body = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>PlateGate transparency report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
-        "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 8px}td.n{text-align:right}</style></head><body>",
-        "<h1>PlateGate transparency report</h1>",
-        f"<p>Period: {html.escape(str(p['since'] or 'start of log'))} to {html.escape(str(p['until'] or 'end of log'))}"
-        f"; computed from <code>{html.escape(report['log'])}</code> alone.</p>",
+        "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>",
     ]
-    if integ is not None:
-        body.append(f"<p>Log integrity: <strong>{'verified' if integ['ok'] else 'FAILED'}</strong> "
-                    f"{html.escape(integ['problem'])}</p>")
-    body += [_html_table("Summary", summary, "measure"), "<h2>Shares and denials per destination</h2>",
-             render_svg(report), "<h2>Shares</h2>",
-             _html_table("By destination", report["shares"]["by_destination"], "destination"),
-             _html_table("By destination class", report["shares"]["by_class"], "class"),
-             _html_table("By purpose", report["shares"]["by_purpose"], "purpose"), "<h2>Denials</h2>",
-             _html_table("By prohibition", report["denials"]["by_prohibition"], "prohibition"),
-             _html_table("By rule", report["denials"]["by_rule"], "rule"), "<h2>Deliveries</h2>"]
-    body += [_html_table(k.capitalize(), report["deliveries"][k], "destination")
-             for k in ("sent", "refused", "purged", "evicted")]
-    body.append("<h2>Policy changes</h2>")
-    body.append(f"<table><tr><th>time</th><th>event</th><th>version</th><th>reason</th><th>source</th></tr>{changes}"
-                f"</table>" if changes else "<p>None.</p>")
+    for section in document(report):
+        body.append(f"<h{section.level}>{e(section.title)}</h{section.level}>")
+        body += [f"<p>{e(paragraph)}</p>" for paragraph in section.paragraphs]
+        if section.chart:
+            body.append(render_svg(report))
+        table = section.table
+        if table is not None and not table.rows:
+            body.append("<p>None.</p>")
+        elif table is not None:
+            head = "".join(f"<th>{e(h)}</th>" for h in table.headers)
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
     body.append("</body></html>")
     return "\n".join(body) + "\n"
 

@@ -86,6 +86,16 @@ class SceneRecognizer:
                 return []
         self._last_run = now
         self.frames_recognized += 1
+        hits = self.recognize_in_roi(image)
+        self._plates_in_view = bool(hits)
+        return hits
+
+    def recognize_in_roi(self, image: np.ndarray) -> list[Any]:
+        """The plates inside the region of interest, with no motion gate and no gate state touched.
+
+        The console's camera test calls this from its own thread while the recognize stage runs:
+        sharing the stateful gate would skew both (a test frame would count as the stage's last).
+        """
         height, width = image.shape[:2]
         (x0, y0, x1, y1), _, _ = self.roi.geometry(width, height)
         view = image[y0:y1, x0:x1] if self.roi else image
@@ -97,7 +107,6 @@ class SceneRecognizer:
             box = (x + x0, y + y0, w, h)
             if self.roi.contains(box, width, height):
                 hits.append(_moved(hit, box))
-        self._plates_in_view = bool(hits)
         return hits
 
 

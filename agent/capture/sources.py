@@ -76,16 +76,18 @@ def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
     check's own look at the machine.)"""
     if source.kind == "video_file" and source.path is not None:
         if not source.path.exists():
-            return [("source.path", f"{source.path} does not exist")]
+            return [("source.path", f"video file {source.path} does not exist")]
         if not source.path.is_file():
-            return [("source.path", f"{source.path} is not a file (kind 'video_file')")]
+            return [("source.path", f"{source.path} is not a file (video file expected)")]
         if not os.access(source.path, os.R_OK):
-            return [("source.path", f"{source.path} is not readable")]
+            return [("source.path", f"video file {source.path} cannot be read")]
     if source.kind == "image_folder" and source.path is not None:
         if not source.path.exists():
-            return [("source.path", f"{source.path} does not exist")]
+            return [("source.path", f"image folder {source.path} does not exist")]
         if not source.path.is_dir():
-            return [("source.path", f"{source.path} is not a folder (kind 'image_folder')")]
+            return [("source.path", f"{source.path} is not a folder (image folder expected)")]
+        if not os.access(source.path, os.R_OK | os.X_OK):
+            return [("source.path", f"image folder {source.path} cannot be read")]
     if source.kind == "v4l2" and source.device and source.device.startswith("/") \
             and not Path(source.device).exists():
         return [("source.device", f"{source.device} does not exist (camera unplugged or another name?)")]

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from agent.capture.sources import source_problems
-from agent.config.loader import ConfigError, Problem, load_config
+from agent.config.files import load_usable_config
+from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted, reference_markdown
 
 
@@ -16,9 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Validate a device config (TOML), show it with secrets "
                                                "redacted, or print the reference of every key.")
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = sub.add_parser("check", help="validate FILE; print every problem; exit 0 if valid, 2 if not",
-                           description="Validate a device config and print every problem with its key "
-                                       "path. Exit code 0 if valid, 2 if not (usable as ExecStartPre=).")
+    check = sub.add_parser("check", help="validate FILE and the files it names; exit 0 if valid, 2 if not",
+                           description="Validate a device config and every file and folder it names (they "
+                                       "exist and can be read, the state dir can be written, the models "
+                                       "match their manifest); print every problem with its key path and "
+                                       "file. Exit code 0 if usable, 2 if not (usable as ExecStartPre=).")
     check.add_argument("file", type=Path, help="the TOML config to check")
     check.set_defaults(func=_check)
     show = sub.add_parser("show", help="print the effective config as JSON, secrets redacted",
@@ -34,10 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
-        on_disk = [Problem(key, reason) for key, reason in source_problems(config.source)]
-        if on_disk:
-            raise ConfigError(str(args.file), on_disk)
+        load_usable_config(args.file)
     except ConfigError as exc:
         print(f"{exc.source}: INVALID, {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:

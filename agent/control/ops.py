@@ -256,7 +256,7 @@ class AgentOps:
             focus.append(focus_score(frame.image))
             light.append(brightness(frame.image))
             looked += 1
-            for hit in recognizer.recognize(frame.image):
+            for hit in recognizer.recognize_in_roi(frame.image):
                 if not is_confident(hit, cut):
                     continue
                 seen = plates.setdefault(hit.text, {"text": hit.text, "confidence": 0.0, "frames": 0})

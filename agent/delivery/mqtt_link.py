@@ -32,6 +32,7 @@ from paho.mqtt.properties import Properties
 
 from agent.delivery.gate import Sendable
 from agent.delivery.paho_adapter import PinnedClient, mqtt_string, publish_properties
+from agent.delivery.paho_log import paho_logger
 from agent.policy.decision import (Transport, is_loopback_host,  # validate_topic: status.py too
                                    validate_topic)
 
@@ -249,7 +250,7 @@ class MqttLink:
         client.buffered_io = True
         client.fast_ack = self._on_fast_ack
         client.on_socket = pin_checker(self.transport.server_key_sha256)
-        client.enable_logger(logging.getLogger("paho.mqtt.client"))
+        client.enable_logger(paho_logger())
         # The sender bounds what is in flight itself (its window); paho's own limit would make
         # it walk every queued message on each PUBACK.
         client.max_inflight_messages_set(0)

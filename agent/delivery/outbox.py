@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from agent import events
 from agent.audit.log import AuditError, JSONFragment
 from agent.audit.records import records_after
+from agent.delivery.diskfull import DiskCondition
 from agent.delivery.records import Delivery, decode_read, encode_read
 from agent.policy.decision import (HotlistMatcher, Policy, ReadDecision, Retention, decide_read,
                                    valid_policy)
@@ -143,6 +144,7 @@ class Outbox:
         self.fallback_retention = fallback_retention
         self._lock = threading.RLock()
         self._full = False
+        self.disk = DiskCondition(self.path.parent)   # full-disk episodes: one WARNING each way
         self.refused_total = 0
         self.evicted_total = 0
         self.write_errors = 0
@@ -353,6 +355,7 @@ class Outbox:
                 # Disk full, I/O error, or the audit log could not be made durable: nothing
                 # of this transaction is acknowledged.
                 self.write_errors += 1
+                self.disk.failed(exc, what)
                 raise OutboxError(f"outbox write failed ({what}) in {self.path}: {exc}") from exc
             raise
         finally:
@@ -361,6 +364,8 @@ class Outbox:
         if settled:
             with self._pending_lock:
                 self._sent_seqs.difference_update(d.seq for d in settled)
+        if what == "accept":   # new data stored: space is back (a delete can succeed on a full disk)
+            self.disk.recovered(what)
         self._notify()
 
     def _measure_safely(self) -> int:
@@ -427,13 +432,14 @@ class Outbox:
                     " transport_digest, purpose, payload, created_at, size)"
                     " VALUES (?,?,?,?,?,?,?,?,?)", delivery_rows)
 
+            disk_was_full = self.disk.active   # its end is logged by the disk condition
             try:
                 self._write(work, "accept")
                 if self._journaled:
                     (self._journaled,) = self._conn.execute(
                         "SELECT COUNT(*) FROM journal").fetchone()
             except OutboxError as exc:
-                self._raise_alarm(f"write failed: {exc}", now)
+                self._raise_alarm(f"write failed: {exc}", now, logged=True)  # by self.disk
                 ids = [r.read_id for r in reads]
                 for read_id in ids:
                     self.audit.record("outbox.refused", read_id=read_id, reason="write_failed")
@@ -451,8 +457,9 @@ class Outbox:
                                  hits_refused=False)
             if self._full and self._bytes < self.max_bytes * FULL_CLEAR_RATIO:
                 self._full = False
-                log.warning("outbox below cap again path=%s bytes=%d max_bytes=%d",
-                            self.path, self._bytes, self.max_bytes)
+                if not disk_was_full:
+                    log.warning("outbox below cap again path=%s bytes=%d max_bytes=%d",
+                                self.path, self._bytes, self.max_bytes)
 
     @staticmethod
     def _existing(conn: sqlite3.Connection, read_ids: list[str]) -> set[str]:
@@ -467,14 +474,19 @@ class Outbox:
     def _flush_quietly(self) -> None:
         try:
             self.audit.flush()
-        except Exception:  # the audit log reports its own failures
-            log.exception("audit flush failed after an outbox write error")
+        except Exception as exc:  # the audit log reports its own failures
+            if self.disk.active:
+                log.debug("audit flush failed on a failing disk: %s", exc)
+            else:
+                log.exception("audit flush failed after an outbox write error")
 
-    def _raise_alarm(self, why: str, now: float) -> None:
+    def _raise_alarm(self, why: str, now: float, logged: bool = False) -> None:
+        """Audit (and log, unless the disk condition already did) the start of an episode."""
         if not self._full:
             self._full = True
-            log.error("ALARM outbox full path=%s bytes=%d max_bytes=%d why=%s",
-                      self.path, self._bytes, self.max_bytes, why)
+            if not logged:
+                log.error("ALARM outbox full path=%s bytes=%d max_bytes=%d why=%s",
+                          self.path, self._bytes, self.max_bytes, why)
             self.audit.record("outbox.full", bytes=self._bytes, max_bytes=self.max_bytes,
                               reason=why)
             self._flush_quietly()
@@ -738,7 +750,8 @@ class Outbox:
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            log.warning("wal checkpoint failed path=%s error=%s", self.path, exc)
+            log.log(logging.DEBUG if self.disk.active else logging.WARNING,
+                    "wal checkpoint failed path=%s error=%s", self.path, exc)
 
     def _on_policy_change(self, policy: Policy | None) -> None:
         """Subscribed to the policy store: re-check the backlog against the new policy at once."""

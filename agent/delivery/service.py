@@ -317,9 +317,12 @@ class _Sender:
             self._acked = []
         try:
             outbox.settle_sent(force=force)
-        except OutboxError:
+        except OutboxError as exc:
             # Still queued on disk: they will be sent again (receivers drop duplicates).
-            log.exception("cannot delete sent deliveries dest=%s", self.destination_id)
+            if outbox.disk.active:   # the outbox's disk condition has said so, once
+                log.debug("cannot delete sent deliveries dest=%s error=%s", self.destination_id, exc)
+            else:
+                log.exception("cannot delete sent deliveries dest=%s", self.destination_id)
 
     def _drop_link(self, clean: bool = False) -> None:
         self._flush_acked(force=True)
@@ -388,8 +391,11 @@ class DeliveryService:
         while not self.stopped:
             try:
                 self.outbox.purge_expired(time.time())
-            except Exception:  # keep trying; the outbox logs what failed
-                log.exception("retention purge failed")
+            except Exception as exc:  # keep trying; the outbox logs what failed
+                if self.outbox.disk.active:   # the outbox's disk condition has said so, once
+                    log.debug("retention purge failed error=%s", exc)
+                else:
+                    log.exception("retention purge failed")
             self._halt.wait(self.purge_interval_s)
 
     def _on_policy(self, policy: Policy | None) -> None:

@@ -2,9 +2,11 @@
 
 `<prefix>/<unit_id>/status` is retained: "online" once connected, "offline" as the last
 will (the broker publishes it if the unit vanishes: power cut, crash, link gone past
-keepalive), "stopped" on a clean shutdown. `<prefix>/<unit_id>/heartbeat` carries a JSON
-snapshot every `interval_s`: whatever `stats_fn()` returns (fps, dropped frames, queue
-depths, oldest queued age, policy and model versions ...) plus uptime and disk use.
+keepalive) and again on a clean shutdown: the availability convention Home Assistant and
+Frigate users expect, so only two values exist. `<prefix>/<unit_id>/heartbeat` carries a
+JSON snapshot every `interval_s`: whatever `stats_fn()` returns (fps, dropped frames, queue
+depths, oldest queued age, policy and model versions ...) plus uptime, disk use and `state`
+("running"; a last heartbeat with "stopped" on a clean shutdown tells it from a crash).
 
 The status broker is checked like a destination's (CA and key pin before CONNECT, and the
 pin again on the live socket after CONNACK, before "online" is published); paho's
@@ -30,6 +32,7 @@ from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, Identit
                                       make_ssl_context, parse_broker_url, pin_checker,
                                       validate_topic, verify_peer_pin)
 from agent.delivery.paho_adapter import PinnedClient
+from agent.delivery.paho_log import paho_logger
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class StatusPublisher:
                   "protocol": self.protocol}
         client = PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
         client.on_socket = self._check_socket
-        client.enable_logger(logging.getLogger("paho.mqtt.client"))
+        client.enable_logger(paho_logger())
         client.reconnect_delay_set(1, 60)
         if creds.username:
             client.username_pw_set(creds.username, creds.password)
@@ -141,8 +144,8 @@ class StatusPublisher:
         self._thread = threading.Thread(target=self._beat, name="status-heartbeat", daemon=True)
         self._thread.start()
 
-    def snapshot(self) -> dict:
-        """The heartbeat body: stats_fn() plus uptime and disk use (never raises)."""
+    def snapshot(self, state: str = "running") -> dict:
+        """The heartbeat body: stats_fn() plus state, uptime and disk use (never raises)."""
         try:
             body = dict(self.stats_fn())
         except Exception as exc:  # a broken stats source must not stop the heartbeat
@@ -150,6 +153,7 @@ class StatusPublisher:
             body = {"stats_error": type(exc).__name__}
         body["schema"] = STATUS_SCHEMA
         body["unit_id"] = self.unit_id
+        body["state"] = state
         body["time"] = round(time.time(), 3)
         body["uptime_s"] = round(time.monotonic() - self._started_at, 1)
         try:
@@ -172,25 +176,30 @@ class StatusPublisher:
                 next_at = time.monotonic() + self.interval_s
             self._halt.wait(min(0.5, self.interval_s))
 
-    def publish_heartbeat(self) -> None:
-        payload = json.dumps(self.snapshot(), default=str, separators=(",", ":")).encode()
+    def publish_heartbeat(self, state: str = "running") -> mqtt.MQTTMessageInfo:
+        payload = json.dumps(self.snapshot(state), default=str, separators=(",", ":")).encode()
         props = None
         if self.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = max(1, int(self.interval_s * 3))
-        self.client.publish(self.heartbeat_topic, payload, qos=1, retain=False, properties=props)
+        info = self.client.publish(self.heartbeat_topic, payload, qos=1, retain=False, properties=props)
         self.heartbeats += 1
+        return info
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish retained "stopped", disconnect cleanly (so the will is not sent)."""
+        """A last heartbeat with state "stopped", retained "offline", then a clean DISCONNECT
+        (so the broker does not send the will as well)."""
         self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout)    # no running heartbeat after the stopped one
         if self._connected.is_set():
-            info = self.client.publish(self.status_topic, b"stopped", qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            sent = [self.publish_heartbeat("stopped"),
+                    self.client.publish(self.status_topic, b"offline", qos=1, retain=True)]
             try:
-                info.wait_for_publish(timeout)
+                for info in sent:
+                    info.wait_for_publish(max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
-                log.warning("status 'stopped' not confirmed broker=%s", self.broker.url)
+                log.warning("status 'offline' not confirmed broker=%s", self.broker.url)
         self.client.disconnect()
         self.client.loop_stop()
-        if self._thread is not None:
-            self._thread.join(timeout)

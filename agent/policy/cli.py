@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     verify = sub.add_parser("verify", help="verify a bundle as a unit would (exit 2 if refused)")
     verify.add_argument("bundle", type=Path, help="signed bundle file")
-    verify.add_argument("--trusted", required=True, type=Path, nargs="+",
-                        help="trusted department public key(s) (PEM)")
+    verify.add_argument("--trusted", required=True, type=Path, action="append", metavar="PUB",
+                        help="a trusted department public key (PEM); repeat for several")
     verify.add_argument("--active-version", type=int, default=None,
                         help="version already active on the unit (refuse this version or lower)")
     verify.add_argument("--now", default=None, help="check validity at this ISO 8601 time instead of now")
@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("policy", type=Path, help="policy JSON or bundle (signature not checked)")
     check.add_argument("--now", default=None, help="lint as of this ISO 8601 time instead of now")
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    check.add_argument("--trusted", type=Path, nargs="+", default=None,
-                       help="also verify a bundle's signature with these department public keys")
+    check.add_argument("--trusted", type=Path, action="append", default=None, metavar="PUB",
+                       help="also verify a bundle's signature with this department public key; "
+                            "repeat for several")
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="show, per destination, what a read would get and why")
@@ -71,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                  "seen_at, camera_id, optional latitude, longitude, hits")
     explain.add_argument("--now", default=None, help="decide at this ISO 8601 time (default: read's seen_at + 1s)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    explain.add_argument("--trusted", type=Path, nargs="+", default=None,
-                         help="verify the bundle's signature with these department public keys first")
+    explain.add_argument("--trusted", type=Path, action="append", default=None, metavar="PUB",
+                         help="verify the bundle's signature with this department public key first; "
+                              "repeat for several")
     explain.set_defaults(func=cmd_explain)
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.config.files import load_usable_config
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
@@ -27,8 +28,9 @@ from agent.runtime.watchdog import HealthNotifier
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
+EXIT_CONFIG = 78         # EX_CONFIG: the config can never work (RestartPreventExitStatus=78)
 EXIT_FATAL = 70          # a stage kept crashing: let systemd restart the process
+EXIT_LOST = 74           # EX_IOERR: stopped, but the disk refused reads or audit records (counts logged)
 EXIT_RESTART = 75        # the technician asked for a restart (console `restart`): systemd starts it again
 SHUTDOWN_BUDGET_S = 4.5  # SIGTERM to exit within 5 s
 SETTLE_LIMIT_S = 30.0    # exit_at_end: longest wait for queued deliveries after the source ends
@@ -84,7 +86,9 @@ class Agent:
                     log.info("source ended and reads settled; stopping")
                     break
         health.stopping()
-        self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        report = self.pipeline.shutdown(SHUTDOWN_BUDGET_S)  # logs clean=False if a stage overran
+        if code == EXIT_OK and not report.complete:
+            return EXIT_LOST   # also restarted by systemd; the stop line lists what was lost
         if code == EXIT_OK and self._restart.is_set():
             log.info("agent stopped for a restart requested at the console")
             return EXIT_RESTART
@@ -131,17 +135,23 @@ def _changed_sections(old: DeviceConfig, new: DeviceConfig) -> list[str]:
 
 def run_agent(config_path: Path, log_level: str | None = None) -> int:
     try:
-        config = load_config(config_path)
+        config = load_usable_config(config_path)
     except ConfigError as exc:
-        print(f"plategate: refusing to start: {exc}", file=sys.stderr)
+        # One line per problem, each complete on its own (the journal shows lines, not blocks).
+        for problem in exc.problems:
+            print(f"plategate: refusing to start: {exc.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(log_level or config.logging.level)
     agent = Agent(config_path, config)
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
     signal.signal(signal.SIGHUP, agent.request_reload)
+    # A file-size limit (systemd LimitFSIZE=) then fails a write with EFBIG, handled like a
+    # full disk, instead of killing the agent with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return agent.run()
     except Exception:
-        log.exception("agent failed to start config=%s", config_path)
+        log.exception("agent failed %s config=%s", "while running" if agent.pipeline else "to start",
+                      config_path)
         return EXIT_FATAL

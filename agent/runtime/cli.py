@@ -10,8 +10,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run the agent (capture, recognise, apply the policy, deliver)",
         description="Run the agent until SIGTERM/SIGINT. SIGHUP re-reads the config and re-installs the "
                     "policy and hotlists; an invalid config is refused and the running one kept. Exit codes: "
-                    "0 clean stop, 2 invalid config, 70 a stage kept crashing (systemd restarts the unit), 75 a "
-                    "restart asked for at the technician's console (systemd starts it again).")
+                    "0 clean stop, 2 usage, 70 a stage kept crashing (systemd restarts the unit), 74 stopped "
+                    "but the disk refused reads or audit records (counted in the last log line), 78 the "
+                    "config can never work: invalid, or names a missing or unreadable file (systemd: "
+                    "RestartPreventExitStatus=78), 75 a restart asked for at the technician's console (systemd "
+                    "starts it again).")
     parser.add_argument("--config", type=Path, required=True, help="device config (TOML)")
     parser.set_defaults(func=_run)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import events
-from agent.audit.log import AuditLog
+from agent.audit.log import AuditError, AuditLog
 from agent.capture.gate import MotionGate, SceneRecognizer
 from agent.capture.scene import RegionOfInterest
 from agent.capture.sources import open_source
@@ -51,6 +51,22 @@ log = logging.getLogger(__name__)
 # seconds of a busy road each; the frame queue before them drops instead (source.frame_queue).
 SIGHTINGS_QUEUE = 256
 READS_QUEUE = 1024
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What a stop left behind (see Pipeline.shutdown)."""
+
+    clean: bool                 # every stage stopped within the budget
+    queued: int                 # deliveries queued in the outbox: durable, sent after a restart
+    unstored_reads: int         # reads only in memory (the disk refused them): lost
+    unstored_hits: int
+    audit_unwritten: int        # audit records the disk refused: lost
+
+    @property
+    def complete(self) -> bool:
+        """Nothing was lost: every read and audit record made it to disk."""
+        return not (self.unstored_reads or self.audit_unwritten)
 
 
 @dataclass
@@ -105,8 +121,13 @@ class Pipeline:
     def outbox_depths(self) -> dict[str, int]:
         return self.outbox.depths()
 
-    def shutdown(self, timeout: float = 4.5) -> bool:
-        """Stop in order within `timeout`: capture, recognition, tracking, accept, delivery, status."""
+    def shutdown(self, timeout: float = 4.5) -> StopReport:
+        """Stop in order within `timeout`: capture, recognition, tracking, accept, delivery, status.
+
+        Returns what was left: reads queued on disk for delivery (kept; sent after a restart)
+        and, when the disk was full, reads and audit records only held in memory (lost with
+        the process). Each is said in the "pipeline stopped" line.
+        """
         deadline = time.monotonic() + timeout
         self.stop.set()
         stop_control_server(self.control)
@@ -119,14 +140,27 @@ class Pipeline:
         if self.status is not None:
             self.status.stop(timeout=max(0.1, deadline - time.monotonic()))
         self.final_stats = self.stats()
-        self.outbox.close()
-        self.audit.close()
+        unstored, unstored_hits = self.accept.unstored()
+        try:
+            self.outbox.close()
+        except Exception as exc:  # the outbox is closed as far as it can be; say so, keep stopping
+            log.warning("outbox not closed cleanly path=%s error=%s", self.outbox.path, exc)
+        try:
+            self.audit.close()
+        except AuditError as exc:
+            log.debug("audit log not closed: %s", exc)
+        report = StopReport(clean=clean, queued=sum(self.final_stats["queue_depth"].values()),
+                            unstored_reads=unstored, unstored_hits=unstored_hits,
+                            audit_unwritten=self.audit.unwritten)
         stats = self.final_stats
-        log.info("pipeline stopped clean=%s frames_read=%d frames_dropped=%d frames_corrupt=%d reads_accepted=%d "
-                 "reads_refused_full=%d restarts=%s", clean, stats["frames_read"], stats["frames_dropped"],
-                 stats["frames_corrupt"], stats["reads_accepted"], stats["reads_refused_full"],
-                 stats["stage_restarts"])
-        return clean
+        log.log(logging.INFO if report.complete else logging.WARNING,
+                "pipeline stopped clean=%s frames_read=%d frames_dropped=%d frames_corrupt=%d reads_accepted=%d "
+                "reads_refused_full=%d restarts=%s pending: queued_for_delivery=%d (kept on disk) "
+                "unstored_reads=%d unstored_hits=%d audit_records_unwritten=%d (in memory only: lost on exit)",
+                clean, stats["frames_read"], stats["frames_dropped"], stats["frames_corrupt"],
+                stats["reads_accepted"], stats["reads_refused_full"], stats["stage_restarts"],
+                report.queued, report.unstored_reads, report.unstored_hits, report.audit_unwritten)
+        return report
 
     def stats(self) -> dict[str, Any]:
         if self.final_stats is not None:
@@ -151,6 +185,7 @@ class Pipeline:
             "policy_version": policy.version if policy else None,
             "queue_depth": self.outbox_depths(),
             "disk_free_mb": disk.free // 2**20,
+            "disk_full": self.outbox.disk.stats(),
             "delivery": self.delivery.stats(),
         }
 

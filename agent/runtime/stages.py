@@ -241,9 +241,19 @@ class AcceptStage(Stage):
         self.accepted = 0
         self.refused_full = 0
         self._pending: list[ReadEvent] = []
+        self._gave_up = False   # stopping while the disk refuses the pending hits
 
     def idle(self) -> bool:
         return not self._pending and self.reads.empty()
+
+    def should_finish(self) -> bool:
+        return self._gave_up or super().should_finish()
+
+    def unstored(self) -> tuple[int, int]:
+        """(reads, hits among them) this stage still holds in memory, never stored: what a
+        stop on a full disk loses (the pipeline reports it)."""
+        reads = list(self._pending) + list(self.reads.queue)
+        return len(reads), sum(1 for read in reads if read.is_hit)
 
     def step(self) -> None:
         if not self._pending:
@@ -275,20 +285,26 @@ class AcceptStage(Stage):
         `exc.refused` (hits are never refused there). When the disk itself failed nothing was
         committed: non-hits are given up (counted, alarmed) and the hits stay pending here
         and are offered again after a pause, until the disk recovers.
+
+        Logged at DEBUG only: the outbox reports the start of a full episode once (and, for
+        a full disk, its end), and the counts go to the heartbeat, so a unit whose disk stays
+        full does not write lines per read. On a stop request the pending hits are given
+        up (the pipeline reports them as unstored) instead of blocking the shutdown.
         """
         refused = set(exc.refused)
         if not exc.hits_refused:
             self.refused_full += len(refused)
             self.accepted += len(batch) - len(refused)
             self._pending = []
-            log.error("reads refused outbox full count=%d reason=%s", len(refused), exc)
+            log.debug("reads refused outbox full count=%d reason=%s", len(refused), exc)
             return
         hits = [read for read in batch if read.read_id in exc.hit_ids]
         self.refused_full += len(batch) - len(hits)
         self._pending = hits
-        log.critical("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
-                     len(hits), len(batch) - len(hits), exc)
-        self.stop_requested.wait(1.0)
+        log.debug("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
+                  len(hits), len(batch) - len(hits), exc)
+        if self.stop_requested.wait(1.0):
+            self._gave_up = True
 
 
 def frame_sightings(frame: Frame, recognizer: PlateRecognizer, accept_hit: Callable[[Any], bool],

@@ -8,12 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+from agent.config.args import schema_option
+from agent.config.schema import RecognizerConfig
 from agent.resources import bundled_models_dir
 from agent.vision.evaluate import DatasetError, evaluate, read_image
 from agent.vision.models import ModelError
-from agent.vision.recognizer import NoDetectorError, Recognizer
+from agent.vision.recognizer import NoDetectorError, Recognizer, is_confident
 
 DEFAULT_MODELS = bundled_models_dir()
+AGENT_CUT = RecognizerConfig()  # the cut a unit with the default config applies (is_confident)
+REGION = schema_option(RecognizerConfig, "region")
+THREADS = schema_option(RecognizerConfig, "threads")
+BELOW_CUT = "below the agent's cut"
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
@@ -24,20 +30,29 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=None,
                         help="folder with manifest.json and the ONNX models "
                              f"(default: $PLATEGATE_MODELS or {DEFAULT_MODELS})")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="onnxruntime threads per model (default 1, as on the camera)")
+    parser.add_argument("--threads", type=THREADS, default=1,
+                        help="onnxruntime threads per model, 1-16 as recognizer.threads (default 1, "
+                             "as on the camera)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def register(subparsers) -> None:
-    rec = subparsers.add_parser("recognize", help="find and read the plates in images",
-                                description="One-shot plate recognition on image files.")
+    rec = subparsers.add_parser(
+        "recognize", help="find and read the plates in images",
+        description="One-shot plate recognition on image files. By default only the reads a unit would "
+                    "keep are shown: those that pass the agent's cut (recognizer.min_confidence and the "
+                    "stricter cut for text of no plate format, at their default values); --all also "
+                    "shows the others, marked. In --json every plate carries \"accepted\" (true if it "
+                    "passes the cut).")
     rec.add_argument("images", nargs="+", metavar="IMAGE", help="image files to read")
     rec.add_argument("--crop", action="store_true",
                      help="the images are already plate crops: skip detection and read each")
-    rec.add_argument("--region", default=None,
-                     help="region hint for the plate formats (US, BR, EU, GB, AR, US-XX for a US "
-                          "state)")
+    rec.add_argument("--region", default=None, type=REGION,
+                     help="region hint for the plate formats, as recognizer.region (US, BR, EU, GB, "
+                          "AR, US-XX for a US state)")
+    rec.add_argument("--all", action="store_true", dest="show_all",
+                     help="also show the reads the agent would throw away (below its cut), marked "
+                          "'below the agent's cut' (JSON: \"accepted\": false)")
     _add_common(rec)
     rec.set_defaults(func=cmd_recognize)
 
@@ -45,7 +60,7 @@ def register(subparsers) -> None:
                                description="Accuracy and speed on a crops set (groundtruth.csv)"
                                            " or a scenes set (image + .txt per image).")
     ev.add_argument("dataset", metavar="DATASET", help="the labelled folder")
-    ev.add_argument("--region", default=None,
+    ev.add_argument("--region", default=None, type=REGION,
                     help="region hint for the plate formats, as a unit's recognizer.region sets "
                          "it (US, BR, EU, GB, AR, US-XX for a US state); default: each crop's "
                          "region column (a state code in a set of several US states names that "
@@ -80,13 +95,17 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.images:
         out: dict = {"image": name}
+        hidden = 0
         try:
             image = read_image(Path(name))
             t0 = time.perf_counter()
             hits = ([recognizer.read_crop(image, args.region)] if args.crop
                     else recognizer.recognize(image, args.region))
             out["ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
-            out["plates"] = [h.to_json() for h in hits]
+            plates = [dict(h.to_json(), accepted=is_confident(h, AGENT_CUT)) for h in hits]
+            out["plates"] = plates if args.show_all else [p for p in plates if p["accepted"]]
+            hidden = len(plates) - len(out["plates"])
+            out["hidden_below_cut"] = hidden
         except (ValueError, NoDetectorError) as exc:
             failed += 1
             out.update({"ms": None, "plates": [], "error": str(exc)})
@@ -94,16 +113,22 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(out), flush=True)
         elif "error" not in out:
-            plates = ", ".join(f"{p['text']} ({p['confidence']:.2f})" for p in out["plates"])
-            print(f"{name}: {plates or 'no plate'} [{out['ms']:.1f} ms]", flush=True)
+            print(_text_line(name, out, hidden), flush=True)
     return 1 if failed else 0
+
+
+def _text_line(name: str, out: dict, hidden: int) -> str:
+    """`IMAGE: ABC1234 (0.93), 6O (0.00, below the agent's cut) [12.3 ms]`."""
+    plates = ", ".join(f"{p['text']} ({p['confidence']:.2f}{'' if p['accepted'] else ', ' + BELOW_CUT})"
+                       for p in out["plates"])
+    note = f" ({hidden} {BELOW_CUT}; --all shows them)" if hidden else ""
+    return f"{name}: {plates or 'no plate'}{note} [{out['ms']:.1f} ms]"
 
 
 def _eval_cut(args: argparse.Namespace):
     """The recognizer section of ``--config`` (schema defaults without one), or None after
     printing why the file cannot be used."""
     from agent.config.loader import ConfigError, load_config
-    from agent.config.schema import RecognizerConfig
     if not args.config:
         return RecognizerConfig()
     try:
