@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded
-from agent.delivery.outbox import OutboxFull
+from agent.delivery.outbox import OutboxError, OutboxFull
 from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import Stage
@@ -189,14 +189,15 @@ class TrackStage(Stage):
         self.journal = journal
         self.reads_emitted = 0
         self._pending: Sighting | None = None
-        self._unsent: list[ReadEvent] = []   # emitted by the tracker, not yet journaled/queued
+        self._unsent: list[ReadEvent] = []   # emitted by the tracker, not yet queued
+        self.journal_failures = 0
 
     def idle(self) -> bool:
         return self._pending is None and not self._unsent and self.sightings.empty()
 
     def step(self) -> None:
         if self._unsent:
-            self._emit([])          # a journal write failed before: try again first
+            self._emit([])          # queued only in part before (a stop came): go on first
             return
         if self._pending is None:
             try:
@@ -212,13 +213,19 @@ class TrackStage(Stage):
         self._emit(self.tracker.flush(self.clock(), force=True))
 
     def _emit(self, reads: list[ReadEvent]) -> None:
-        """Journal the reads the tracker completed (durable), then queue them. Kept in
-        `_unsent` until both are done, so a failed journal write retries, losing nothing."""
+        """Journal the reads the tracker completed (durable), then queue them; kept in
+        `_unsent` until queued. A journal write the disk refuses (full, I/O error) does not
+        hold the reads back: they go on to the accept stage, whose own handling of a failing
+        disk (hits kept and retried, the rest refused and audited) applies to them."""
         self._unsent.extend(reads)
         if not self._unsent:
             return
         if self.journal is not None:
-            self.journal.journal(self._unsent)
+            try:
+                self.journal.journal(self._unsent)
+            except OutboxError as exc:
+                self.journal_failures += 1
+                log.debug("reads not journaled count=%d reason=%s", len(self._unsent), exc)
         while self._unsent:
             put_waiting(self.reads, self._unsent[0], self)
             self._unsent.pop(0)
