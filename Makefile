@@ -3,13 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: demo test bundle system-deps venv clean
+.PHONY: demo test test-fast bundle system-deps venv clean
 
 demo: system-deps venv
 	$(PY) tools/demo.py
 
 test: system-deps venv
 	$(PY) -m pytest
+
+# Everything that needs no broker, no subprocess and no long run (see tests/conftest.py).
+test-fast: venv
+	$(PY) -m pytest -q -m "not integration and not slow"
 
 # The offline install bundle for this machine's Python and architecture (docs/install.md).
 bundle: venv

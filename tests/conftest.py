@@ -7,14 +7,15 @@ keys, models.
 from __future__ import annotations
 
 import itertools
+import re
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.paths import MODELS
 from mqtt_broker import Collector, MosquittoBroker, TlsFiles, find_mosquitto, make_tls_files
 
 # --- MQTT brokers (tests/mqtt_broker.py) ---------------------------------------------------
@@ -120,9 +121,7 @@ def trusted(dept):
     return {key_id(dept.public_key()): dept.public_key()}
 
 
-# --- models ---------------------------------------------------------------------------------
-
-MODELS = Path(os.environ.get("PLATEGATE_MODELS") or Path(__file__).resolve().parents[1] / "models")
+# --- models (helpers/paths.py: MODELS) --------------------------------------------------------
 
 
 @pytest.fixture()
@@ -139,12 +138,12 @@ def ocr_models(tmp_path) -> Path:
     return out
 
 
-# --- delivery stack (agent/delivery/soak.py: outbox + policy rig + audit, no broker) --------------
+# --- delivery stack (tests/helpers/soak.py: outbox + policy rig + audit, no broker) --------------
 
 @pytest.fixture
 def stack(tmp_path: Path):
     """A real outbox, policy store and audit log in a temp state dir; closed at teardown."""
-    from agent.delivery.soak import build_stack
+    from helpers.soak import build_stack
     s = build_stack(tmp_path / "state")
     yield s
     s.outbox.close()
@@ -172,3 +171,64 @@ def postgres_server():
 def postgres_dsn(postgres_server) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return postgres_server.new_database()
+
+
+# --- markers: tests that start brokers or subprocesses are integration tests ------------------
+
+BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "tls_broker_factory",
+                             "collector_factory", "postgres_server", "postgres_dsn"})
+_SUBPROCESS = ("subprocess.", "Popen", "pty.", "sys.executable", "os.fork")
+
+
+def _starts_subprocess(function) -> bool:
+    """Whether a test's own source, or a module-level function it names (followed within
+    its module), starts a process."""
+    import ast
+    import inspect
+    module = inspect.getmodule(function)
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return False
+    bodies = {node.name: ast.get_source_segment(inspect.getsource(module), node) or ""
+              for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    seen: set[str] = set()
+    todo = [function.__name__]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in bodies:
+            continue
+        seen.add(name)
+        source = bodies[name]
+        if any(pattern in source for pattern in _SUBPROCESS):
+            return True
+        todo.extend(other for other in bodies if other not in seen
+                    and re.search(rf"\b{re.escape(other)}\b", source))
+    return False
+
+
+HEAVY_EXAMPLES = 100     # a property test drawing more examples than this is marked slow
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark integration every test that starts a broker (a broker fixture) or a process
+    (seen in its source), and slow every property test of more than HEAVY_EXAMPLES
+    examples, so `make test-fast` (-m "not integration and not slow") runs only what
+    needs neither; `make test` runs everything."""
+    cache: dict = {}
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:
+            continue
+        drawn = getattr(function, "_hypothesis_internal_use_settings", None)
+        if drawn is not None and drawn.max_examples > HEAVY_EXAMPLES:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("integration"):
+            continue
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+            continue
+        if function not in cache:
+            cache[function] = _starts_subprocess(function)
+        if cache[function]:
+            item.add_marker(pytest.mark.integration)

@@ -24,11 +24,11 @@ import numpy as np
 from agent.config.loader import load_config
 from agent.console.client import Client, Link
 from agent.console.port import open_port
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.runtime.agent import Agent
 from serial_line import Cable
-from test_pipeline import PLATES, ScriptedRecognizer
+from helpers.pipeline import PLATES, ScriptedRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PUB = ROOT / "firmware_config" / "policies" / "test-keys" / "department-TEST-ONLY.pub"

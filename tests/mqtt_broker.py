@@ -335,6 +335,7 @@ class Received:
     qos: int
     user_properties: tuple[tuple[str, str], ...]
     message_expiry_interval: int | None
+    properties: dict = field(default_factory=dict, compare=False)   # every MQTT 5 property
 
 
 class Collector:
@@ -381,7 +382,8 @@ class Collector:
         expiry = getattr(props, "MessageExpiryInterval", None) if props else None
         with self._cond:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                          msg.qos, user_props, expiry))
+                                          msg.qos, user_props, expiry,
+                                          props.json() if props else {}))
             self._cond.notify_all()
 
     def start(self, timeout: float = 10.0) -> "Collector":

@@ -28,7 +28,7 @@ def make_stage(tmp_path, reads):
     inbox: queue.Queue = queue.Queue()
     for read in reads:
         inbox.put(read)
-    stage = AcceptStage(threading.Event(), Finished(), inbox, outbox, None, OutboxFull)
+    stage = AcceptStage(threading.Event(), Finished(), inbox, outbox)
     return stage, outbox, audit
 
 

@@ -16,12 +16,12 @@ import pytest
 import agent
 
 from agent.config.loader import load_config
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.policy.signing import load_private_key
 from agent.runtime.agent import Agent
 from mqtt_broker import MosquittoBroker
-from test_pipeline import PLATES, ScriptedRecognizer, make_config
+from helpers.pipeline import PLATES, ScriptedRecognizer, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"
@@ -39,7 +39,12 @@ def wait_until(predicate, timeout: float = 30.0) -> bool:
 
 
 def test_sighup_reload_installs_new_policy_without_losing_queued_reads(tmp_path, collector_factory):
-    broker = MosquittoBroker(tmp_path / "broker")  # chosen port, not started yet: the destination is down
+    # The destination is down while the reads queue. Its subscriber has a persistent session
+    # made before (so the broker keeps the reads for it however soon the unit reconnects:
+    # with full-jitter backoff that can be before the subscriber is back).
+    broker = MosquittoBroker(tmp_path / "broker", persistence=True).start()
+    collector = collector_factory(broker, persistent=True)
+    broker.stop()
     key = load_private_key(KEYS / "department-TEST-ONLY.key")
     bundle = tmp_path / "policy.bundle"
     dest = destination_doc("county", broker.url, "pg/county/reads", pin=broker.pin)
@@ -61,7 +66,6 @@ trusted_keys = ["{KEYS / 'department-TEST-ONLY.pub'}"]
         assert agent.pipeline.outbox.depth("county") == len(PLATES)
 
         broker.start()
-        collector = collector_factory(broker)
         assert wait_until(lambda: len({json.loads(m.payload)["read_id"] for m in collector.snapshot()})
                           == len(PLATES), timeout=60)
         for message in collector.snapshot():

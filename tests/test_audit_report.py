@@ -250,7 +250,7 @@ def test_report_counts_what_the_outbox_writes(tmp_path) -> None:
     acknowledged read all the same."""
     import time
 
-    from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+    from helpers.soak import build_stack, destination_doc, make_read, policy_doc
     stack = build_stack(tmp_path / "unit")
     try:
         now = time.time()

@@ -116,7 +116,7 @@ def test_policy_keys_and_stored_reads_are_refused_and_audited(bench):
     tail = client.link.request("audit tail 5000")
     assert tail["ok"] and tail["events"].get("read.accepted", 0) > 0
     text = repr(tail)
-    from test_pipeline import PLATES
+    from helpers.pipeline import PLATES
     assert not any(plate in text for plate in PLATES)
 
 
@@ -196,7 +196,7 @@ def test_expired_rolled_back_bundles_refused_and_a_signed_hotlist_installed(benc
 
 
 def test_mqtt_test_checks_each_destinations_tls_identity(bench, dept, mosquitto, tls_broker_factory):
-    from agent.delivery.soak import destination_doc, policy_doc
+    from helpers.soak import destination_doc, policy_doc
     from agent.policy.bundle import sign_bundle
 
     good, impostor = tls_broker_factory(), tls_broker_factory()

@@ -15,9 +15,10 @@ import pytest
 
 from agent.audit.log import verify_log
 from agent.audit.records import expanded_records
-from agent.delivery.soak import read_ranges
+from helpers.soak import read_ranges
 
 COUNT = 4000
+TESTS = Path(__file__).resolve().parent
 
 
 def ids_in(ranges) -> set[str]:
@@ -26,11 +27,12 @@ def ids_in(ranges) -> set[str]:
 
 def soak(state: Path, broker) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.delivery.soak", "--state", str(state), "--broker",
+        [sys.executable, "-m", "helpers.soak", "--state", str(state), "--broker",
          broker.url, "--pin", broker.pin, "--count", str(COUNT), "--batch", "20", "--rate", "1500",
          "--drain-timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=TESTS,
+        env={**os.environ, "PYTHONUNBUFFERED": "1",
+             "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])})
 
 
 @pytest.mark.integration

@@ -11,8 +11,10 @@ import pytest
 
 import agent
 from agent.audit.records import expanded_records
-from agent.delivery.mqtt_link import Backoff, DestinationCredentials, validate_topic
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from agent.supervision import Backoff
+from agent.delivery.mqtt_link import DestinationCredentials, validate_topic
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.mqtt import until_sentinel
 from mqtt_broker import make_tls_files
 
 SCHEMA = json.loads((Path(agent.__file__).parent / "schemas" / "read-message.json").read_text())
@@ -89,11 +91,14 @@ def test_credentials_repr_redacts_password():
 
 
 def test_backoff_is_jittered_and_capped():
+    """Full jitter (issue 15): each delay is uniform in [0, ceiling], the ceiling doubling up
+    to the cap; the old draw, uniform(ceiling/2, ceiling), kept every delay above half."""
     import random
-    backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(1))
+    backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(1), floor=0.05)
     delays = [backoff.next_delay() for _ in range(12)]
     assert all(0.05 <= d <= 8.0 for d in delays)
-    assert delays[-1] >= 4.0 and len(set(delays)) == len(delays)
+    assert backoff.ceiling() == 8.0 and len(set(delays)) == len(delays)
+    assert any(d < 8.0 / 2 for d in delays[4:])         # below half the ceiling: full jitter
     backoff.reset()
     assert backoff.next_delay() <= 0.5
 
@@ -169,8 +174,7 @@ def test_wrong_server_key_delivers_nothing(tls_broker_factory, collector_factory
     deadline = time.monotonic() + 20
     while not audit_events(stack, "delivery.refused") and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
-    assert spy.snapshot() == []
+    assert until_sentinel(spy) == []
     refusal = audit_events(stack, "delivery.refused")[0]["fields"]
     assert refusal["reason"] == "identity" and refusal["destination"] == "state"
     assert refusal["expected_pin"] == real.server_key_sha256
@@ -219,45 +223,6 @@ def test_broker_down_then_back_loses_nothing(broker_factory, collector_factory, 
                         >= len(ids), timeout=60)
     assert dedupe(read_ids(sub.snapshot())) == ids
     assert wait_drained(stack, "city")
-
-
-def test_prepacked_publish_properties_match_paho():
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from agent.delivery.mqtt_link import PublishProperties
-    user = [("purpose", "stolen_vehicle"), ("policy_version", "3"), ("read_id", "r1")]
-    ref = Properties(PacketTypes.PUBLISH)
-    ref.PayloadFormatIndicator = 1
-    ref.MessageExpiryInterval = 3600
-    ref.ContentType = "application/json"
-    ref.UserProperty = user
-    assert PublishProperties(3600, user).pack() == ref.pack()
-    from agent.delivery.mqtt_link import _publish_properties
-    assert _publish_properties(3600, "stolen_vehicle", 3, "r1") == ref.pack()
-
-
-def test_framed_publish_matches_paho_packet():
-    """publish_qos1 frames PUBLISH itself; the bytes must be what paho would have sent."""
-    import paho.mqtt.client as mqtt
-
-    from agent.delivery.mqtt_link import _PinnedClient, _publish_properties, _utf8
-    for protocol, props in ((mqtt.MQTTv5, _publish_properties(60, "p", 1, "r1")),
-                            (mqtt.MQTTv311, b"")):
-        ours = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
-        ours.buffered_io = True
-        ours._sock = object()               # "connected": frames go to the write buffer
-        ours.begin_batch()
-        payload = b"x" * 300                # a two-byte remaining length
-        mid = ours.publish_qos1(_utf8("pg/city/reads"), payload, props)
-        theirs = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
-        theirs._sock = object()
-        theirs._packet_queue = lambda command, packet, mid, qos, info=None: \
-            setattr(theirs, "framed", bytes(packet)) or mqtt.MQTT_ERR_SUCCESS
-        theirs._send_publish(mid, b"pg/city/reads", payload, 1, False, False, None,
-                             type("P", (), {"pack": lambda self: props})() if props else None)
-        assert bytes(ours._wbuf) == theirs.framed
-        ours._sock = theirs._sock = None
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.delivery.status import BrokerSettings, StatusPublisher
+from helpers.mqtt import until_sentinel
 
 pytestmark = pytest.mark.integration
 
@@ -70,21 +71,54 @@ def test_last_will_offline_when_the_unit_dies(mosquitto, collector_factory):
         proc.kill()
 
 
-def test_status_broker_with_wrong_key_gets_nothing(tls_broker_factory, collector_factory,
-                                                   tmp_path: Path, caplog):
+def _wrong_key_publisher(tls_broker_factory, collector_factory, tmp_path: Path, unit: str):
+    """A TLS broker with a `#` subscriber, and a status publisher pinned to another key."""
     from mqtt_broker import make_tls_files
     broker = tls_broker_factory()
     sub = collector_factory(broker)
     other = make_tls_files(tmp_path / "other")
     pub = StatusPublisher(BrokerSettings(broker.url, server_key_sha256=other.server_key_sha256,
                                          ca_pem=broker.tls.ca_pem),
-                          "unit-3", "pg", dict, threading.Event(), interval_s=0.2)
+                          unit, "pg", dict, threading.Event(), interval_s=0.2)
+    return sub, pub
+
+
+def _logged(caplog, text: str, timeout: float = 15.0) -> bool:
+    """Wait for a log record containing `text` (the positive signal of a refusal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in r.getMessage() for r in caplog.records):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_status_broker_with_wrong_key_gets_nothing(tls_broker_factory, collector_factory,
+                                                   tmp_path: Path, caplog):
+    sub, pub = _wrong_key_publisher(tls_broker_factory, collector_factory, tmp_path, "unit-3")
     pub.start()
     try:
-        time.sleep(1.5)
-        assert sub.snapshot() == []
+        assert _logged(caplog, "ALERT status broker identity")
+        assert pub.identity_failures >= 1          # refused at the handshake, before CONNECT
+        assert until_sentinel(sub) == []
         assert pub.heartbeats == 0
-        assert any("ALERT status broker identity" in r.getMessage() for r in caplog.records)
+    finally:
+        pub.stop(timeout=1.0)
+
+
+def test_status_link_checks_the_pin_again_after_connack(tls_broker_factory, collector_factory,
+                                                        tmp_path: Path, caplog):
+    """The status link runs the same identity checks as a read link: should the check before
+    CONNECT not run (a paho release that stops calling the socket hook), the one on the live
+    socket after CONNACK still refuses the broker before "online" or any heartbeat."""
+    sub, pub = _wrong_key_publisher(tls_broker_factory, collector_factory, tmp_path, "unit-4")
+    pub.client.on_socket = None                  # the hook before CONNECT is gone
+    pub.start()
+    try:
+        assert _logged(caplog, "identity check failed after CONNACK")
+        assert pub.identity_failures >= 1
+        assert until_sentinel(sub) == []           # no "online", no heartbeat
+        assert pub.heartbeats == 0
     finally:
         pub.stop(timeout=1.0)
 

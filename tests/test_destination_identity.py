@@ -17,11 +17,11 @@ import pytest
 from agent.audit.records import expanded_records
 from agent.cli import main
 from agent.config.loader import load_config
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.policy.bundle import PolicyError, load_bundle, sign_bundle
 from agent.policy.signing import load_trusted_keys
 from agent.runtime.pipeline import build_pipeline
-from test_pipeline import ScriptedRecognizer, make_config
+from helpers.pipeline import ScriptedRecognizer, make_config
 
 POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
 KEYS = POLICIES / "test-keys"

@@ -6,7 +6,7 @@ import time
 
 from agent.audit.records import expanded_records
 from agent.delivery.records import encode_payload
-from agent.delivery.soak import destination_doc, make_read, policy_doc
+from helpers.soak import destination_doc, make_read, policy_doc
 from agent.policy.model import Transport
 
 BROKER = "mqtts://127.0.0.1:1"   # never contacted
@@ -151,3 +151,25 @@ def test_refusal_before_the_recheck_ran_leaves_the_row_to_it(stack):
     real_recheck(stack.rig.store.active(now), now)           # ... and now it has
     (fresh,) = stack.outbox.next_batch("city", 0, 10)
     assert set(json.loads(fresh.payload)) == {"timestamp"}
+
+
+def test_only_the_gate_makes_sendable_messages_and_links_send_nothing_else(stack):
+    """One egress by construction: a link publishes only a Sendable, which only the gate makes."""
+    import pytest
+
+    from agent.delivery.gate import Sendable
+    from agent.delivery.mqtt_link import MqttLink
+    policy, delivery = queue_one(stack)
+    transport = policy.destination("city").transport
+    message, decision, queued = stack.gate.release(delivery, time.time(), transport)
+    assert decision.allowed and queued and isinstance(message, Sendable)
+    assert message.view.topic == "t/city" and message.view.qos == 1 and not message.view.retain
+    assert json.loads(message.message)["read_id"] == delivery.read_id
+    with pytest.raises(TypeError):
+        Sendable(object(), delivery, b"{}", message.view)
+    with pytest.raises(AttributeError):
+        message.message = b"forged"
+    link = MqttLink("city", transport)
+    for forged in (b"{}", delivery, (delivery, message.view)):
+        with pytest.raises(TypeError):
+            link.publish(forged)

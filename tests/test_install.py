@@ -30,11 +30,11 @@ import cv2
 import pytest
 
 from agent.audit.records import expanded_records
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.policy.signing import key_id, load_private_key, load_public_key
 from mqtt_broker import MosquittoBroker
-from test_detector import scene_with_plate, street_scene
+from helpers.scenes import scene_with_plate, street_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"

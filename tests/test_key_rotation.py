@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.audit.records import expanded_records
 from agent.config.loader import load_config
 from agent.delivery.service import wait_until as _wait_until
-from agent.delivery.soak import destination_doc, make_read, policy_doc
+from helpers.soak import destination_doc, make_read, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.policy.errors import PolicyError
 from agent.policy.keyring import hmac_key_id
 from agent.policy.minimise import plate_hmac
 from agent.policy.signing import key_id, write_keypair
 from agent.runtime.agent import Agent
-from test_pipeline import PLATES, ScriptedRecognizer, make_config
+from helpers.pipeline import PLATES, ScriptedRecognizer, make_config
 
 pytestmark = pytest.mark.integration
 wait_until = partial(_wait_until, timeout=30.0)
@@ -162,7 +162,7 @@ def test_real_process_sighup_adds_a_trusted_key_and_refuses_a_private_one(tmp_pa
     is refused and the running keys are kept."""
     import signal
 
-    from test_agent_lifecycle import AgentProcess, write_config
+    from helpers.agent_process import AgentProcess, write_config
     old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     _, old_pub = write_keypair(tmp_path / "old", old)
     new_key, new_pub = write_keypair(tmp_path / "new", new)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from agent.delivery.service import wait_until as _wait_until
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.policy.schema import format_time
 
 pytestmark = pytest.mark.integration

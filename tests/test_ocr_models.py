@@ -9,7 +9,7 @@ import pytest
 from agent.vision.models import ModelError, file_sha256, load_manifest, open_session
 from agent.vision.ocr import PlateReader
 from agent.vision.plate_formats import CHARSET
-from conftest import MODELS
+from helpers.paths import MODELS
 
 
 def test_manifest_entry_describes_the_model():

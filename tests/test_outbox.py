@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.audit.records import expanded_records
 from agent.delivery.outbox import Outbox, OutboxFull
-from agent.delivery.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import PolicyRig, build_stack, destination_doc, make_read, policy_doc
 
 BROKER = "mqtts://127.0.0.1:1"   # never contacted: these tests run no sender
 PIN = "0" * 64                  # the pin every destination needs (never checked here)

@@ -3,6 +3,7 @@ hits are kept (by the caller, told so by OutboxFull.hits_refused) and an alarm i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ RUNNER = textwrap.dedent('''
     import json, logging, resource, signal, sys, time
     from pathlib import Path
     from agent.delivery.outbox import OutboxFull
-    from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+    from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 
     alarms = []
     class Catch(logging.Handler):
@@ -60,9 +61,11 @@ RUNNER = textwrap.dedent('''
 
 
 def test_disk_full_keeps_running_keeps_hits_and_alarms(tmp_path: Path):
+    tests = Path(__file__).resolve().parent
     proc = subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "unit")],
-                          capture_output=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, timeout=120, cwd=tests.parent,
+                          env={**os.environ,
+                               "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])})
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert result["errors"] > 0 and result["alarms"] >= 1 and result["full_during"]

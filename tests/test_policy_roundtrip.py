@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from agent.policy.bundle import load_bundle, parse_policy_json, sign_bundle
 from agent.policy.schema import policy_to_dict
 from agent.policy.signing import key_id, load_private_key
-from test_policy_properties import policies
+from helpers.policy_strategies import policies
 
 POLICIES = Path(__file__).resolve().parents[1] / "firmware_config" / "policies"
 DEPT = load_private_key(POLICIES / "test-keys" / "department-TEST-ONLY.key")

@@ -19,7 +19,7 @@ from agent.capture.probe import probe
 from agent.config.loader import load_config
 from agent.runtime.pipeline import build_pipeline
 from agent.vision.recognizer import Recognizer
-from test_pipeline import RecordingQueue
+from helpers.pipeline import RecordingQueue
 from tools.synth.make_passes import make_passes
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent.audit.records import expanded_records
 from agent.delivery.records import encode_payload
-from agent.delivery.soak import destination_doc, make_read, policy_doc
+from helpers.soak import destination_doc, make_read, policy_doc
 from agent.policy.bundle import parse_policy_json, sign_bundle
 from agent.policy.errors import PolicyError
 from agent.policy.schema import policy_to_dict

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc
 from agent.delivery.service import wait_until as drained
 from agent.receiver.store import open_store
 from receiver_kit import (ROOT, Publisher, ThreadedReceiver, check_schema, department_key, genuine,

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.delivery.records import Delivery, encode_payload
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.engine import decide
 from agent.policy.minimise import project_fields
 from agent.policy.schema import policy_from_dict

@@ -17,10 +17,10 @@ import pytest
 
 from agent.audit.records import expanded_records
 from agent.config.loader import load_config
-from agent.delivery.soak import destination_doc, policy_doc
+from helpers.soak import destination_doc, policy_doc
 from agent.policy.bundle import sign_bundle
 from agent.runtime.pipeline import build_pipeline
-from test_pipeline import ScriptedRecognizer, make_config
+from helpers.pipeline import ScriptedRecognizer, make_config
 
 KEYS = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
 DEPT_PUB = KEYS / "department-TEST-ONLY.pub"

@@ -19,7 +19,7 @@ from agent.config.loader import load_config
 from agent.runtime.agent import Agent
 from agent.runtime.watchdog import Stall, stalls, status_line
 from agent.vision.recognizer import Recognizer
-from test_agent_lifecycle import ROOT, write_config
+from helpers.agent_process import ROOT, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def test_status_line_is_one_line_with_the_figures():
 def test_a_hung_delivery_sender_is_a_stall_too(tmp_path, mosquitto, monkeypatch):
     """The senders beat like the stages: one blocked inside a step is reported, then recovers."""
     from agent.delivery import service as delivery_service
-    from agent.delivery.soak import build_stack, destination_doc, policy_doc
+    from helpers.soak import build_stack, destination_doc, policy_doc
 
     hang, release, inside = threading.Event(), threading.Event(), threading.Event()
     real_step = delivery_service._Sender._step

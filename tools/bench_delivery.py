@@ -10,6 +10,8 @@ Prints one JSON object:
   steady rate (default 200 reads/s, one read per accept call, as the tracker emits them);
 - drain: time for a backlog of N queued reads (queued while the broker was down) to drain
   once the broker is back;
+- paths: thread CPU of the accept path per read and of the egress gate per message, alone
+  (no broker);
 - rss: the process's peak resident set size;
 - thread_cpu_us_per_read (in throughput): CPU per read of the accepting thread and of the
   sender threads together, from /proc/self/task (where the CPU goes);
@@ -36,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent.delivery.soak import build_stack, destination_doc, make_read, policy_doc  # noqa: E402
+from helpers.soak import build_stack, destination_doc, make_read, policy_doc  # noqa: E402
 from mqtt_broker import MosquittoBroker  # noqa: E402
 
 
@@ -254,6 +256,31 @@ def bench_drain(workdir: Path, backlog: int, n_dests: int) -> dict:
             "drain_messages_per_s": round(backlog * n_dests / after_first, 1)}
 
 
+def bench_paths(workdir: Path, reads: int) -> dict:
+    """CPU of the two hot paths alone, no broker: accept (decide_read, audit, commit) per read
+    to 3 destinations, and the egress gate's release (decision, view, wire message) per
+    message. Thread CPU time, so other load on the machine counts less than in wall time."""
+    stack = build_stack(workdir / "paths")
+    dests = [f"p{i}" for i in range(3)]
+    policy = stack.rig.install(policy_doc(1, [destination_doc(d, "mqtts://127.0.0.1:1",
+                                                              f"bench/{d}", pin="0" * 64)
+                                              for d in dests], time.time()))
+    now = time.time()
+    start = time.thread_time()
+    for first in range(0, reads, 500):
+        stack.outbox.accept([make_read(i, now) for i in range(first, min(reads, first + 500))], now)
+    accept_s = time.thread_time() - start
+    batch = stack.outbox.next_batch(dests[0], 0, min(reads, 2000))
+    transport = policy.destination(dests[0]).transport
+    start = time.thread_time()
+    for delivery in batch:
+        stack.gate.release(delivery, now, transport)
+    gate_s = time.thread_time() - start
+    stack.close()
+    return {"reads": reads, "accept_us_per_read": round(accept_s / reads * 1e6, 1),
+            "messages": len(batch), "gate_us_per_message": round(gate_s / len(batch) * 1e6, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reads", type=int, default=20000, help="reads for the throughput run")
@@ -266,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-destinations", type=int, default=1,
                         help="destinations in the drain run")
     parser.add_argument("--skip", default="", help="comma list of runs to skip: "
-                        "raw,throughput,latency,drain")
+                        "raw,throughput,latency,drain,paths")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -283,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["latency"] = bench_latency(workdir, broker, args.rate, args.latency_seconds)
         finally:
             broker.stop()
+        if "paths" not in skip:
+            result["paths"] = bench_paths(workdir, args.reads)
         if "drain" not in skip:
             result["drain"] = bench_drain(workdir, args.backlog, args.drain_destinations)
     result["rss"] = rss_mb()

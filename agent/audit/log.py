@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.atomic import write_atomic
-from agent.audit import events
+from agent import events
 from agent.policy.signing import key_id as _key_id
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.audit import events
+from agent import events
 from agent.policy.model import Decision, Destination
 from agent.reads import ReadEvent
 
@@ -68,6 +68,35 @@ def expand(event: str, fields: dict) -> Iterator[tuple[str, dict]]:
     yield event, fields
 
 
+def records_after(path: Path, seq: int, chunk: int = 1 << 16) -> list[dict]:
+    """The records of the log at `path` whose seq is above `seq`, oldest first, read from
+    the end of the file (so a start-up check costs what the tail holds, not the whole log).
+    A torn last line (killed mid-write) is skipped."""
+    out: list[dict] = []
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        end = fh.tell()
+        rest = b""
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            data = fh.read(end - start) + rest
+            end = start
+            lines = data.split(b"\n")
+            rest = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if int(record.get("seq", 0)) <= seq:
+                    return out[::-1]
+                out.append(record)
+    return out[::-1]
+
+
 def expanded_records(path: Path, event: str | None = None) -> list[dict]:
     """Every record of the log at `path`, batched ones expanded (see `expand`), optionally one event.
 
@@ -81,35 +110,3 @@ def expanded_records(path: Path, event: str | None = None) -> list[dict]:
             if event is None or name == event:
                 out.append({**record, "event": name, "fields": fields})
     return out
-
-
-_INSTALLED_MARK = b'"event":"%s"' % events.POLICY_INSTALLED.encode()
-
-
-def highest_installed_policy(path: Path) -> tuple[int, str | None]:
-    """(version, digest) of the highest policy version the log says was installed; (0, None)
-    when the log is missing or records no install.
-
-    The policy store's second rollback floor (docs/policy.md, threat model): the log is
-    append-only and hash-chained, so removing an install record from it shows as tampering,
-    while an added one can only raise the floor (refuse more). Only lines that name the
-    event are parsed, so a long log costs one sequential read.
-    """
-    best, digest = 0, None
-    try:
-        fh = open(path, "rb")
-    except OSError:
-        return best, digest
-    with fh:
-        for line in fh:
-            if _INSTALLED_MARK not in line:
-                continue
-            try:
-                record = json.loads(line)
-                fields = record["fields"]
-                version = int(fields["version"]) if record["event"] == events.POLICY_INSTALLED else 0
-            except (ValueError, KeyError, TypeError):
-                continue
-            if version > best:
-                best, digest = version, fields.get("digest")
-    return best, digest

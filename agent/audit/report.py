@@ -39,7 +39,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.audit import events
+from agent import events
 from agent.audit.log import VerifyResult, verify_log
 from agent.audit.records import expand
 from agent.policy.signing import key_id

@@ -6,7 +6,6 @@ the agent's start-up and a SIGHUP reload all use the same function and agree.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import tomllib
@@ -20,6 +19,7 @@ from typing import Any, Callable
 from agent.atomic import write_atomic
 from agent.config.fields import constraint_of
 from agent.config.schema import STREAM_SCHEMES, DeviceConfig
+from agent.keypaths import did_you_mean, join
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,10 @@ def _build(cls: type, data: Any, path: str, problems: list[Problem], base_dir: P
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-            problems.append(Problem(_join(path, key), f"unknown key{suggestion}"))
+            problems.append(Problem(join(path, key), f"unknown key{did_you_mean(key, fields)}"))
     values: dict[str, Any] = {}
     for name, fld in fields.items():
-        key_path = _join(path, name)
+        key_path = join(path, name)
         if name not in data:
             if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
                 problems.append(Problem(key_path, "is required"))
@@ -146,10 +144,6 @@ def _kind(value: Any) -> str:
              float: "a number"}
     return f"{names.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, dict) \
         else "a table"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 # --- cross-field rules: small, named, each testable alone -------------------------------------------

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config.fields import setting
+from agent.regions import EXHAUSTIVE_REGIONS, REGIONS, STATES_WITHOUT_LETTER_O, US_STATE_CODES
 from agent.resources import bundled_models_dir
-from agent.vision.plate_formats import (EXHAUSTIVE_REGIONS, REGIONS, STATES_WITHOUT_LETTER_O,
-                                        US_STATE_CODES)
 
 PORT = dict(min=1, max=65535, reason="is not a port")
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"

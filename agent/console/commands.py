@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from agent.audit import events
+from agent import events
 from agent.console.session import Command, Reply, Session, error
 from agent.console.settings import EditError, check_key, is_secret, settable_keys
 from agent.console.transfers import DEFAULT_CHUNK, TransferError

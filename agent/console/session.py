@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from agent.audit import events
+from agent import events
 from agent.config.schema import ID_PATTERN
 from agent.console.auth import Lockout, hash_password, password_problem, verify_password
 from agent.console.context import ConsoleContext

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.audit import events
+from agent import events
 from agent.audit.records import expand
 from agent.control.snapshot import brightness, encode_snapshot, focus_score, privacy_masks
 from agent.delivery.mqtt_link import DestinationCredentials, IdentityError, LinkError, MqttLink

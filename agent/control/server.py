@@ -29,7 +29,7 @@ class ControlServer:
     def __init__(self, path: Path, handlers: dict[str, Handler]):
         self.path = Path(path)
         self.handlers = handlers
-        self._sock: socket.socket | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
@@ -46,7 +46,7 @@ class ControlServer:
             os.umask(old_umask)
         sock.listen(MAX_CLIENTS)
         sock.settimeout(0.2)  # how soon stop() is noticed: it runs inside the agent's 5 s shutdown
-        self._sock = sock
+        self._listener = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control-server", daemon=True)
         self._thread.start()
         log.info("control socket listening path=%s", self.path)
@@ -55,8 +55,8 @@ class ControlServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._sock is not None:
-            self._sock.close()
+        if self._listener is not None:
+            self._listener.close()
         try:
             self.path.unlink(missing_ok=True)
         except OSError:
@@ -65,7 +65,7 @@ class ControlServer:
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = self._listener.accept()
             except socket.timeout:
                 continue
             except OSError as exc:

@@ -1,5 +1,9 @@
 """The egress gate: the last check before a read message goes on the wire.
 
+The decision itself is agent.policy.decision.check_delivery(); the gate applies it to a
+stored delivery, audits and purges what it refuses, and is the only code that seals what
+it allows into a `Sendable`, the one type a link publishes.
+
 Everything upstream (the decision at accept time, the re-check on policy change) could
 be stale by the time a queued message is sent: the policy may have been replaced,
 revoked or expired, the read may have aged past its rule, the destination's broker or
@@ -18,14 +22,13 @@ being thrown away (fail closed, reads stay local within retention).
 """
 from __future__ import annotations
 
-import json
 import logging
+import operator
 import threading
 
-from agent.delivery.records import Delivery, transport_digest
-from agent.policy.engine import decide
-from agent.policy.minimise import payload_conforms
-from agent.policy.model import Decision, Destination, Policy, Transport
+from agent.delivery.records import Delivery
+from agent.policy.decision import (Decision, Destination, MessageView, Policy, Transport,
+                                   check_delivery, message_view, payload_problem)
 from agent.provenance.egress import ProvenanceRefused, sendable
 from agent.provenance.messages import UnitSigner
 
@@ -37,13 +40,47 @@ HOLD_RULES = frozenset({"default-deny:no-policy", "policy:not-yet-valid", "polic
 # Payload conformance results remembered (see EgressGate._conformance); a few windows' worth.
 CONFORMANCE_CACHE_SIZE = 4096
 
+_SEAL = object()      # only this module holds it: only the gate creates a Sendable
 
-_decide = decide
-_payload_conforms = payload_conforms
+
+class Sendable(tuple):
+    """A read message the egress gate let through, and the only thing a link publishes.
+
+    `message` is the wire bytes; `view` everything else observable about it (topic, QoS,
+    retain, expiry, purpose), derived from the destination's view only. Created only by
+    EgressGate (the constructor wants the gate module's private seal), so "one egress"
+    (DESIGN.md invariant 4) holds by construction: MqttLink.publish() takes nothing else.
+    Immutable: a tuple underneath (cheap to build; one is made per message sent).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, seal: object, delivery: Delivery, message: bytes,
+                view: MessageView) -> "Sendable":
+        if seal is not _SEAL:
+            raise TypeError("only the egress gate creates Sendable messages")
+        return tuple.__new__(cls, (delivery, message, view))
+
+    delivery = property(operator.itemgetter(0))
+    message = property(operator.itemgetter(1))
+    view = property(operator.itemgetter(2))
+
+    @property
+    def read_id(self) -> str:
+        return self[0].read_id
+
+
+def seal_message(delivery: Delivery, dest: Destination, decision: Decision, policy: Policy,
+                 now: float, data: bytes) -> Sendable:
+    """Seal one delivery the gate allowed into a Sendable: its wire bytes `data` (signed, and
+    sealed where the destination requires it: EgressGate.wire), and what the destination may
+    see besides."""
+    view = message_view(delivery.read, dest, decision, policy, now, delivery.policy_version)
+    return Sendable(_SEAL, delivery, data, view)
 
 
 class EgressGate:
-    """The only code that hands read messages to a publisher (see module docstring)."""
+    """The only code that turns a stored delivery into a Sendable (see module docstring)."""
 
     def __init__(self, policy_store, audit, outbox=None, signer: UnitSigner | None = None) -> None:
         self.policy_store = policy_store
@@ -65,19 +102,36 @@ class EgressGate:
 
         A refusal is audited and the delivery purged (see the module docstring).
         """
-        return self.check_for_send(delivery, now, transport)[0]
+        return self.release(delivery, now, transport)[1]
 
     def check_for_send(self, delivery: Delivery, now: float,
                        transport: Transport | None = None) -> tuple[Decision, bool]:
-        """check(), plus whether a refused delivery is still queued: held (no valid policy)
-        or, if the copy in hand is stale (fetched before a policy change re-minimised or
-        re-bound the queued row), left for the sender to fetch and check again. A sender
-        that gets (refused, True) must not send anything after it before it has (order)."""
+        """release() without the message: (decision, still queued)."""
+        return self.release(delivery, now, transport)[1:]
+
+    def release(self, delivery: Delivery, now: float, transport: Transport | None = None
+                ) -> tuple[Sendable | None, Decision, bool]:
+        """(message, decision, queued): the Sendable when `delivery` may go out now over
+        `transport`, else None and the refusal, audited, with whether the delivery is still
+        queued: held (no valid policy) or, if the copy in hand is stale (fetched before a
+        policy change re-minimised or re-bound the queued row), left for the sender to fetch
+        and check again. A sender that gets (None, _, True) must not send anything after it
+        before it has (order)."""
         policy = self.policy_store.active(now)
-        decision = self._evaluate(delivery, policy, now, transport)
+        decision = check_delivery(delivery.read, delivery.destination_id, delivery.payload,
+                                  delivery.transport_digest, policy, now, transport,
+                                  self._conformance)
+        if delivery.read.read_id != delivery.read_id:
+            decision = Decision(False, frozenset(), "integrity", "delivery and read ids differ")
         if decision.allowed:
+            dest = policy.destination(delivery.destination_id)
+            data = self.wire(delivery, dest)
+            if data is None:        # cannot go out in the form its destination requires
+                self.refused += 1
+                return None, Decision(False, frozenset(), "provenance",
+                                      "the message cannot be signed or sealed as required"), True
             self.passed += 1
-            return decision, True
+            return seal_message(delivery, dest, decision, policy, now, data), decision, True
         self.refused += 1
         kept = decision.rule_id in HOLD_RULES
         if self.outbox is not None and not kept:
@@ -90,14 +144,14 @@ class EgressGate:
                 log.info("refused copy was stale; queued row kept dest=%s read_id=%s seq=%d "
                          "reason=%s", delivery.destination_id, delivery.read_id, delivery.seq,
                          decision.reason)
-                return decision, True
+                return None, decision, True
         log.warning("delivery refused dest=%s read_id=%s reason=%s", delivery.destination_id,
                     delivery.read_id, decision.reason)
         self.audit.record("delivery.refused", read_id=delivery.read_id,
                           destination=delivery.destination_id, rule_id=decision.rule_id,
                           reason=decision.reason,
                           policy_version=policy.version if policy else None)
-        return decision, kept
+        return None, decision, kept
 
     def wire(self, delivery: Delivery, dest: Destination) -> bytes | None:
         """The signed (and, where the policy gives `dest` a key, sealed) message for a delivery
@@ -116,38 +170,9 @@ class EgressGate:
         self._wire_refusal = None
         return data
 
-    def _evaluate(self, delivery: Delivery, policy: Policy | None, now: float,
-                  transport: Transport | None) -> Decision:
-        if policy is None:
-            return Decision(False, frozenset(), "default-deny:no-policy",
-                            "no valid policy is active")
-        dest = policy.destination(delivery.destination_id)
-        if dest is None:
-            return Decision(False, frozenset(), "not_listed",
-                            f"destination {delivery.destination_id} is not in policy "
-                            f"v{policy.version}")
-        if transport is not None and transport is not dest.transport and transport != dest.transport:
-            return Decision(False, frozenset(), "transport",
-                            "the link's transport differs from the policy's for this destination")
-        if delivery.transport_digest != transport_digest(dest.transport):
-            return Decision(False, frozenset(), "transport",
-                            "queued under another transport (broker, topic, CA or key pin)")
-        if delivery.read.read_id != delivery.read_id:
-            return Decision(False, frozenset(), "integrity", "delivery and read ids differ")
-        decision = _decide(delivery.read, dest, policy, now)
-        if not decision.allowed:
-            return decision
-        # Checked under every digest: a payload minimised under an older policy passes only
-        # if the fresh decision still allows every field it carries, in the form it has
-        # (plate clear or hashed, location grid, hit purposes).
-        problem = self._conformance(delivery.payload, decision, dest)
-        if problem is not None:
-            return Decision(False, frozenset(), problem[0], problem[1])
-        return decision
-
     def _conformance(self, payload_bytes: bytes, decision: Decision,
-                     dest) -> tuple[str, str] | None:
-        """(rule_id, reason) if the stored payload does not conform to `decision`, else None.
+                     dest: Destination) -> tuple[str, str] | None:
+        """payload_problem(), remembered.
 
         A pure function of the payload bytes and the parts of the decision and rule that
         payload_conforms() reads, so its result is remembered under exactly those: the
@@ -161,18 +186,7 @@ class EgressGate:
             return self._conformance_cache[key]
         except KeyError:
             pass
-        result: tuple[str, str] | None = None
-        try:
-            payload = json.loads(payload_bytes)
-        except ValueError as exc:
-            result = ("integrity", f"stored payload unreadable: {exc}")
-        else:
-            if not isinstance(payload, dict):
-                result = ("integrity", "stored payload is not an object")
-            else:
-                problem = _payload_conforms(payload, decision, dest)
-                if problem is not None:
-                    result = ("fields", f"stored payload: {problem}")
+        result = payload_problem(payload_bytes, decision, dest)
         with self._cache_lock:               # senders of several destinations share it
             cache = self._conformance_cache
             while len(cache) >= CONFORMANCE_CACHE_SIZE:

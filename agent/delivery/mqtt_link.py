@@ -14,30 +14,27 @@ it has passed these checks; unacknowledged messages are re-sent from the outbox.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
-import math
-import random
 import select
 import socket
 import ssl
-import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.delivery.gate import Sendable
+from agent.delivery.paho_adapter import PinnedClient, mqtt_string, publish_properties
 from agent.delivery.paho_log import paho_logger
-from agent.policy.model import Transport
-from agent.policy.schema import is_loopback_host
-from agent.policy.topics import validate_topic  # also imported from here by status.py
+from agent.policy.decision import (Transport, is_loopback_host,  # validate_topic: status.py too
+                                   validate_topic)
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +101,28 @@ class DestinationCredentials:
                 f"protocol={self.protocol!r}, client_id={self.client_id!r})")
 
 
-class Backoff:
-    """Jittered exponential backoff ("full jitter"): delay = random(0, min(cap, base*2^n))."""
+def pin_checker(expected_pin: str | None) -> Callable[[socket.socket], None]:
+    """The check a link runs on its socket right after the TLS handshake, before CONNECT:
+    the server's key must match `expected_pin` (SPKI SHA-256), else IdentityError."""
+    def check(sock: socket.socket) -> None:
+        if not expected_pin or not isinstance(sock, ssl.SSLSocket):
+            return
+        der = sock.getpeercert(binary_form=True)
+        got = spki_sha256_of_der_cert(der) if der else None
+        if not (got and hmac.compare_digest(got, expected_pin.lower())):
+            raise IdentityError("server key pin mismatch", expected_pin, got)
+    return check
 
-    def __init__(self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None):
-        self.base, self.cap = base, cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
 
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return max(0.05, self._rng.uniform(ceiling / 2, ceiling))
-
-    def reset(self) -> None:
-        self.attempt = 0
+def verify_peer_pin(sock: object, expected_pin: str | None, where: str) -> str | None:
+    """The second pin check, on the live socket CONNACK came over: returns the peer's pin
+    (None without TLS), raises IdentityError when a pin is expected and differs."""
+    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+    got = spki_sha256_of_der_cert(der) if der else None
+    if expected_pin and not (got and hmac.compare_digest(got, expected_pin.lower())):
+        raise IdentityError(f"{where}: server key SHA-256 {got} does not match the policy's "
+                            f"pin {expected_pin}", expected_pin, got)
+    return got
 
 
 def make_ssl_context(ca_pem: str | None, pin: str | None, client_cert: str | None,
@@ -138,303 +142,6 @@ def make_ssl_context(ca_pem: str | None, pin: str | None, client_cert: str | Non
     if client_cert:
         ctx.load_cert_chain(client_cert, client_key)
     return ctx
-
-
-class _PinnedClient(mqtt.Client):
-    """paho client that checks the server key pin right after the TLS handshake.
-
-    paho has no public hook between the handshake and CONNECT, so this overrides its
-    socket factory; `MqttLink` checks the pin again on the live socket after CONNACK
-    in case a paho release stops calling it.
-
-    With `buffered_io` (the delivery links) it also coalesces socket I/O: reads fill a
-    64 KiB buffer that paho's small reads (1 byte, then the length, then the body) are
-    served from, and writes made between begin_batch() and end_batch() go out in one
-    send. Each syscall is a point where a thread gives up the GIL and queues to get it
-    back behind the other stages, so three syscalls per PUBACK and one per PUBLISH were
-    what limited throughput, not the syscalls themselves.
-    """
-
-    expected_pin: str | None = None
-    peer_pin: str | None = None
-    identity_failures = 0
-    buffered_io = False
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = bytearray()
-        self._wbuf = bytearray()
-        self._batching = False
-        self._fast_mids: set[int] = set()   # QoS 1 PUBLISHes framed by publish_qos1()
-        self._batch_start = 0                 # write-buffer length when the batch began
-        self._batch_mids: list[int] = []      # messages framed since begin_batch()
-
-    def _create_socket(self):  # noqa: D401 - paho internal hook
-        sock = super()._create_socket()
-        self._rbuf.clear()
-        self._wbuf.clear()
-        self._fast_mids.clear()
-        if isinstance(sock, ssl.SSLSocket):
-            der = sock.getpeercert(binary_form=True)
-            self.peer_pin = spki_sha256_of_der_cert(der) if der else None
-            if self.expected_pin and not (self.peer_pin and hmac.compare_digest(
-                    self.peer_pin, self.expected_pin.lower())):
-                sock.close()
-                self.identity_failures += 1
-                raise IdentityError("server key pin mismatch", self.expected_pin, self.peer_pin)
-        return sock
-
-    # --- coalesced I/O (paho internal hooks; only with buffered_io) ------------------------
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if not self.buffered_io:
-            return super()._sock_recv(bufsize)
-        if not self._rbuf:
-            data = super()._sock_recv(65536)
-            if not data:
-                return data          # EOF: paho treats it as a lost connection
-            self._rbuf += data
-        chunk = bytes(self._rbuf[:bufsize])
-        del self._rbuf[:bufsize]
-        return chunk
-
-    def _sock_send(self, buf) -> int:
-        if not self.buffered_io:
-            return super()._sock_send(buf)
-        if self._batching or (self._wbuf and not self.flush_writes()):
-            self._wbuf += buf
-            return len(buf)
-        return super()._sock_send(buf)
-
-    def begin_batch(self) -> None:
-        self._batching = self.buffered_io
-        self._batch_start = len(self._wbuf)
-        self._batch_mids = []
-
-    def discard_batch(self) -> list[int]:
-        """Take back every message framed since begin_batch(): none of it has reached the
-        socket (a batch is written only by end_batch()). Returns their packet ids."""
-        if not self._batching:
-            return []
-        del self._wbuf[self._batch_start:]
-        mids, self._batch_mids = self._batch_mids, []
-        self._fast_mids.difference_update(mids)
-        return mids
-
-    def end_batch(self) -> None:
-        self._batching = False
-        self.flush_writes()
-
-    def flush_writes(self) -> bool:
-        """Send what was coalesced; True when nothing is left (False: socket buffer full)."""
-        wrote = False
-        try:
-            while self._wbuf:
-                try:
-                    sent = super()._sock_send(self._wbuf)
-                except BlockingIOError:
-                    return False
-                del self._wbuf[:sent]
-                wrote = True
-            return True
-        finally:
-            if wrote:   # paho's keepalive: a PINGREQ is due only after keepalive idle seconds
-                with self._msgtime_mutex:
-                    self._last_msg_out = mqtt.time_func()
-
-    def publish_qos1(self, topic16: bytes, payload: bytes, packed_properties: bytes) -> int | None:
-        """Frame one QoS 1 PUBLISH (MQTT 5.0 s. 3.3 / 3.1.1 s. 3.3) onto the coalesced write
-        buffer; returns its packet id, or None when there is no socket.
-
-        paho's publish() builds a message object, a message-info object with its own
-        threading.Condition, a queued-packet dict and a debug log call per message, which
-        was about half of the CPU of sending. Messages framed here are not kept by paho:
-        each connection is a fresh client and the outbox re-sends what was not
-        acknowledged, so paho's own retry queue is never needed. Their PUBACKs come back
-        through `fast_ack` (see _handle_pubackcomp). `topic16` is the topic as an MQTT
-        string (length-prefixed), `packed_properties` b"" for MQTT 3.1.1.
-        """
-        if self._sock is None:
-            return None
-        mid = self._mid_generate()
-        self._fast_mids.add(mid)
-        remaining = len(topic16) + 2 + len(packed_properties) + len(payload)
-        self._wbuf += b"\x32" + _varint(remaining) + topic16 + mid.to_bytes(2, "big") \
-            + packed_properties + payload
-        if self._batching:
-            self._batch_mids.append(mid)
-        else:
-            self.flush_writes()
-        return mid
-
-    def pending_read(self) -> int:
-        return len(self._rbuf)
-
-    def fill_read(self) -> bool:
-        """One non-blocking recv into the read buffer. False when the socket reported EOF or
-        an error: paho's loop_read() must then run to see it for itself."""
-        try:
-            data = super()._sock_recv(65536)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        self._rbuf += data
-        return True
-
-    def read_pubacks(self) -> int:
-        """Handle the success PUBACKs of publish_qos1() messages at the front of the read
-        buffer without paho (three reads and a dispatch per packet there); stop at the
-        first other packet, which loop_read() then handles. Returns how many."""
-        if self.fast_ack is None or self._in_packet["command"] != 0:
-            return 0          # paho is in the middle of a packet: let it finish
-        buf, mids, ack = self._rbuf, self._fast_mids, self.fast_ack
-        end, pos, count = len(buf), 0, 0
-        while pos + 4 <= end and buf[pos] == 0x40:
-            size = buf[pos + 1]
-            if size == 3:       # with a reason code: only success codes (< 0x80) here
-                if pos + 5 > end or buf[pos + 4] >= 0x80:
-                    break
-            elif size != 2:
-                break
-            mid = (buf[pos + 2] << 8) | buf[pos + 3]
-            if mid not in mids:
-                break
-            mids.discard(mid)
-            ack(mid)
-            pos += 2 + size
-            count += 1
-        if pos:
-            del buf[:pos]
-            with self._msgtime_mutex:
-                self._last_msg_in = mqtt.time_func()
-        return count
-
-    # A success PUBACK (MQTT 5 without properties, or 3.1.1) is the common case,
-    # and paho builds two ReasonCode and two Properties objects to decode each one. With
-    # `fast_ack` set, such PUBACKs go straight to it; everything else takes paho's path.
-    fast_ack = None
-
-    def _handle_pubackcomp(self, cmd):  # noqa: D401 - paho internal hook
-        packet = self._in_packet["packet"]
-        if self.fast_ack is not None and cmd == "PUBACK" and len(packet) >= 2:
-            mid = (packet[0] << 8) | packet[1]
-            if mid in self._fast_mids:
-                # A message framed by publish_qos1(): paho does not know it, so its PUBACK,
-                # success or failure, is decoded here (failures and properties by paho's
-                # decoder) and handed to fast_ack.
-                self._fast_mids.discard(mid)
-                if len(packet) == 2 or (len(packet) == 3 and packet[2] < 0x80):
-                    self.fast_ack(mid)
-                else:
-                    result = _packet.decode_puback(self._in_packet["command"], packet,
-                                                   self._protocol)
-                    self.fast_ack(mid, result.reason.value, str(result.reason))
-                return mqtt.MQTT_ERR_SUCCESS
-        # 2 bytes: mid only (success); 3 bytes: mid + a success reason code such as 0x10
-        # "no matching subscribers"; anything else (failures, properties) goes to paho.
-        if self.fast_ack is None or cmd != "PUBACK" or not (
-                len(packet) == 2 or (len(packet) == 3 and packet[2] < 0x80)):
-            return super()._handle_pubackcomp(cmd)
-        mid = (packet[0] << 8) | packet[1]
-        with self._out_message_mutex:
-            msg = self._out_messages.pop(mid, None)
-            if msg is None:
-                return mqtt.MQTT_ERR_SUCCESS
-            msg.info._set_as_published()
-            if msg.qos > 0:
-                self._inflight_messages -= 1
-        self.fast_ack(mid)
-        return mqtt.MQTT_ERR_SUCCESS
-
-    def pending_write(self) -> int:
-        return len(self._wbuf)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > 65535:
-        raise ValueError(f"MQTT string of {len(data)} bytes is longer than 65535")
-    return struct.pack("!H", len(data)) + data
-
-
-@functools.lru_cache(maxsize=64)
-def _utf8_cached(text: str) -> bytes:
-    return _utf8(text)
-
-
-def pack_publish_properties(expiry_s: int | None, user_properties,
-                            content_type: str = "application/json") -> bytes:
-    """The PUBLISH properties block (length included) the delivery stage sends: payload
-    format indicator (1), message expiry interval (2), content type (3), user properties (38)."""
-    body = b"\x01\x01"
-    if expiry_s is not None:
-        body += b"\x02" + struct.pack("!L", expiry_s)
-    body += b"\x03" + _utf8_cached(content_type)
-    for key, value in user_properties:
-        body += b"\x26" + _utf8_cached(key) + _utf8(value)
-    return _varint(len(body)) + body
-
-
-_FORMAT_AND_TYPE = b"\x01\x01"
-_CONTENT_TYPE = b"\x03" + _utf8("application/json")
-_READ_ID_KEY = b"\x26" + _utf8("read_id")
-
-
-@functools.lru_cache(maxsize=64)
-def _purpose_and_version(purpose: str, policy_version: int) -> bytes:
-    return (b"\x26" + _utf8("purpose") + _utf8(purpose) + b"\x26" + _utf8("policy_version")
-            + _utf8(str(policy_version)))
-
-
-def _publish_properties(expiry_s: int | None, purpose: str, policy_version: int,
-                        read_id: str) -> bytes:
-    """pack_publish_properties(expiry_s, [("purpose", …), ("policy_version", …), ("read_id",
-    …)]) byte for byte, with the parts shared by many messages encoded once (per message)."""
-    body = (_FORMAT_AND_TYPE + (b"" if expiry_s is None else b"\x02" + struct.pack("!L", expiry_s))
-            + _CONTENT_TYPE + _purpose_and_version(purpose, policy_version)
-            + _READ_ID_KEY + _utf8(read_id))
-    return _varint(len(body)) + body
-
-
-class PublishProperties(Properties):
-    """MQTT 5 PUBLISH properties encoded once, up front.
-
-    paho's generic Properties spends more CPU per message than the rest of the send path
-    together (name lookups on every attribute); the delivery stage sends the same four
-    properties on every message, so they are encoded here directly (MQTT 5.0 s. 3.3.2.3):
-    payload format indicator (1), message expiry interval (2), content type (3), and user
-    properties (38).
-    """
-
-    def __init__(self, expiry_s: int | None, user_properties: list[tuple[str, str]],
-                 content_type: str = "application/json") -> None:
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", pack_publish_properties(expiry_s, user_properties,
-                                                                    content_type))
-        object.__setattr__(self, "_user_properties", list(user_properties))
-        object.__setattr__(self, "_expiry", expiry_s)
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __getattr__(self, name: str):
-        if name == "UserProperty":
-            return self._user_properties
-        if name == "MessageExpiryInterval" and self._expiry is not None:
-            return self._expiry
-        raise AttributeError(name)
 
 
 class Waker:
@@ -495,7 +202,7 @@ class MqttLink:
         self.transport = transport
         self.credentials = credentials or DestinationCredentials()
         self.topic = validate_topic(transport.topic)
-        self._topic16 = _utf8(self.topic)
+        self._topic16 = mqtt_string(self.topic)
         self.tls, self.host, self.port = parse_broker_url(transport.broker_url)
         if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
             raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
@@ -508,7 +215,7 @@ class MqttLink:
         self.connect_timeout = connect_timeout
         self.client_id = self.credentials.client_id or \
             f"plategate-{socket.gethostname()}-{destination_id}"
-        self.client: _PinnedClient | None = None
+        self.client: PinnedClient | None = None
         self.connected = False
         self.peer_pin: str | None = None
         self.acks: deque[Ack] = deque()
@@ -534,15 +241,15 @@ class MqttLink:
         code = getattr(reason_code, "value", 0)
         self.acks.append(Ack(mid, code < 0x80, code, str(reason_code)))
 
-    def _new_client(self) -> _PinnedClient:
+    def _new_client(self) -> PinnedClient:
         creds = self.credentials
         kwargs = {"client_id": self.client_id, "protocol": self.protocol}
         if self.protocol != mqtt.MQTTv5:
             kwargs["clean_session"] = False      # persistent session (3.1.1)
-        client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client = PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
         client.buffered_io = True
         client.fast_ack = self._on_fast_ack
-        client.expected_pin = self.transport.server_key_sha256
+        client.on_socket = pin_checker(self.transport.server_key_sha256)
         client.enable_logger(paho_logger())
         # The sender bounds what is in flight itself (its window); paho's own limit would make
         # it walk every queued message on each PUBACK.
@@ -611,24 +318,31 @@ class MqttLink:
         if not self.tls:
             return
         sock = self.client.socket() if self.client else None
-        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
-        self.peer_pin = spki_sha256_of_der_cert(der) if der else None
-        expected = self.transport.server_key_sha256
-        if expected and not (self.peer_pin and hmac.compare_digest(self.peer_pin,
-                                                                    expected.lower())):
+        try:
+            self.peer_pin = verify_peer_pin(sock, self.transport.server_key_sha256,
+                                            f"destination {where}")
+        except IdentityError:
             self.close()
-            raise IdentityError(f"destination {where}: server key SHA-256 {self.peer_pin} does "
-                                f"not match the policy's pin {expected}", expected, self.peer_pin)
+            raise
 
-    def publish(self, payload: bytes, *, read_id: str, purpose: str, policy_version: int,
-                expiry_s: float | None) -> int:
-        """Queue one QoS 1 message on the live connection; returns its mid (ack via `acks`)."""
+    def publish(self, message: Sendable) -> int:
+        """Queue one message the egress gate sealed on the live connection; returns its mid
+        (ack via `acks`). Nothing else can be published: `message` must be a Sendable, for
+        this link's topic, and everything the broker sees besides the payload (expiry, user
+        properties, QoS, retain) comes from its view."""
+        if type(message) is not Sendable:
+            raise TypeError("MqttLink.publish() takes only a Sendable from the egress gate")
+        view = message.view
+        if view.topic != self.topic or view.qos != 1 or view.retain:
+            raise LinkError(f"destination {self.destination_id}: message is for topic "
+                            f"{view.topic!r} qos={view.qos} retain={view.retain}, not this link's")
         if not self.connected or self.client is None:
             raise LinkError(f"destination {self.destination_id}: not connected")
+        payload = message.message
         props = b""
         if self.protocol == mqtt.MQTTv5:
-            expiry = None if expiry_s is None else max(1, min(int(math.ceil(expiry_s)), 2**32 - 1))
-            props = _publish_properties(expiry, purpose, policy_version, read_id)
+            props = publish_properties(view.expiry_s, view.purpose, view.policy_version,
+                                        message.delivery.read_id)
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise LinkError(f"destination {self.destination_id}: message of {len(payload)} "
                             f"bytes is larger than MQTT allows")
@@ -748,6 +462,6 @@ class MqttLink:
             log.debug("link close error dest=%s", self.destination_id, exc_info=True)
         finally:
             try:
-                client._sock_close()  # the socket, whatever state paho is in
+                client.force_close()  # the socket, whatever state paho is in
             except Exception:
                 pass

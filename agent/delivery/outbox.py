@@ -5,12 +5,24 @@ A read is "accepted" only when `accept()` returns: its decisions are in the audi
 a power cut after that point loses nothing and a cut before it loses only reads that
 nobody was told were accepted.
 
+The audit log and the outbox agree after any crash (issue 14 item 11): the audit is
+flushed before each commit (no change on disk without its record), and each commit also
+stores the audit seq it covers (`meta.audited_seq`). A crash between the flush and the
+commit leaves `read.accepted` records past that seq for reads the outbox never stored;
+`start()` finds them in the audit log's tail and records `read.lost` for them, naming
+why, before anything else happens.
+
 What is stored, and for how long:
 - `reads`: the full read (needed to decide again at send time), kept while the read has
   a queued delivery or is *held* (accepted while no valid policy existed, waiting for
   one). Past retention it is deleted with its deliveries, and the deletion is audited.
 - `deliveries`: the minimised payload per allowed destination, deleted after the
   broker's PUBACK, or purged (audited) when the policy no longer allows it.
+
+- `journal`: reads the tracker has emitted but the accept stage has not accepted yet
+  (`journal()`, one durable commit per emission), so a read that has left the tracker
+  survives a crash before its acceptance; `accept()` deletes them in its own transaction
+  and `start()` accepts what a crash left there.
 
 The size on disk is bounded: when full, new non-hit reads are refused (OutboxFull, an
 alarm) and hits make room by evicting the oldest non-hit reads (audited); a hit is
@@ -26,13 +38,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.audit.log import JSONFragment
+from agent import events
+from agent.audit.log import AuditError, JSONFragment
+from agent.audit.records import records_after
 from agent.delivery.diskfull import DiskCondition
-from agent.delivery.records import (Delivery, decode_read, encode_payload, encode_read,
-                                    purpose_for, transport_digest)
-from agent.policy.engine import decide
-from agent.policy.minimise import project_fields
-from agent.policy.model import Decision, Destination, Policy, Retention
+from agent.delivery.records import Delivery, decode_read, encode_read
+from agent.policy.decision import (HotlistMatcher, Policy, ReadDecision, Retention, decide_read,
+                                   valid_policy)
 from agent.reads import ReadEvent
 
 log = logging.getLogger(__name__)
@@ -75,6 +87,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, seq);
 CREATE INDEX IF NOT EXISTS deliveries_read ON deliveries(read_id);
+CREATE TABLE IF NOT EXISTS journal (
+    read_id TEXT PRIMARY KEY,
+    data    BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -99,18 +115,15 @@ class OutboxError(RuntimeError):
 class OutboxFull(OutboxError):
     """Some reads of a batch were refused because the outbox is at its size cap (or the disk
     is full). `refused` names them; `hits_refused` is true only when the disk itself failed,
-    in which case the caller must keep those hits and offer them again."""
+    in which case the caller must keep those hits (`hit_ids`: the refused reads that are
+    hotlist hits) and offer them again."""
 
-    def __init__(self, message: str, refused: Sequence[str], hits_refused: bool) -> None:
+    def __init__(self, message: str, refused: Sequence[str], hits_refused: bool,
+                 hit_ids: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.refused = tuple(refused)
         self.hits_refused = hits_refused
-
-
-# Module-level names, not imports inside a wrapper: an import statement runs on every call
-# and cost as much as the decision itself.
-_decide = decide
-_project = project_fields
+        self.hit_ids = frozenset(hit_ids)
 
 
 class Outbox:
@@ -118,12 +131,16 @@ class Outbox:
 
     def __init__(self, path: Path, max_bytes: int, policy_store: PolicySource, audit: Audit,
                  hmac_keys: Mapping[str, bytes],
-                 fallback_retention: Retention = DEFAULT_FALLBACK_RETENTION) -> None:
+                 fallback_retention: Retention = DEFAULT_FALLBACK_RETENTION,
+                 hotlists: HotlistMatcher | None = None) -> None:
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.policy_store = policy_store
         self.audit = audit
+        # What decide_read() needs besides the read, the policy and the time: the outbox
+        # decides nothing itself (agent/policy/decision.py does), it stores the answers.
         self.hmac_keys = dict(hmac_keys)
+        self.hotlists = hotlists
         self.fallback_retention = fallback_retention
         self._lock = threading.RLock()
         self._full = False
@@ -149,11 +166,91 @@ class Outbox:
         self._cache: dict[str, ReadEvent] = {}
         self._cache_lock = threading.Lock()
         self._bytes = self._measure()
-        policy_store.subscribe(self._on_policy_change)
-        # The policy may have changed while the unit was off (or none may be valid now):
-        # bring what survived on disk in line before anything is sent.
+        self._started = False
+        (self._journaled,) = self._conn.execute("SELECT COUNT(*) FROM journal").fetchone()
+
+    def start(self) -> None:
+        """Follow the policy store, and bring what survived on disk in line with the policy
+        in force now (it may have changed while the unit was off, or none may be valid),
+        before anything is sent. Called by Pipeline.start(), not by the constructor."""
+        if self._started:
+            return
+        self._started = True
+        self.reconcile()
+        self.policy_store.subscribe(self._on_policy_change)
         now = _now()
-        self.recheck(_valid(policy_store.active(now), now), now)
+        self.recheck(valid_policy(self.policy_store.active(now), now), now)
+        self._accept_journaled(now)
+
+    # --- the tracker's journal ----------------------------------------------------------
+
+    def journal(self, reads: Sequence[ReadEvent]) -> None:
+        """Make reads the tracker emitted durable before they leave it (one commit); the
+        accept stage's accept() of them removes them again. Raises OutboxError."""
+        if not reads:
+            return
+        rows = [(r.read_id, encode_read(r)) for r in reads]
+        with self._lock:
+            self._write(lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO journal VALUES (?, ?)", rows), "journal")
+            self._journaled += len(rows)
+
+    def journaled(self) -> list[ReadEvent]:
+        """Reads journaled and not accepted yet, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM journal ORDER BY rowid").fetchall()
+        return [decode_read(r[0]) for r in rows]
+
+    def _accept_journaled(self, now: float) -> None:
+        pending = self.journaled()
+        if not pending:
+            return
+        log.warning("accepting reads the tracker emitted before a stop count=%d path=%s",
+                    len(pending), self.path)
+        try:
+            self.accept(pending, now)
+        except OutboxFull as exc:
+            log.error("journaled reads refused count=%d reason=%s", len(exc.refused), exc)
+
+    def reconcile(self) -> list[str]:
+        """Record `read.lost` for reads the audit log calls accepted (for a destination, or
+        held) that no commit ever stored: the process died between the audit flush and the
+        outbox commit. Returns their ids. Only the log's tail past `meta.audited_seq` is read."""
+        path = getattr(self.audit, "path", None)
+        if path is None or not Path(path).exists():
+            return []
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key='audited_seq'").fetchone()
+            if row is None:
+                # An outbox that never recorded its audit seq (new, or made by a version
+                # before this check): nothing tells which records its commits covered, and
+                # reads delivered long ago are rightly absent. Start counting from here.
+                self._write(lambda conn: None, "reconcile")
+                return []
+            after = int(row[0])
+            expected: dict[str, int] = {}
+            for record in records_after(Path(path), after):
+                fields = record.get("fields") or {}
+                if record.get("event") == events.READ_ACCEPTED and (
+                        fields.get("held") or fields.get("destinations")):
+                    expected[str(fields.get("read_id"))] = int(record["seq"])
+                elif record.get("event") == events.READ_LOST:
+                    for read_id in fields.get("read_ids") or ():
+                        expected.pop(read_id, None)     # reconciled before (crash since)
+                elif record.get("event") == events.OUTBOX_REFUSED:
+                    expected.pop(str(fields.get("read_id")), None)  # its refusal is on record
+            stored = self._existing(self._conn, list(expected))
+            lost = [read_id for read_id in expected if read_id not in stored]
+            if lost:
+                log.error("reads audited as accepted but never committed count=%d path=%s; "
+                          "recorded as lost", len(lost), self.path)
+                self.audit.record(events.READ_LOST, read_ids=lost, count=len(lost),
+                                  reason="the process stopped after the read.accepted record "
+                                         "was written and before the outbox commit; the read "
+                                         "was never stored and will not be delivered",
+                                  audit_seqs=[expected[r] for r in lost])
+            self._write(lambda conn: None, "reconcile")   # flushes, then moves audited_seq
+            return lost
 
     def add_listener(self, callback: Callable[[set[str]], None]) -> None:
         """Call `callback(destination_ids)` after a commit queued something for them."""
@@ -240,6 +337,9 @@ class Outbox:
                 settled, self._sent_pending = self._sent_pending, []
             self.audit.flush()
             self._apply_sent(conn, settled)
+            seq = getattr(self.audit, "seq", None)
+            if seq is not None:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('audited_seq', ?)", (str(seq),))
             conn.execute("COMMIT")
         except BaseException as exc:
             if settled:
@@ -251,7 +351,7 @@ class Outbox:
             except sqlite3.Error:
                 pass
             self._bytes = self._measure_safely()
-            if isinstance(exc, (sqlite3.Error, OSError)) or type(exc).__name__ == "AuditError":
+            if isinstance(exc, (sqlite3.Error, OSError, AuditError)):
                 # Disk full, I/O error, or the audit log could not be made durable: nothing
                 # of this transaction is acknowledged.
                 self.write_errors += 1
@@ -283,7 +383,7 @@ class Outbox:
         the others of the batch are then stored all the same.
         """
         with self._lock:
-            policy = _valid(self.policy_store.active(now), now)
+            policy = valid_policy(self.policy_store.active(now), now)
             refused: list[str] = []
 
             def work(conn: sqlite3.Connection) -> None:
@@ -294,12 +394,13 @@ class Outbox:
                     if read.read_id in existing:
                         continue  # accepted before (a retry after a crash): idempotent
                     existing.add(read.read_id)
-                    plans = self._plan(read, policy, now)
-                    allowed = [p for p in plans if p[1].allowed]
-                    keep = policy is None or bool(allowed)   # held, or queued for someone
+                    decided = decide_read(read, policy, self.hotlists, self.hmac_keys, now)
+                    read = decided.read                  # with its hotlist hits
+                    allowed = decided.allowed
+                    keep = decided.keep                  # held, or queued for someone
                     data = encode_read(read) if keep else b""
                     read_size = len(data) + ROW_OVERHEAD if keep else 0
-                    size = read_size + sum(len(p[2]) + ROW_OVERHEAD for p in allowed)
+                    size = read_size + sum(len(p.payload) + ROW_OVERHEAD for p in allowed)
                     if size and self._bytes + size > self.max_bytes:
                         if not read.is_hit:
                             refused.append(read.read_id)
@@ -311,28 +412,21 @@ class Outbox:
                     # One record per read carrying its per-destination decisions: a
                     # quarter of the hashing and encoding of one record per decision, and
                     # the report counts each entry as a decision (docs/audit.md).
-                    self.audit.record("read.accepted", read_id=read.read_id,
-                                      camera_id=read.camera_id, hit=read.is_hit,
-                                      purposes=sorted({h.purpose for h in read.hits}),
-                                      held=policy is None,
-                                      destinations=[p[0].id for p in allowed],
-                                      policy_version=policy.version if policy else None,
-                                      policy_digest=policy.digest if policy else None,
-                                      decisions=_decision_fragment(read, policy, plans))
+                    self.audit.record("read.accepted", **decided.accepted_fields(),
+                                      decisions=_decision_fragment(decided))
                     if not keep:
                         continue
                     read_rows.append((read.read_id, read.seen_at, now, int(read.is_hit),
                                       int(policy is None), read_size, data))
                     self._bytes += size
                     self._remember(read)
-                    for dest, decision, payload in allowed:
-                        self._touched.add(dest.id)
-                        delivery_rows.append((
-                            dest.id, read.read_id, policy.digest, policy.version,
-                            transport_digest(dest.transport),
-                            purpose_for(read, dest, decision.purposes), payload, now,
-                            len(payload) + ROW_OVERHEAD))
+                    for plan in allowed:
+                        self._touched.add(plan.destination.id)
+                        delivery_rows.append(_delivery_row(plan, decided, now))
                 conn.executemany("INSERT INTO reads VALUES (?,?,?,?,?,?,?)", read_rows)
+                if self._journaled:
+                    conn.executemany("DELETE FROM journal WHERE read_id=?",
+                                     [(r.read_id,) for r in reads])
                 conn.executemany(
                     "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
                     " transport_digest, purpose, payload, created_at, size)"
@@ -341,6 +435,9 @@ class Outbox:
             disk_was_full = self.disk.active   # its end is logged by the disk condition
             try:
                 self._write(work, "accept")
+                if self._journaled:
+                    (self._journaled,) = self._conn.execute(
+                        "SELECT COUNT(*) FROM journal").fetchone()
             except OutboxError as exc:
                 self._raise_alarm(f"write failed: {exc}", now, logged=True)  # by self.disk
                 ids = [r.read_id for r in reads]
@@ -348,8 +445,10 @@ class Outbox:
                     self.audit.record("outbox.refused", read_id=read_id, reason="write_failed")
                 self._flush_quietly()
                 self.refused_total += len(ids)
+                hit_ids = [r.read_id for r in reads
+                           if decide_read(r, None, self.hotlists, {}, now).read.is_hit]
                 raise OutboxFull(f"outbox could not store {len(ids)} reads: {exc}", ids,
-                                 hits_refused=any(r.is_hit for r in reads)) from exc
+                                 hits_refused=bool(hit_ids), hit_ids=hit_ids) from exc
             if refused:
                 self.refused_total += len(refused)
                 self._raise_alarm(f"refused {len(refused)} non-hit reads", now)
@@ -392,70 +491,24 @@ class Outbox:
                               reason=why)
             self._flush_quietly()
 
-    def _plan(self, read: ReadEvent, policy: Policy | None,
-              now: float) -> list[tuple[Destination, Decision, bytes]]:
-        """One (destination, decision, payload) per destination of the policy; payload b"" if denied.
-
-        Destinations whose rules cut the read the same way share one projection (see
-        _projection_key): the payload is a function of that key and the read alone.
-        """
-        if policy is None:
-            return []
-        plans = []
-        payloads: dict[tuple, bytes] = {}
-        for dest in policy.destinations:
-            decision, payload = self._decide_and_project(read, dest, policy, now, payloads)
-            plans.append((dest, decision, payload))
-        return plans
-
-    def _projection_key(self, dest: Destination, decision: Decision) -> tuple:
-        """Everything project_fields() reads besides the read itself (the HMAC key only
-        when the plate is hashed; the destination id only appears in its errors)."""
-        rule = dest.rule
-        key = self.hmac_keys.get(dest.id) if rule.plate_form != "clear" else None
-        return (decision.fields & rule.fields, rule.plate_form, key,
-                rule.location_precision_m, decision.purposes)
-
-    def _decide_and_project(self, read: ReadEvent, dest: Destination, policy: Policy,
-                            now: float, payloads: dict[tuple, bytes] | None = None
-                            ) -> tuple[Decision, bytes]:
-        decision = _decide(read, dest, policy, now)
-        if not decision.allowed:
-            return decision, b""
-        key = self._projection_key(dest, decision) if payloads is not None else None
-        if key is not None and key in payloads:
-            return decision, payloads[key]
-        try:
-            payload = encode_payload(_project(read, decision, dest, self.hmac_keys.get(dest.id)))
-            if key is not None:
-                payloads[key] = payload
-        except ValueError as exc:  # PolicyError (e.g. no_hmac_key): fail closed
-            reason = getattr(exc, "reason", "projection_failed")
-            log.error("projection refused read_id=%s dest=%s reason=%s", read.read_id, dest.id,
-                      reason)
-            return Decision(False, frozenset(), decision.rule_id, f"projection: {reason}"), b""
-        return decision, payload
-
-    def _audit_plans(self, read: ReadEvent, policy: Policy | None, plans) -> None:
+    def _audit_decisions(self, decided: ReadDecision) -> None:
         """One `decision` record per entry (held reads decided when a policy arrives)."""
-        for entry in _decision_entries(read, policy, plans):
+        read, policy = decided.read, decided.policy
+        for entry in decided.entries():
             self.audit.record("decision", read_id=read.read_id, hit=read.is_hit,
                               policy_version=policy.version if policy else None,
                               policy_digest=policy.digest if policy else None, **entry)
 
-    def _insert_deliveries(self, conn: sqlite3.Connection, read: ReadEvent,
-                           policy: Policy | None, plans, now: float) -> None:
-        for dest, decision, payload in plans:
-            if not decision.allowed:
-                continue
-            size = len(payload) + ROW_OVERHEAD
-            self._touched.add(dest.id)
+    def _insert_deliveries(self, conn: sqlite3.Connection, decided: ReadDecision,
+                           now: float) -> None:
+        for plan in decided.allowed:
+            row = _delivery_row(plan, decided, now)
+            self._touched.add(plan.destination.id)
             conn.execute(
                 "INSERT INTO deliveries (destination, read_id, policy_digest, policy_version,"
                 " transport_digest, purpose, payload, created_at, size) VALUES (?,?,?,?,?,?,?,?,?)",
-                (dest.id, read.read_id, policy.digest, policy.version,
-                 transport_digest(dest.transport), purpose_for(read, dest, decision.purposes), payload, now, size))
-            self._bytes += size
+                row)
+            self._bytes += row[-1]
 
     def _drop_if_unneeded(self, conn: sqlite3.Connection, read_id: str) -> None:
         """Delete a read that is neither held nor queued for anyone: nothing left to do with it."""
@@ -704,7 +757,7 @@ class Outbox:
         """Subscribed to the policy store: re-check the backlog against the new policy at once."""
         try:
             now = _now()
-            self.recheck(_valid(policy, now), now=now)
+            self.recheck(valid_policy(policy, now), now=now)
         except Exception:  # never raise into the policy store's thread
             log.exception("outbox re-check after a policy change failed path=%s", self.path)
 
@@ -748,8 +801,10 @@ class Outbox:
                 self._purge_one(conn, seq, read_id, dest_id, "destination removed by policy "
                                 f"v{policy.version}")
                 continue
-            read = decode_read(data)
-            decision, payload = self._decide_and_project(read, dest, policy, now)
+            decided = decide_read(decode_read(data), policy, None, self.hmac_keys, now)
+            read = decided.read
+            (plan,) = [p for p in decided.plans if p.destination.id == dest_id]
+            decision, payload = plan.decision, plan.payload
             self.audit.record("decision", read_id=read_id, destination=dest_id,
                               allowed=decision.allowed, rule_id=decision.rule_id,
                               reason=decision.reason, purposes=sorted(decision.purposes),
@@ -763,8 +818,8 @@ class Outbox:
             new_size = len(payload) + ROW_OVERHEAD
             conn.execute("UPDATE deliveries SET policy_digest=?, policy_version=?,"
                          " transport_digest=?, purpose=?, payload=?, size=? WHERE seq=?",
-                         (policy.digest, policy.version, transport_digest(dest.transport),
-                          purpose_for(read, dest, decision.purposes), payload, new_size, seq))
+                         (policy.digest, policy.version, plan.transport_digest, plan.purpose,
+                          payload, new_size, seq))
             self._bytes += new_size - old_size
 
     def _decide_held(self, conn: sqlite3.Connection, policy: Policy, now: float) -> None:
@@ -775,10 +830,10 @@ class Outbox:
             limit = retention.hit_max_age_s if read.is_hit else retention.nonhit_max_age_s
             if now - read.seen_at > limit:
                 continue  # purge_expired deletes it (audited)
-            plans = self._plan(read, policy, now)
-            self._audit_plans(read, policy, plans)
+            decided = decide_read(read, policy, None, self.hmac_keys, now)
+            self._audit_decisions(decided)
             conn.execute("UPDATE reads SET held=0 WHERE read_id=?", (read_id,))
-            self._insert_deliveries(conn, read, policy, plans, now)
+            self._insert_deliveries(conn, decided, now)
             self._drop_if_unneeded(conn, read_id)
 
     # --- observation ----------------------------------------------------------------------
@@ -839,42 +894,26 @@ _ENTRIES_CACHE: dict[tuple, JSONFragment] = {}
 _ENTRIES_CACHE_SIZE = 256
 
 
-def _decision_fragment(read: ReadEvent, policy: Policy | None, plans) -> JSONFragment:
-    """_decision_entries() encoded once per distinct outcome: every read a policy treats
-    alike (e.g. all non-hits) has the same entries, so the audit log writes the cached
-    encoding instead of encoding them again (see JSONFragment)."""
-    if policy is None:
-        key: tuple = (None, tuple(sorted({h.purpose for h in read.hits})))
-    else:
-        key = (policy.digest, tuple((dest.id, dest.dest_class, decision)
-                                    for dest, decision, _payload in plans))
+def _decision_fragment(decided: ReadDecision) -> JSONFragment:
+    """The read's audit entries, encoded once per distinct outcome: every read a policy
+    treats alike (e.g. all non-hits) has the same entries, so the audit log writes the
+    cached encoding instead of encoding them again (see JSONFragment)."""
+    key = decided.entries_key()
     fragment = _ENTRIES_CACHE.get(key)
     if fragment is None:
-        fragment = JSONFragment(_decision_entries(read, policy, plans))
+        fragment = JSONFragment(decided.entries())
         if len(_ENTRIES_CACHE) >= _ENTRIES_CACHE_SIZE:
             _ENTRIES_CACHE.clear()
         _ENTRIES_CACHE[key] = fragment
     return fragment
 
 
-def _decision_entries(read: ReadEvent, policy: Policy | None, plans) -> list[dict]:
-    """The audit form of a read's decisions: one entry per destination of the policy, or
-    one "no policy" entry (the read is held)."""
-    if policy is None:
-        return [{"destination": None, "allowed": False, "rule_id": "default-deny:no-policy",
-                 "reason": "no valid policy; read held locally",
-                 "purposes": sorted({h.purpose for h in read.hits}), "fields": []}]
-    return [{"destination": dest.id, "allowed": decision.allowed, "rule_id": decision.rule_id,
-             "reason": decision.reason, "purposes": sorted(decision.purposes),
-             "dest_class": dest.dest_class, "fields": sorted(decision.fields)}
-            for dest, decision, _payload in plans]
-
-
-def _valid(policy: Policy | None, now: float) -> Policy | None:
-    """The policy if it is in force at `now`; None (fail closed, hold reads) otherwise."""
-    if policy is None or now < policy.not_before or now >= policy.expires_at:
-        return None
-    return policy
+def _delivery_row(plan, decided: ReadDecision, now: float) -> tuple:
+    """The `deliveries` row (without seq) of one allowed plan."""
+    policy = decided.policy
+    return (plan.destination.id, decided.read.read_id, policy.digest, policy.version,
+            plan.transport_digest, plan.purpose, plan.payload, now,
+            len(plan.payload) + ROW_OVERHEAD)
 
 
 def _now() -> float:

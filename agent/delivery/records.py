@@ -8,12 +8,10 @@ being looked up again.
 from __future__ import annotations
 
 import base64
-import functools
-import hashlib
 import json
 from typing import NamedTuple
 
-from agent.policy.model import Destination, Transport
+from agent.policy.decision import encode_payload, transport_digest  # noqa: F401 (re-exported)
 from agent.reads import Candidate, HotlistHit, ReadEvent
 
 class Delivery(NamedTuple):
@@ -33,29 +31,6 @@ class Delivery(NamedTuple):
     payload: bytes            # canonical JSON object of project_fields()
     read: ReadEvent           # the full read, so the gate can decide afresh
     created_at: float
-
-
-@functools.lru_cache(maxsize=256)
-def transport_digest(transport: Transport) -> str:
-    """A stable digest of every field of a Transport: "identical transport" means equal digests."""
-    canonical = json.dumps([transport.broker_url, transport.topic, transport.server_key_sha256,
-                            transport.ca_pem], separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def purpose_for(read: ReadEvent, destination: Destination,
-                shared: frozenset[str] = frozenset()) -> str:
-    """The purpose code a message carries: the shared hit purposes, else the destination's.
-
-    `shared` is Decision.purposes (the hit purposes this share is for); a non-hit read
-    shared under mode "all" carries the destination's declared purposes (sorted,
-    comma-joined), which is why it receives reads at all.
-    """
-    if shared:
-        return ",".join(sorted(shared))
-    if destination.purposes:
-        return ",".join(sorted(destination.purposes))
-    return read.hits[0].purpose if read.hits else "unspecified"
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -97,18 +72,3 @@ def decode_read(data: bytes) -> ReadEvent:
     )
 
 
-def _json_default(value):
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, (frozenset, set, tuple)):
-        return sorted(value) if isinstance(value, (frozenset, set)) else list(value)
-    raise TypeError(f"payload value of type {type(value).__name__} is not JSON-serialisable")
-
-
-# Built once: json.dumps() with options constructs a new encoder on every call.
-_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_json_default)
-
-
-def encode_payload(payload: dict) -> bytes:
-    """Canonical JSON of a projected payload (sorted keys; bytes as base64)."""
-    return _PAYLOAD_ENCODER.encode(payload).encode()

@@ -22,12 +22,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from agent.delivery.gate import EgressGate
-from agent.delivery.mqtt_link import (Ack, Backoff, DestinationCredentials, IdentityError,
+from agent.supervision import Backoff, supervise
+from agent.delivery.mqtt_link import (Ack, DestinationCredentials, IdentityError,
                                       LinkError, MqttLink, Waker)
 from agent.delivery.outbox import Outbox, OutboxError
 from agent.delivery.records import Delivery
-from agent.policy.engine import may_receive
-from agent.policy.model import Decision, Destination, Policy
+from agent.policy.decision import Decision, Destination, Policy, may_receive
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,6 @@ IDLE_WAIT_S = 0.05      # how long an idle sender sleeps between looks at its qu
 ACK_POLL_S = 0.01       # socket wait while acks are outstanding
 REFILL_FRACTION = 4     # with messages in flight, fetch more once a quarter of the window is free
 REWIND_WAIT_S = 0.05    # wait before re-fetching a refused delivery that stayed queued
-
-
-def expiry_seconds(delivery: Delivery, dest: Destination, policy: Policy, now: float) -> float:
-    """Seconds the message may live at the broker: what is left of retention / the rule's max age."""
-    retention = policy.retention
-    limit = retention.hit_max_age_s if delivery.read.is_hit else retention.nonhit_max_age_s
-    if dest.rule.max_age_s is not None:
-        limit = min(limit, dest.rule.max_age_s)
-    return max(1.0, limit - (now - delivery.read.seen_at))
 
 
 class _Sender:
@@ -67,7 +58,7 @@ class _Sender:
         self.identity_failures = 0
         self.connected = False
         self.last_error: str | None = None
-        self._backoff = Backoff()
+        self._backoff = Backoff(base=0.5, cap=60.0, floor=0.05)
         self._retry_at = 0.0
         self._stalled = False
         self._kick = False                    # a policy change: retry at once, not after backoff
@@ -91,15 +82,20 @@ class _Sender:
 
     def _run(self) -> None:
         svc = self.service
-        while not (svc.stopped or self.stopping.is_set()):
-            self.progress_at = time.monotonic()
-            try:
+
+        def work() -> None:
+            while not (svc.stopped or self.stopping.is_set()):
+                self.progress_at = time.monotonic()
                 self._step()
-            except Exception:  # a sender must not die; log, back off, carry on
-                log.exception("sender error dest=%s", self.destination_id)
-                self._drop_link()
-                self._sleep(self._backoff.next_delay())
+
+        supervise(work, self._backoff, self._crashed, self._sleep)
         self._shutdown()
+
+    def _crashed(self, exc: Exception) -> bool:
+        """A sender must not die: log, drop the link, back off, carry on."""
+        log.error("sender error dest=%s", self.destination_id, exc_info=exc)
+        self._drop_link()
+        return True
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -245,8 +241,8 @@ class _Sender:
         link.begin_batch()
         try:
             for delivery in batch:
-                decision, queued = gate.check_for_send(delivery, now, dest.transport)
-                if not decision.allowed:
+                message, decision, queued = gate.release(delivery, now, dest.transport)
+                if message is None:
                     self.refused += 1
                     if queued:
                         # Held, or a stale copy of a row a policy change re-wrote: nothing
@@ -255,16 +251,9 @@ class _Sender:
                         break
                     self.cursor = delivery.seq
                     continue
-                message = gate.wire(delivery, dest)      # signed; sealed where required
-                if message is None:                       # cannot go out so: stays queued
-                    self._rewound = True
-                    break
                 self.cursor = delivery.seq
                 try:
-                    mid = link.publish(message, read_id=delivery.read_id,
-                                       purpose=delivery.purpose,
-                                       policy_version=delivery.policy_version,
-                                       expiry_s=expiry_seconds(delivery, dest, policy, now))
+                    mid = link.publish(message)
                 except LinkError as exc:
                     # Connection gone under us: the next poll drops the link and the next
                     # connection starts again from the head of the queue.
@@ -381,16 +370,15 @@ class DeliveryService:
         self._janitor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._started = False
-        if gate.outbox is None:
-            gate.attach(outbox)
-        outbox.add_listener(self._on_queued)
-        policy_store.subscribe(self._on_policy)
 
     @property
     def stopped(self) -> bool:
         return self.stop_event.is_set() or self._halt.is_set()
 
     def start(self) -> None:
+        """Follow the outbox and the policy store, then start a sender per destination."""
+        self.outbox.add_listener(self._on_queued)
+        self.policy_store.subscribe(self._on_policy)
         with self._lock:
             self._started = True
         self._sync_senders(self.policy_store.active(time.time()))

@@ -8,7 +8,8 @@ JSON snapshot every `interval_s`: whatever `stats_fn()` returns (fps, dropped fr
 depths, oldest queued age, policy and model versions ...) plus uptime, disk use and `state`
 ("running"; a last heartbeat with "stopped" on a clean shutdown tells it from a crash).
 
-The status broker is checked like a destination's (CA and key pin before CONNECT); paho's
+The status broker is checked like a destination's (CA and key pin before CONNECT, and the
+pin again on the live socket after CONNACK, before "online" is published); paho's
 own network thread runs the connection and its reconnects, and the callbacks only publish
 (non-blocking) or set flags.
 """
@@ -27,8 +28,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, _PinnedClient,
-                                      make_ssl_context, parse_broker_url, validate_topic)
+from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, IdentityError,
+                                      make_ssl_context, parse_broker_url, pin_checker,
+                                      validate_topic, verify_peer_pin)
+from agent.delivery.paho_adapter import PinnedClient
 from agent.delivery.paho_log import paho_logger
 
 log = logging.getLogger(__name__)
@@ -71,8 +74,8 @@ class StatusPublisher:
         self.protocol = PROTOCOLS[creds.protocol]
         kwargs = {"client_id": creds.client_id or f"plategate-{unit_id}-status",
                   "protocol": self.protocol}
-        client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
-        client.expected_pin = broker.server_key_sha256
+        client = PinnedClient(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        client.on_socket = self._check_socket
         client.enable_logger(paho_logger())
         client.reconnect_delay_set(1, 60)
         if creds.username:
@@ -85,13 +88,36 @@ class StatusPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         self._identity_failures_seen = 0
+        self.identity_failures = 0
+        self.peer_pin: str | None = None
+        self._check_pin = pin_checker(broker.server_key_sha256)
         self.client = client
+
+    def _check_socket(self, sock) -> None:
+        """The same identity checks as a destination link: the pin right after the TLS
+        handshake, before CONNECT (here), and again on the live socket after CONNACK."""
+        try:
+            self._check_pin(sock)
+        except IdentityError as exc:
+            self.identity_failures += 1
+            self.peer_pin = exc.got
+            raise
 
     # paho callbacks: publish (non-blocking) or set flags only
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("status broker refused connection broker=%s reason=%s", self.broker.url,
                         reason_code)
+            return
+        try:
+            self.peer_pin = verify_peer_pin(client.socket(), self.broker.server_key_sha256,
+                                            f"status broker {self.broker.url}")
+        except IdentityError as exc:
+            self.identity_failures += 1
+            log.critical("ALERT status broker identity check failed after CONNACK broker=%s "
+                         "expected_pin=%s got_pin=%s; disconnecting", self.broker.url,
+                         exc.expected, exc.got)
+            client.disconnect()
             return
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self._connected.set()
@@ -100,11 +126,11 @@ class StatusPublisher:
         self._connected.clear()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        if client.identity_failures > self._identity_failures_seen:
-            self._identity_failures_seen = client.identity_failures
+        if self.identity_failures > self._identity_failures_seen:
+            self._identity_failures_seen = self.identity_failures
             log.critical("ALERT status broker identity check failed broker=%s expected_pin=%s "
                          "got_pin=%s; not connecting", self.broker.url,
-                         self.broker.server_key_sha256, client.peer_pin)
+                         self.broker.server_key_sha256, self.peer_pin)
         else:
             log.warning("status broker connect failed broker=%s", self.broker.url)
 

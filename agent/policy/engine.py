@@ -84,14 +84,23 @@ def decide(read: ReadEvent, destination: Destination, policy: Policy | None, now
 
     age = now - read.seen_at
     hits = read.hits
+    shared = frozenset(h.purpose for h in hits if h.purpose in purposes) if hits else _NO_FIELDS
     retention = policy.retention
-    if age > (retention.hit_max_age_s if hits else retention.nonhit_max_age_s):
+    # The hit retention applies only where the hit is shared: a destination that may not
+    # learn of a hit must not learn of it from a read older than any non-hit it gets
+    # (issue 14, item 10). Past either limit the unit does not keep the read at all.
+    if shared:
+        limit = retention.hit_max_age_s
+    elif hits:
+        limit = min(retention.hit_max_age_s, retention.nonhit_max_age_s)
+    else:
+        limit = retention.nonhit_max_age_s
+    if age > limit:
         return _deny("retention:expired", f"read is {age:.0f}s old, past the policy's retention")
     if rule.max_age_s is not None and age > rule.max_age_s:
         return _deny(f"rule:{rule.id}:max-age",
                      f"read is {age:.0f}s old, older than rule {rule.id!r} allows ({rule.max_age_s:.0f}s)")
 
-    shared = frozenset(h.purpose for h in hits if h.purpose in purposes) if hits else _NO_FIELDS
     if mode == "hotlist_hits" and not shared:
         if not hits:
             return _deny(f"rule:{rule.id}:not-a-hit", f"rule {rule.id!r} shares hotlist hits only")

@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.atomic import write_atomic
-from agent.audit import events
+from agent import events
 from agent.policy.bundle import rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import PURPOSES

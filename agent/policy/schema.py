@@ -8,14 +8,14 @@ restrict sharing, so ignoring it would fail open).
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from agent.keypaths import did_you_mean, join
 from agent.policy.errors import PolicyError
 from agent.policy.model import (
     DESTINATION_CLASSES, FIELDS, PLATE_FORMS, PURPOSES, ROUTING_FIELDS, RULE_MODES, AllowRule,
@@ -52,24 +52,13 @@ class Errors:
             raise err
 
 
-def _suggest(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, sorted(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
 def check_object(value: Any, path: str, required: set[str], optional: set[str], errs: Errors) -> dict | None:
     if not isinstance(value, dict):
         errs.add(path, f"expected an object, got {type(value).__name__}")
         return None
     for key in value:
         if key not in required and key not in optional:
-            errs.add(join(path, key), "unknown field" + _suggest(key, required | optional))
+            errs.add(join(path, key), "unknown field" + did_you_mean(key, required | optional))
     for key in sorted(required - set(value)):
         errs.add(join(path, key), "required field is missing")
     return value
@@ -104,7 +93,7 @@ def get_enum(obj: dict, key: str, path: str, choices: frozenset[str], errs: Erro
         errs.add(p, f"expected a string, got {_type(value)}")
         return None
     if value not in choices:
-        errs.add(p, f"{value!r} is not one of {sorted(choices)}" + _suggest(value, choices))
+        errs.add(p, f"{value!r} is not one of {sorted(choices)}" + did_you_mean(value, choices))
         return None
     return value
 
@@ -131,7 +120,7 @@ def get_enum_set(obj: dict, key: str, path: str, choices: frozenset[str], errs: 
                 errs.add(ip, f"{item!r} is not {item_desc}")
                 ok = False
         elif item not in choices:
-            errs.add(ip, f"{item!r} is not one of {sorted(choices)}" + _suggest(item, choices))
+            errs.add(ip, f"{item!r} is not one of {sorted(choices)}" + did_you_mean(item, choices))
             ok = False
         if isinstance(item, str):
             if item in out:

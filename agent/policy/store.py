@@ -25,8 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import write_atomic
-from agent.audit import events
-from agent.audit.records import highest_installed_policy
+from agent import events
 from agent.policy.bundle import load_bundle, policy_digest, rollback_floor
 from agent.policy.errors import PolicyError
 from agent.policy.model import Policy
@@ -244,3 +243,35 @@ class PolicyStore:
                 callback(policy)
             except Exception:  # a subscriber's bug must not undo an install
                 log.exception("policy subscriber failed callback=%r", callback)
+
+
+_INSTALLED_MARK = b'"event":"%s"' % events.POLICY_INSTALLED.encode()
+
+
+def highest_installed_policy(path: Path) -> tuple[int, str | None]:
+    """(version, digest) of the highest policy version the log says was installed; (0, None)
+    when the log is missing or records no install.
+
+    The policy store's second rollback floor (docs/policy.md, threat model): the log is
+    append-only and hash-chained, so removing an install record from it shows as tampering,
+    while an added one can only raise the floor (refuse more). Only lines that name the
+    event are parsed, so a long log costs one sequential read.
+    """
+    best, digest = 0, None
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return best, digest
+    with fh:
+        for line in fh:
+            if _INSTALLED_MARK not in line:
+                continue
+            try:
+                record = json.loads(line)
+                fields = record["fields"]
+                version = int(fields["version"]) if record["event"] == events.POLICY_INSTALLED else 0
+            except (ValueError, KeyError, TypeError):
+                continue
+            if version > best:
+                best, digest = version, fields.get("digest")
+    return best, digest

@@ -31,7 +31,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.delivery.mqtt_link import Backoff, _PinnedClient, make_ssl_context, parse_broker_url
+from agent.delivery.mqtt_link import (IdentityError, make_ssl_context, parse_broker_url,
+                                      pin_checker, verify_peer_pin)
+from agent.delivery.paho_adapter import PinnedClient
+from agent.supervision import Backoff
 from agent.policy.signing import key_id
 from agent.provenance.keys import load_x25519_private
 from agent.provenance.messages import Rejected, UnitKey, open_message
@@ -84,12 +87,12 @@ class Receiver:
 
     # --- MQTT ------------------------------------------------------------------------------
 
-    def _make_client(self) -> _PinnedClient:
+    def _make_client(self) -> PinnedClient:
         broker = self.config.broker
         self.tls, self.host, self.port = parse_broker_url(broker.url)
-        client = _PinnedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id,
-                               protocol=mqtt.MQTTv5, manual_ack=True)
-        client.expected_pin = broker.server_key_sha256
+        client = PinnedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id,
+                              protocol=mqtt.MQTTv5, manual_ack=True)
+        client.on_socket = pin_checker(broker.server_key_sha256)   # before CONNECT
         client.enable_logger(logging.getLogger("paho.mqtt.client"))
         client.reconnect_delay_set(1, 30)
         if broker.username:
@@ -119,6 +122,13 @@ class Receiver:
         if reason_code.is_failure:
             log.error("broker refused the receiver broker=%s reason=%s", self.config.broker.url,
                       reason_code)
+            return
+        try:        # the pin again, on the live socket CONNACK came over (as the unit's links)
+            verify_peer_pin(client.socket(), self.config.broker.server_key_sha256,
+                            f"broker {self.config.broker.url}")
+        except IdentityError as exc:
+            log.error("receiver broker identity check failed after CONNACK: %s", exc)
+            client.disconnect()
             return
         self.generation += 1
         client.subscribe(self.subscriptions())

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import events
+from agent import events
 from agent.audit.log import AuditError, AuditLog
 from agent.capture.gate import MotionGate, SceneRecognizer
 from agent.capture.scene import RegionOfInterest
@@ -26,7 +26,7 @@ from agent.capture.sources import open_source
 from agent.config.schema import DeviceConfig
 from agent.control import ControlHandle, start_control_server, stop_control_server
 from agent.control.hooks import AgentHooks
-from agent.delivery.outbox import Outbox, OutboxFull
+from agent.delivery.outbox import Outbox
 from agent.delivery.gate import EgressGate
 from agent.delivery.mqtt_link import DestinationCredentials
 from agent.delivery.service import DeliveryService
@@ -46,6 +46,11 @@ from agent.tracking.passes import PassTracker, weak_read
 from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
+
+# Bounded queues after recognition (back-pressure, see agent/runtime/stages.py): a few
+# seconds of a busy road each; the frame queue before them drops instead (source.frame_queue).
+SIGHTINGS_QUEUE = 256
+READS_QUEUE = 1024
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class Pipeline:
         return [*self.stages, *self.delivery.senders()]
 
     def start(self) -> None:
+        """Start-up side effects, in order: the outbox follows the policy and re-checks what
+        survived on disk, the senders start, then the stages, consumers first."""
+        self.outbox.start()
         self.delivery.start()
         if self.status is not None:
             self.status.start()
@@ -164,6 +172,7 @@ class Pipeline:
             "frames_dropped": self.capture.frames.dropped,
             "frames_corrupt": self.capture.corrupt_frames,
             "frames_recognized": self.recognize.frames_done,
+            "frames_failed": self.recognize.failed_frames,
             "frames_motion_skipped": self.scene.frames_skipped,
             "frames_detector_run": self.scene.frames_recognized,
             "source": self.capture.source_status(),
@@ -205,9 +214,10 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     install_policy_and_hotlists(config, policies, hotlists, clock())
 
     outbox = Outbox(state_dir / "outbox.sqlite", int(config.outbox.max_mb * 2**20), policies, audit,
-                    hmac_keys)
-    gate = EgressGate(policies, audit, signer=read_signer(config, unit_key))
-    delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event())
+                    hmac_keys, hotlists=hotlists)
+    gate = EgressGate(policies, audit, outbox, signer=read_signer(config, unit_key))
+    delivery = DeliveryService(outbox, gate, policies, audit, destination_credentials(config), threading.Event(),
+                               purge_interval_s=config.outbox.retention_check_s)
 
     if recognizer is None:
         recognizer = Recognizer.from_models(config.recognizer.models_path, threads=config.recognizer.threads,
@@ -218,8 +228,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
                             config.supervisor.backoff_initial_s, config.supervisor.backoff_max_s)
     frames: DropOldestQueue = DropOldestQueue(config.source.frame_queue)
-    sightings: queue.Queue = queue.Queue()
-    reads: queue.Queue = queue.Queue()
+    sightings: queue.Queue = queue.Queue(maxsize=SIGHTINGS_QUEUE)
+    reads: queue.Queue = queue.Queue(maxsize=READS_QUEUE)
     capture = CaptureStage(stop, lambda: open_source(config.source, config.scene), config.source.fps, frames)
     scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
@@ -227,8 +237,8 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                                lambda hit: weak_read(hit, config.tracker.weak_min_confidence,
                                                       cut.min_detection_score_no_format))
     tracker = pass_tracker(config)
-    track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock)
-    accept = AcceptStage(stop, track, reads, outbox, hotlists, OutboxFull, clock=clock)
+    track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock, journal=outbox)
+    accept = AcceptStage(stop, track, reads, outbox, clock=clock)
     for stage in (capture, recognize, track, accept):
         stage.restart_policy = restart
 

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from agent.supervision import Backoff, supervise
+
 log = logging.getLogger(__name__)
 
 
@@ -72,31 +74,37 @@ class Stage:
         return self.finished.is_set()
 
     def _run(self) -> None:
-        backoff = self.restart_policy.backoff_initial_s
-        while True:
+        backoff = Backoff(base=self.restart_policy.backoff_initial_s,
+                          cap=self.restart_policy.backoff_max_s)
+
+        def work() -> None:
             self.progress_at = time.monotonic()
-            try:
-                while not self.should_finish():
-                    self.step()
-                    self.progress_at = time.monotonic()
-                    backoff = self.restart_policy.backoff_initial_s
-                self.finish()
-                break
-            except Exception as exc:  # a crashed stage is logged and restarted, never silently lost
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("stage crashed stage=%s restarts=%d error=%s", self.name, self.restarts,
-                              self.last_error)
-                if not self._may_restart(time.monotonic()):
-                    log.critical("stage failing too often stage=%s restarts=%d window_s=%s; giving up",
-                                 self.name, self.restarts, self.restart_policy.window_s)
-                    self.fatal.set()
-                    break
-                self.restarts += 1
-                self.progress_at = time.monotonic() + backoff  # waiting out a backoff is not hanging
-                self.stop_requested.wait(backoff)  # a stop request ends the wait early
-                backoff = min(backoff * 2 or 0.05, self.restart_policy.backoff_max_s)
-                log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
+            while not self.should_finish():
+                self.step()
+                self.progress_at = time.monotonic()
+                backoff.reset()
+            self.finish()
+
+        supervise(work, backoff, self._crashed, self._wait_restart)
         self.finished.set()
+
+    def _crashed(self, exc: Exception) -> bool:
+        """A crashed stage is logged and restarted, within the restart budget."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("stage crashed stage=%s restarts=%d error=%s", self.name, self.restarts,
+                  self.last_error, exc_info=exc)
+        if not self._may_restart(time.monotonic()):
+            log.critical("stage failing too often stage=%s restarts=%d window_s=%s; giving up",
+                         self.name, self.restarts, self.restart_policy.window_s)
+            self.fatal.set()
+            return False
+        self.restarts += 1
+        return True
+
+    def _wait_restart(self, delay: float) -> None:
+        self.progress_at = time.monotonic() + delay  # waiting out a backoff is not hanging
+        self.stop_requested.wait(delay)  # a stop request ends the wait early
+        log.warning("stage restarted stage=%s restarts=%d", self.name, self.restarts)
 
     def _may_restart(self, now: float) -> bool:
         policy = self.restart_policy

@@ -2,28 +2,32 @@
 
     CaptureStage ─frames (drop oldest)─▶ RecognizeStage ─sightings─▶ TrackStage ─reads─▶ AcceptStage ─▶ Outbox
 
-Frames may be dropped (counted); sightings and reads travel on unbounded-in-practice
-blocking queues and are never dropped. A read is *accepted* once `Outbox.accept`
-returns (committed to disk); AcceptStage keeps a batch pending until then, so a crash
-retries the batch instead of losing it.
+Frames may be dropped (counted); sightings and reads travel on bounded blocking queues
+and are never dropped: a full queue makes its producer wait (back-pressure), so a stuck
+outbox stops the tracker, then the recognizer, and frames drop at the frame queue,
+counted, while memory stays bounded. A read is *accepted* once `Outbox.accept` returns
+(committed to disk); AcceptStage keeps a batch pending until then, so a crash retries the
+batch instead of losing it. Before a read leaves the tracker it is journaled (a durable
+commit, `Outbox.journal`), so one that dies with the process between the two stages is
+accepted at the next start.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded
-from agent.reads import Candidate, HotlistHit, ReadEvent
+from agent.delivery.outbox import OutboxError, OutboxFull
+from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import Stage
 from agent.tracking.tracker import Sighting, Tracker
+from agent.vision.evidence import evidence_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,20 @@ class ReadSink(Protocol):
     def accept(self, reads: Sequence[ReadEvent], now: float) -> None: ...
 
 
-class HotlistMatcher(Protocol):
-    def match(self, plate: str, now: float) -> tuple[HotlistHit, ...]: ...
+class ReadJournal(Protocol):
+    def journal(self, reads: Sequence[ReadEvent]) -> None: ...
+
+
+def put_waiting(q: "queue.Queue", item: Any, stage: "Stage") -> None:
+    """Put on a bounded queue, waiting while it is full (back-pressure on the producer).
+    The wait is bounded per try so a producer whose consumer died notices its own stop."""
+    while True:
+        try:
+            q.put(item, timeout=POLL_S)
+            return
+        except queue.Full:
+            if stage.fatal.is_set():
+                raise RuntimeError(f"{stage.name}: downstream queue full and stage failing")
 
 
 class CaptureStage(Stage):
@@ -152,7 +168,7 @@ class RecognizeStage(Stage):
             self._pending = None
             return
         for sighting in frame_sightings(frame, self.recognizer, self.accept_hit, self.weak_hit):
-            self.sightings.put(sighting)
+            put_waiting(self.sightings, sighting, self)
         self.frames_done += 1
         self._pending = None
 
@@ -163,19 +179,26 @@ class TrackStage(Stage):
     name = "track"
 
     def __init__(self, stop: threading.Event, upstream: RecognizeStage, sightings: "queue.Queue[Sighting]",
-                 tracker: Tracker, reads: "queue.Queue[ReadEvent]", clock: Callable[[], float] = time.time):
+                 tracker: Tracker, reads: "queue.Queue[ReadEvent]", clock: Callable[[], float] = time.time,
+                 journal: ReadJournal | None = None):
         super().__init__(stop, upstream)
         self.sightings = sightings
         self.tracker = tracker
         self.reads = reads
         self.clock = clock
+        self.journal = journal
         self.reads_emitted = 0
         self._pending: Sighting | None = None
+        self._unsent: list[ReadEvent] = []   # emitted by the tracker, not yet queued
+        self.journal_failures = 0
 
     def idle(self) -> bool:
-        return self._pending is None and self.sightings.empty()
+        return self._pending is None and not self._unsent and self.sightings.empty()
 
     def step(self) -> None:
+        if self._unsent:
+            self._emit([])          # queued only in part before (a stop came): go on first
+            return
         if self._pending is None:
             try:
                 self._pending = self.sightings.get(timeout=POLL_S)
@@ -190,25 +213,37 @@ class TrackStage(Stage):
         self._emit(self.tracker.flush(self.clock(), force=True))
 
     def _emit(self, reads: list[ReadEvent]) -> None:
-        for read in reads:
-            self.reads.put(read)
+        """Journal the reads the tracker completed (durable), then queue them; kept in
+        `_unsent` until queued. A journal write the disk refuses (full, I/O error) does not
+        hold the reads back: they go on to the accept stage, whose own handling of a failing
+        disk (hits kept and retried, the rest refused and audited) applies to them."""
+        self._unsent.extend(reads)
+        if not self._unsent:
+            return
+        if self.journal is not None:
+            try:
+                self.journal.journal(self._unsent)
+            except OutboxError as exc:
+                self.journal_failures += 1
+                log.debug("reads not journaled count=%d reason=%s", len(self._unsent), exc)
+        while self._unsent:
+            put_waiting(self.reads, self._unsent[0], self)
+            self._unsent.pop(0)
             self.reads_emitted += 1
 
 
 class AcceptStage(Stage):
-    """Annotates reads with hotlist hits and hands them to the outbox in durable batches."""
+    """Hands reads to the outbox in durable batches (the outbox has agent.policy decide
+    each: hotlist hits, per-destination decisions, projections)."""
 
     name = "accept"
     BATCH = 256
 
     def __init__(self, stop: threading.Event, upstream: TrackStage, reads: "queue.Queue[ReadEvent]",
-                 outbox: ReadSink, hotlists: HotlistMatcher | None, full_error: type[Exception],
-                 clock: Callable[[], float] = time.time):
+                 outbox: ReadSink, clock: Callable[[], float] = time.time):
         super().__init__(stop, upstream)
         self.reads = reads
         self.outbox = outbox
-        self.hotlists = hotlists
-        self.full_error = full_error
         self.clock = clock
         self.accepted = 0
         self.refused_full = 0
@@ -241,22 +276,16 @@ class AcceptStage(Stage):
                     break
             self._pending = batch
         now = self.clock()
-        batch = [self._with_hits(read, now) for read in self._pending]
+        batch = self._pending
         try:
             self.outbox.accept(batch, now)
-        except self.full_error as exc:
+        except OutboxFull as exc:
             self._after_refusal(batch, exc)
             return
         self.accepted += len(batch)
         self._pending = []
 
-    def _with_hits(self, read: ReadEvent, now: float) -> ReadEvent:
-        if self.hotlists is None or read.hits:
-            return read
-        hits = self.hotlists.match(read.plate, now)
-        return dataclasses.replace(read, hits=hits) if hits else read
-
-    def _after_refusal(self, batch: list[ReadEvent], exc: Exception) -> None:
+    def _after_refusal(self, batch: list[ReadEvent], exc: OutboxFull) -> None:
         """The outbox is full or its disk failed.
 
         At the size cap the outbox commits the batch except the non-hit reads it names in
@@ -269,14 +298,14 @@ class AcceptStage(Stage):
         full does not write lines per read. On a stop request the pending hits are given
         up (the pipeline reports them as unstored) instead of blocking the shutdown.
         """
-        refused = set(getattr(exc, "refused", ()))
-        if not getattr(exc, "hits_refused", False):
+        refused = set(exc.refused)
+        if not exc.hits_refused:
             self.refused_full += len(refused)
             self.accepted += len(batch) - len(refused)
             self._pending = []
             log.debug("reads refused outbox full count=%d reason=%s", len(refused), exc)
             return
-        hits = [read for read in batch if read.is_hit]
+        hits = [read for read in batch if read.read_id in exc.hit_ids]
         self.refused_full += len(batch) - len(hits)
         self._pending = hits
         log.debug("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
@@ -314,20 +343,8 @@ def _sighting(frame: Frame, hit: Any, weak: bool = False) -> Sighting:
     height, width = frame.image.shape[:2]
     return Sighting(
         text=hit.text, confidence=float(hit.confidence), seen_at=frame.captured_at, box=(x, y, w, h),
-        candidates=candidates, plate_crop_jpeg=_jpeg(frame.image, (x, y, w, h), 1.0),
-        vehicle_jpeg=_jpeg(frame.image, (x, y, w, h), 3.0),
+        candidates=candidates, plate_crop_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 1.0),
+        vehicle_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 3.0),
         char_confidences=tuple(float(c) for c in getattr(hit, "char_confidences", None) or ()),
         frame_size=(width, height), weak=weak,
     )
-
-
-def _jpeg(image: np.ndarray, box: tuple[int, int, int, int], grow: float) -> bytes | None:
-    x, y, w, h = box
-    cx, cy = x + w / 2, y + h / 2
-    gw, gh = w * grow, h * grow * (2.0 if grow > 1 else 1.0)
-    x0, y0 = max(0, int(cx - gw / 2)), max(0, int(cy - gh / 2))
-    x1, y1 = min(image.shape[1], int(cx + gw / 2)), min(image.shape[0], int(cy + gh / 2))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    ok, data = cv2.imencode(".jpg", image[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return data.tobytes() if ok else None

@@ -1,4 +1,6 @@
-"""The audit event vocabulary. Other stages record with these names (see docs/audit.md)."""
+"""The audit event vocabulary, shared by the audit log and every stage that records (see
+docs/audit.md). A module of its own, outside both agent/audit and agent/policy, so that the
+policy stores can name events without the policy package depending on the audit package."""
 from __future__ import annotations
 
 DECISION = "decision"                    # read_id, destination, allowed, rule_id, reason, purposes, hit, dest_class
@@ -21,6 +23,8 @@ DELIVERY_SENT = "delivery.sent"          # read_id, destination, purposes; or ba
 OUTBOX_EVICTED = "outbox.evicted"        # read_id, destination, reason
 OUTBOX_REFUSED = "outbox.refused"        # read_id, reason (full, write_failed), bytes, max_bytes
 OUTBOX_FULL = "outbox.full"              # bytes, max_bytes, reason (alarm)
+READ_LOST = "read.lost"                  # read_ids, count, reason, audit_seqs (found at restart:
+#                                          audited as accepted, but the outbox commit never happened)
 CONFIG_CHANGED = "config.changed"        # key, old_digest, new_digest, source (never secret values)
 # The technician's serial console (agent/console): never a password, a secret value or plate text.
 CONSOLE_PASSWORD_SET = "console.password_set"      # technician, how (first, changed)
@@ -44,6 +48,6 @@ EVENTS = frozenset({
     DECISION, READ_ACCEPTED, POLICY_INSTALLED, POLICY_REFUSED, POLICY_EXPIRED, POLICY_FLOOR_INCONSISTENT,
     KEYS_LOADED, PLAINTEXT_ALLOWED, HOTLIST_INSTALLED,
     HOTLIST_REFUSED, HOTLIST_STALE, RETENTION_DELETED, DELIVERY_PURGED, DELIVERY_REFUSED,
-    DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
+    DELIVERY_SENT, OUTBOX_EVICTED, OUTBOX_REFUSED, OUTBOX_FULL, READ_LOST, CONFIG_CHANGED, CHECKPOINT, AUDIT_RECOVERED,
     AUDIT_TRUNCATION_DETECTED,
 }) | CONSOLE_EVENTS

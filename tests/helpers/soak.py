@@ -1,9 +1,13 @@
 """Delivery harness: a real outbox + gate + MQTT stack under a signed test policy.
 
-Used by the fault tests (which SIGKILL it: ``python -m agent.delivery.soak``), by
+Used by the fault tests (which SIGKILL it: ``python -m helpers.soak`` run from tests/), by
 tools/bench_delivery.py, and by tests that need a policy quickly. It is not part of the
 agent's pipeline: it generates its own policy signing key (kept in its state directory
 so a restarted run trusts the policy it installed before).
+
+``--self-kill SEED`` makes the runner SIGKILL itself at a point inside the accept path
+chosen from SEED (which accept call, and before the audit flush, between the flush and the
+outbox commit, or right after the commit), for the audit/outbox reconciliation test.
 
 Runner protocol (for the kill test): before each batch it appends ``A <first> <last>``
 to ``attempted.log`` and fsyncs, then accepts the batch, then appends ``C <first>
@@ -17,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -154,6 +159,7 @@ def build_stack(state_dir: Path, *, max_bytes: int = 512 * 1024 * 1024,
     rig = PolicyRig(state_dir, audit)
     rig.store.load_persisted(time.time())
     outbox = Outbox(state_dir / "outbox.db", max_bytes, rig.store, audit, hmac_keys or {})
+    outbox.start()
     signer = UnitSigner(unit_id, load_unit_key_or_create(state_dir / DEFAULT_UNIT_KEY_NAME))
     gate = EgressGate(rig.store, audit, outbox, signer=signer)
     stop = threading.Event()
@@ -185,9 +191,48 @@ def read_ranges(path: Path, tag: str) -> list[tuple[int, int]]:
     return out
 
 
+KILL_POINTS = ("before_flush", "after_flush", "after_commit")
+
+
+def arm_self_kill(stack: Stack, seed: int) -> tuple[int, str]:
+    """SIGKILL this process at one point of one accept() call, chosen from `seed`."""
+    rng = random.Random(seed)
+    target, point = rng.randint(1, 6), rng.choice(KILL_POINTS)
+    state = {"calls": 0, "inside": False}
+    real_accept, real_flush = stack.outbox.accept, stack.audit.flush
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def flush() -> None:
+        armed = state["inside"] and state["calls"] == target
+        if armed and point == "before_flush":
+            die()
+        real_flush()
+        if armed and point == "after_flush":
+            die()
+
+    def accept(reads, now) -> None:
+        state["calls"] += 1
+        state["inside"] = True
+        try:
+            real_accept(reads, now)
+        finally:
+            state["inside"] = False
+        if state["calls"] == target and point == "after_commit":
+            die()
+
+    stack.audit.flush = flush
+    stack.outbox.accept = accept
+    return target, point
+
+
 def run_soak(state_dir: Path, broker_url: str, topic: str, count: int, batch: int,
-             rate: float, drain_timeout: float, pin: str | None = None) -> int:
+             rate: float, drain_timeout: float, pin: str | None = None,
+             self_kill: int | None = None) -> int:
     stack = build_stack(state_dir)
+    if self_kill is not None:
+        arm_self_kill(stack, self_kill)
     now = time.time()
     if stack.rig.store.active(now) is None:
         stack.rig.install(policy_doc(1, [destination_doc("soak", broker_url, topic, pin=pin)], now))
@@ -214,7 +259,7 @@ def run_soak(state_dir: Path, broker_url: str, topic: str, count: int, batch: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.delivery.soak",
+    parser = argparse.ArgumentParser(prog="python -m helpers.soak",
                                      description="Accept a stream of synthetic reads and deliver "
                                      "them to one MQTT destination (a fault-test harness).")
     parser.add_argument("--state", type=Path, required=True,
@@ -228,12 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="reads per second (0 = flat out)")
     parser.add_argument("--drain-timeout", type=float, default=60.0,
                         help="seconds to wait for the queue to drain after the last read")
+    parser.add_argument("--self-kill", type=int, default=None, metavar="SEED",
+                        help="SIGKILL itself at a point of the accept path chosen from SEED")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     return run_soak(args.state, args.broker, args.topic, args.count, args.batch, args.rate,
-                    args.drain_timeout, args.pin)
+                    args.drain_timeout, args.pin, args.self_kill)
 
 
 if __name__ == "__main__":
