@@ -45,7 +45,7 @@ def scenes(count: int, datasets: Path = DATASETS) -> list:
 
 def time_size(recognizer: Recognizer, images: list, size: tuple[int, int], repeats: int) -> dict:
     """Median wall and CPU milliseconds of ``recognize`` over the images at ``size`` (h, w)."""
-    from agent.runtime.stages import _jpeg
+    from agent.vision.evidence import evidence_jpeg
 
     h, w = size
     frames = [cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in images]
@@ -60,7 +60,7 @@ def time_size(recognizer: Recognizer, images: list, size: tuple[int, int], repea
             hits += len(found)
             for hit in found:
                 c0 = time.process_time()
-                _jpeg(frame, hit.box, 1.0), _jpeg(frame, hit.box, 3.0)
+                evidence_jpeg(frame, hit.box, 1.0), evidence_jpeg(frame, hit.box, 3.0)
                 jpeg.append((time.process_time() - c0) * 1000)
     return {"frames": len(cpu), "reads_per_frame": round(hits / max(len(cpu), 1), 2),
             "cpu_ms_median": round(statistics.median(cpu), 2),
