@@ -8,6 +8,7 @@ from typing import Callable, NoReturn
 
 from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded, SourceError
 from agent.capture.health import CLOSED, CONNECTED, CONNECTING, ENDED, LOST, RECONNECTING, Backoff, SourceHealth
+from agent.capture.slot import SourceSlot
 
 WAIT_S = 0.25  # longest a read() waits before NoFrame while the source is down
 
@@ -20,16 +21,15 @@ class RetryingSource:
         self.health = SourceHealth(name)
         self._opener = opener
         self._backoff = backoff
-        self._source: FrameSource | None = None
+        self._slot = SourceSlot()
         self._retry_at = 0.0
-        self._corrupt_before = 0
 
     @property
     def corrupt_frames(self) -> int:
-        return self._corrupt_before + (self._source.corrupt_frames if self._source is not None else 0)
+        return self._slot.corrupt_frames
 
     def read(self) -> Frame:
-        if self._source is None:
+        if self._slot.source is None:
             wait = self._retry_at - time.monotonic()
             if wait > 0:
                 time.sleep(min(wait, WAIT_S))
@@ -37,11 +37,11 @@ class RetryingSource:
             if self.health.state == LOST:
                 self.health.set(RECONNECTING)
             try:
-                self._source = self._opener()
+                self._slot.source = self._opener()
             except SourceError as exc:
                 self._failed(exc)
         try:
-            frame = self._source.read()
+            frame = self._slot.source.read()
         except SourceEnded:
             self.health.set(ENDED)
             raise
@@ -52,7 +52,7 @@ class RetryingSource:
         return frame
 
     def _failed(self, exc: Exception) -> NoReturn:
-        self._drop()
+        self._slot.close()
         if self.health.state in (CONNECTING, CONNECTED):
             self.health.set(LOST, str(exc))
         self._retry_at = time.monotonic() + self._backoff.next()
@@ -66,13 +66,5 @@ class RetryingSource:
         return {**self.health.snapshot(), "corrupt": self.corrupt_frames}
 
     def close(self) -> None:
-        self._drop()
+        self._slot.close()
         self.health.set(CLOSED)
-
-    def _drop(self) -> None:
-        if self._source is not None:
-            self._corrupt_before += self._source.corrupt_frames
-            try:
-                self._source.close()
-            finally:
-                self._source = None

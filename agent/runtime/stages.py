@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from agent.capture.frames import Frame, FrameSource, NoFrame, SourceEnded
+from agent.capture.slot import SourceSlot
 from agent.delivery.outbox import OutboxError, OutboxFull
 from agent.reads import Candidate, ReadEvent
 from agent.runtime.queues import DropOldestQueue
@@ -73,22 +74,21 @@ class CaptureStage(Stage):
         self.source_ended = threading.Event()
         self.frames_read = 0
         self.latest: Frame | None = None  # the newest frame, for the console's snapshot and camera test
-        self._source: FrameSource | None = None
-        self._corrupt_before = 0  # corrupt frames counted by sources already closed
+        self._slot = SourceSlot()
         self._next_at = 0.0
 
     def should_finish(self) -> bool:
         return self.stop_requested.is_set() or self.source_ended.is_set()
 
     def step(self) -> None:
-        if self._source is None:
-            self._source = self._open_source()  # SourceError here → restart with backoff
+        if self._slot.source is None:
+            self._slot.source = self._open_source()  # SourceError here → restart with backoff
         wait = self._next_at - time.monotonic()
         if wait > 0 and self.stop_requested.wait(wait):
             return
         self._next_at = max(self._next_at + self._interval, time.monotonic())
         try:
-            frame = self._source.read()
+            frame = self._slot.source.read()
         except NoFrame:  # a live source between frames, or reconnecting: it logs its own state
             return
         except SourceEnded:
@@ -96,7 +96,7 @@ class CaptureStage(Stage):
             self.source_ended.set()
             return
         except Exception:
-            self._close_source()  # reopen after the restart
+            self._slot.close()  # reopen after the restart
             raise
         self.frames_read += 1
         self.latest = frame
@@ -104,24 +104,15 @@ class CaptureStage(Stage):
 
     @property
     def corrupt_frames(self) -> int:
-        current = self._source.corrupt_frames if self._source is not None else 0
-        return self._corrupt_before + current
+        return self._slot.corrupt_frames
 
     def source_status(self) -> dict:
         """The source's connection state and counters for the heartbeat ({} before it is opened)."""
-        status = getattr(self._source, "status", None)
+        status = getattr(self._slot.source, "status", None)
         return status() if status is not None else {}
 
     def finish(self) -> None:
-        self._close_source()
-
-    def _close_source(self) -> None:
-        if self._source is not None:
-            self._corrupt_before += self._source.corrupt_frames
-            try:
-                self._source.close()
-            finally:
-                self._source = None
+        self._slot.close()
 
 
 class RecognizeStage(Stage):
