@@ -38,7 +38,10 @@ class ReadEvent:
     retention and max-age rules count from it, never from when the read was queued.
     `last_seen` is the last such frame, `frames` how many there were, `direction` where the
     plate moved in the picture (agent.tracking.passes.direction); `plate` and `confidence`
-    are the vote over all those frames and `candidates` its top 5.
+    are the vote over all those frames and `candidates` its top 5. `evidence` is what let the
+    pass count (agent.tracking.passes.PassTracker._evidence): "frame" (a frame's read passed the
+    cut), "agreement" (weak reads agreed on the text) or "detection" (the detector followed a plate
+    across the picture but no text was sure: `confidence` is then below the cut).
     """
 
     plate: str
@@ -55,6 +58,7 @@ class ReadEvent:
     hits: tuple[HotlistHit, ...] = ()
     last_seen: float | None = None
     direction: str | None = None
+    evidence: str = "frame"
 
     @property
     def is_hit(self) -> bool:

@@ -220,6 +220,57 @@ def test_weak_reads_need_a_plate_format_and_the_detector_to_agree():
     assert not weak_read(hit(fmt=None), 0.1, 0.6)          # sign lettering fits no plate format
     assert not weak_read(hit(score=0.52), 0.1, 0.6)        # nor does the detector think it a plate
     assert weak_read(hit(score=None), 0.1, 0.6)            # a crop read without the detector
+    # a read that fits no format counts only for the detection rule, at its detector score
+    assert weak_read(hit(fmt=None, score=0.75), 0.1, 0.6, formatless_min_score=0.7)
+    assert not weak_read(hit(fmt=None, score=0.65), 0.1, 0.6, formatless_min_score=0.7)
+    assert not weak_read(hit(fmt=None, score=None), 0.1, 0.6, formatless_min_score=0.7)
+
+
+# The detection rule (issue 16: a vanity plate framed by painted lettering, JESUS RESCUED ME
+# around SUSRESC, was read differently in every frame and never above the cut: no event at all).
+GARBLED = ["SUSRESCED", "JSUSRESCU", "SUSRESC6", "JSUSRESCUED", "SUSRESCU", "JSUSRESC", "SUSRESCE"]
+
+
+def _unsure_pass(tracker: PassTracker, score: float = 0.8, step_px: int = 60, texts=GARBLED, fits_format=False):
+    for i, text in enumerate(texts):
+        tracker.observe(Sighting(text, 0.2, i * 0.1, (100 + step_px * i, 250, 230, 100), weak=True,
+                                 fits_format=fits_format, detection_score=score, frame_size=(960, 540)))
+    return tracker.flush(now=100, force=True)
+
+
+def test_a_plate_the_detector_follows_across_the_picture_is_a_read_even_when_no_text_is_sure():
+    tracker = PassTracker("cam-1", detected_frames=6, detected_min_score=0.7)
+    [read] = _unsure_pass(tracker)
+    assert read.evidence == "detection" and read.frames == len(GARBLED) and read.confidence < 0.7
+    assert tracker.accepted_by == {"frame": 0, "agreement": 0, "detection": 1} and tracker.tracks_dropped == 0
+
+
+def test_the_detection_rule_needs_enough_detected_frames_a_plate_that_travels_and_can_be_off():
+    assert _unsure_pass(PassTracker("cam-1", detected_frames=6, detected_min_score=0.7), score=0.65) == []
+    assert _unsure_pass(PassTracker("cam-1", detected_frames=8, detected_min_score=0.7)) == []
+    # lettering on a wall (or a parked van) stays where it is: not a vehicle passing
+    assert _unsure_pass(PassTracker("cam-1", detected_frames=6, detected_min_score=0.7), step_px=2) == []
+    tracker = PassTracker("cam-1", detected_frames=0)
+    assert _unsure_pass(tracker) == [] and tracker.tracks_dropped == 1
+
+
+def test_reads_that_fit_no_format_vote_only_where_nothing_better_was_read():
+    tracker = PassTracker("cam-1", detected_frames=6, detected_min_score=0.7)
+    for i in range(8):
+        fits = i % 2 == 0
+        tracker.observe(Sighting("SUSRESC" if fits else "JSUSRESCUE", 0.3 if fits else 0.4, i * 0.1,
+                                 (100 + 60 * i, 250, 230, 100), weak=True, fits_format=fits, detection_score=0.8))
+    [read] = tracker.flush(now=100, force=True)
+    assert read.plate == "SUSRESC" and read.frames == 8
+
+
+def test_a_read_above_the_cut_or_agreeing_frames_say_so_in_evidence():
+    tracker = PassTracker("cam-1", detected_frames=6, detected_min_score=0.7)
+    tracker.observe(Sighting("ABC1234", 0.9, 0.0, (100, 300, 150, 80)))
+    for i, conf in enumerate([0.2, 0.3, 0.25, 0.4, 0.35]):
+        tracker.observe(Sighting("1PZX581", conf, i * 0.1, (600 - 20 * i, 100, 150, 80), weak=True))
+    assert sorted((r.plate, r.evidence) for r in tracker.flush(now=0, force=True)) == [
+        ("1PZX581", "agreement"), ("ABC1234", "frame")]
 
 
 def test_a_stopped_vehicle_whose_plate_the_detector_loses_for_a_while_stays_one_pass():

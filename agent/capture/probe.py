@@ -31,7 +31,7 @@ from agent.capture.gate import SceneRecognizer
 from agent.capture.scene import RegionOfInterest, polygon_pixels
 from agent.capture.sources import open_source, source_name
 from agent.config.schema import REPLAY_KINDS, DeviceConfig, SceneConfig
-from agent.tracking.passes import weak_read
+from agent.tracking.passes import weak_cut
 from agent.vision.recognizer import is_confident
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
     deadline = started + seconds + max(seconds, 2 * config.source.stall_timeout_s)  # connecting is not grabbing
     next_read = next_frame = started
     paced = config.source.kind in REPLAY_KINDS  # a replay is read at the agent's pace, not decode speed
+    weak = weak_cut(config.tracker, config.recognizer)
     try:
         while time.monotonic() < (first_at + seconds if report.frames else deadline):
             if paced:
@@ -137,9 +138,7 @@ def probe(config: DeviceConfig, seconds: float = 5.0, recognizer: Any = None,
             last = frame
             if reader is not None and time.monotonic() >= next_read:
                 next_read = time.monotonic() + RECOGNIZE_EVERY_S
-                hits = [h for h in reader.recognize(frame.image)
-                        if is_confident(h, config.recognizer) or weak_read(h, config.tracker.weak_min_confidence,
-                                                                             config.recognizer.min_detection_score_no_format)]
+                hits = [h for h in reader.recognize(frame.image) if is_confident(h, config.recognizer) or weak(h)]
                 shot = (frame, hits)
                 for hit in hits:
                     seen = plates.get(hit.text)

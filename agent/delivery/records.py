@@ -54,7 +54,7 @@ def encode_read(read: ReadEvent) -> bytes:
         "plate_crop_jpeg": _b64(read.plate_crop_jpeg), "vehicle_jpeg": _b64(read.vehicle_jpeg),
         "frames": read.frames,
         "hits": [[h.list_id, h.list_version, h.purpose, h.source] for h in read.hits],
-        "last_seen": read.last_seen, "direction": read.direction,
+        "last_seen": read.last_seen, "direction": read.direction, "evidence": read.evidence,
     }).encode()
 
 
@@ -69,6 +69,7 @@ def decode_read(data: bytes) -> ReadEvent:
         frames=obj["frames"],
         hits=tuple(HotlistHit(a, b, c, d) for a, b, c, d in obj["hits"]),
         last_seen=obj.get("last_seen"), direction=obj.get("direction"),  # absent in rows stored before
+        evidence=obj.get("evidence", "frame"),
     )
 
 

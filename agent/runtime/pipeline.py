@@ -42,7 +42,7 @@ from agent.provenance.messages import UnitSigner
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
-from agent.tracking.passes import PassTracker, weak_read
+from agent.tracking.passes import PassTracker, weak_cut
 from agent.vision.recognizer import Recognizer, is_confident
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ class Pipeline:
             "fps": round(self.recognize.frames_done / max(1e-6, time.time() - self.started_at), 2),
             "reads_emitted": self.track.reads_emitted,
             "passes_dropped_weak": getattr(self.track.tracker, "tracks_dropped", 0),
+            "passes_by_evidence": dict(getattr(self.track.tracker, "accepted_by", {})),
             "reads_accepted": self.accept.accepted,
             "reads_refused_full": self.accept.refused_full,
             "stage_restarts": {s.name: s.restarts for s in self.stages},
@@ -234,8 +235,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
     scene = scene_recognizer(config, recognizer)
     cut = config.recognizer
     recognize = RecognizeStage(stop, capture, frames, scene, lambda hit: is_confident(hit, cut), sightings,
-                               lambda hit: weak_read(hit, config.tracker.weak_min_confidence,
-                                                      cut.min_detection_score_no_format))
+                               weak_cut(config.tracker, cut))
     tracker = pass_tracker(config)
     track = TrackStage(stop, recognize, sightings, tracker, reads, clock=clock, journal=outbox)
     accept = AcceptStage(stop, track, reads, outbox, clock=clock)
@@ -253,7 +253,7 @@ def pass_tracker(config: DeviceConfig) -> PassTracker:
     t = config.tracker
     return PassTracker(config.unit.camera_id, t.merge_window_s, t.max_track_s, t.min_frames, config.unit.latitude,
                        config.unit.longitude, t.agreeing_frames, config.recognizer.min_confidence,
-                       t.stopped_timeout_s)
+                       t.stopped_timeout_s, t.detected_frames, t.detected_min_score)
 
 
 def scene_recognizer(config: DeviceConfig, recognizer: PlateRecognizer) -> SceneRecognizer:

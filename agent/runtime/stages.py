@@ -337,5 +337,6 @@ def _sighting(frame: Frame, hit: Any, weak: bool = False) -> Sighting:
         candidates=candidates, plate_crop_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 1.0),
         vehicle_jpeg=evidence_jpeg(frame.image, (x, y, w, h), 3.0),
         char_confidences=tuple(float(c) for c in getattr(hit, "char_confidences", None) or ()),
-        frame_size=(width, height), weak=weak,
+        frame_size=(width, height), weak=weak, fits_format=getattr(hit, "format", None) is not None,
+        detection_score=getattr(hit, "detection_score", None),
     )

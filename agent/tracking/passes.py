@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from agent.reads import Candidate, ReadEvent
 from agent.tracking.tracker import Sighting, similar
@@ -29,16 +29,35 @@ REACH_PLATE_WIDTHS = 2.5   # how far from the predicted centre a similar read ma
 REACH_GROWTH = 4.0         # plus this many plate widths per second since the track was last seen
 SMOOTHING = 0.5            # weight of the newest velocity measurement
 STILL_SPEED = 0.5          # plate widths per second below which a plate stands still
+MIN_TRAVEL_WIDTHS = 1.0    # the detection rule's least travel of a plate, in its own widths
+EVIDENCE = ("frame", "agreement", "detection")  # the rules that let a pass count (PassTracker._evidence)
 CROPS_KEPT = 5             # texts per track whose best crops are kept (a parked car is seen thousands of times)
 
 
-def weak_read(hit: Any, floor: float, min_detection_score: float) -> bool:
-    """A read below the cut that is still evidence: it fits a plate format, is not noise, and the
-    detector is as sure it is a plate as the cut asks of format-less reads (sign lettering scored
-    0.50-0.54 there; docs/detection.md), so a sign re-read all day cannot add up to a read."""
+def weak_read(hit: Any, floor: float, min_detection_score: float,
+              formatless_min_score: float | None = None) -> bool:
+    """A read below the cut that is still evidence for its pass, at least `floor` confident.
+
+    One that fits a plate format needs the detector to be as sure it is a plate as the cut asks
+    of format-less reads (sign lettering scored 0.50-0.54 there; docs/detection.md), so a sign
+    re-read all day cannot add up to a read. One that fits no format (a vanity plate, a plate
+    whose surround the OCR reads too) counts only with `formatless_min_score` given and a
+    detector score that reaches it: it keeps its track alive and can carry the pass by the
+    detection rule (PassTracker._evidence), but votes only where nothing better was read."""
+    if not hit.text or hit.confidence < floor:
+        return False
     score = getattr(hit, "detection_score", None)
-    return (bool(hit.text) and getattr(hit, "format", None) is not None and hit.confidence >= floor
-            and (score is None or score >= min_detection_score))
+    if getattr(hit, "format", None) is not None:
+        return score is None or score >= min_detection_score
+    return formatless_min_score is not None and score is not None and score >= formatless_min_score
+
+
+def weak_cut(tracker: Any, recognizer: Any) -> Callable[[Any], bool]:
+    """weak_read with the floors of the `tracker` and `recognizer` config sections (the agent,
+    the capture probe and tools/bench_passes.py all use this one)."""
+    formatless = tracker.detected_min_score if tracker.detected_frames else None
+    return lambda hit: weak_read(hit, tracker.weak_min_confidence, recognizer.min_detection_score_no_format,
+                                 formatless)
 
 
 @dataclass
@@ -103,8 +122,12 @@ class PassTracker:
 
     def __init__(self, camera_id: str, timeout_s: float = 3.0, max_track_s: float = 300.0, min_frames: int = 1,
                  latitude: float | None = None, longitude: float | None = None, agreeing_frames: int = 4,
-                 min_confidence: float = 0.7, stopped_timeout_s: float | None = None):
+                 min_confidence: float = 0.7, stopped_timeout_s: float | None = None,
+                 detected_frames: int = 0, detected_min_score: float = 0.7):
         self.camera_id = camera_id
+        self.detected_frames = detected_frames          # 0: the detection rule is off
+        self.detected_min_score = detected_min_score
+        self.accepted_by = {kind: 0 for kind in EVIDENCE}  # events per rule that let the pass count
         self.stopped_timeout_s = 3 * timeout_s if stopped_timeout_s is None else stopped_timeout_s
         self.agreeing_frames = agreeing_frames
         self.min_confidence = min_confidence
@@ -140,10 +163,12 @@ class PassTracker:
             if len(track.sightings) < self.min_frames:
                 continue
             read = self._to_read(track)
-            if self._evident(track, read.plate):
-                reads.append(read)
-            else:
+            evidence = self._evidence(track, read.plate)
+            if evidence is None:
                 self.tracks_dropped += 1
+                continue
+            self.accepted_by[evidence] += 1
+            reads.append(dataclasses.replace(read, evidence=evidence) if evidence != read.evidence else read)
         return reads
 
     def pending(self) -> int:
@@ -202,23 +227,48 @@ class PassTracker:
         return ((cx >= size[0] and size[0] - (lx + lw) < lw) or (cx < 0 and lx < lw)
                 or (cy >= size[1] and size[1] - (ly + lh) < lh) or (cy < 0 and ly < lh))
 
-    def _evident(self, track: _Pass, text: str) -> bool:
-        """A pass counts if one of its reads passed the cut, or, seen only in weak reads,
-        `agreeing_frames` of them read exactly its text with a combined confidence
-        1 - prod(1 - c) that reaches the cut: a plate the OCR is unsure of in each frame but
-        reads the same way in many is still read (a sign or a glitch rarely agrees that often)."""
+    def _evidence(self, track: _Pass, text: str) -> str | None:
+        """Which rule lets the pass count (None: none does, the track is dropped).
+
+        - "frame": one of its reads passed the cut on its own.
+        - "agreement": seen only in weak reads, `agreeing_frames` of them read exactly its text
+          with a combined confidence 1 - prod(1 - c) that reaches the cut: a plate the OCR is
+          unsure of in each frame but reads the same way in many is still read (a sign or a
+          glitch rarely agrees that often).
+        - "detection": no text agreed enough, but the detector scored a plate at
+          `detected_min_score` or more in `detected_frames` of its frames, and the plate
+          travelled at least MIN_TRAVEL_WIDTHS of its own widths across the picture: a vehicle
+          passed with a plate in view (lettering on a wall or a parked van does not travel).
+          Its text is the vote of unsure reads; the event says so (`evidence`) and its
+          `confidence` is the vote's, below the cut.
+        """
         if any(not s.weak for s in track.sightings):
-            return True
+            return "frame"
         agreeing = [s.confidence for s in track.sightings if s.text == text]
         doubt = 1.0
         for confidence in agreeing:
             doubt *= 1.0 - confidence
-        return len(agreeing) >= self.agreeing_frames and 1.0 - doubt >= self.min_confidence
+        if len(agreeing) >= self.agreeing_frames and 1.0 - doubt >= self.min_confidence:
+            return "agreement"
+        if self.detected_frames and self._detected(track):
+            return "detection"
+        return None
+
+    def _detected(self, track: _Pass) -> bool:
+        detected = [s for s in track.sightings
+                    if s.detection_score is not None and s.detection_score >= self.detected_min_score]
+        if len(detected) < self.detected_frames:
+            return False
+        first, last = detected[0].box, detected[-1].box
+        width = max(first[2], last[2], 1)
+        return _gap(first, last) >= MIN_TRAVEL_WIDTHS * width
 
     # -- the read event -----------------------------------------------------------------------------
     def _to_read(self, track: _Pass) -> ReadEvent:
         sightings = track.sightings
-        consensus = vote([Reading(s.text, s.confidence, tuple(s.char_confidences)) for s in sightings])
+        # format-less weak reads vote only where nothing better was read (weak_read)
+        voters = [s for s in sightings if s.fits_format or not s.weak] or sightings
+        consensus = vote([Reading(s.text, s.confidence, tuple(s.char_confidences)) for s in voters])
         best = track.best_for(consensus.text)
         return ReadEvent(
             plate=consensus.text, confidence=consensus.confidence, seen_at=track.first_seen,

@@ -25,6 +25,8 @@ class Sighting:
     char_confidences: tuple[float, ...] = ()
     frame_size: tuple[int, int] | None = None   # width, height of the frame it was seen in
     weak: bool = False   # below the read cut, kept as evidence for the pass (agent.tracking.passes)
+    fits_format: bool = True   # the text fits a plate format of the tables (agent.vision.formats)
+    detection_score: float | None = None   # the detector's plate score (None: read without the detector)
 
 
 class Tracker(Protocol):
