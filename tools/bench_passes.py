@@ -38,7 +38,7 @@ from agent.config.schema import DeviceConfig  # noqa: E402
 from agent.reads import ReadEvent  # noqa: E402
 from agent.runtime.pipeline import scene_recognizer  # noqa: E402
 from agent.runtime.stages import frame_sightings  # noqa: E402
-from agent.tracking.passes import PassTracker, _Pass, weak_read  # noqa: E402
+from agent.tracking.passes import PassTracker, _Pass, weak_cut  # noqa: E402
 from agent.tracking.tracker import Sighting  # noqa: E402
 from agent.tracking.vote import distance  # noqa: E402
 from agent.vision.recognizer import Recognizer, is_confident  # noqa: E402
@@ -80,7 +80,10 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
     tracker = RecordingTracker(config.unit.camera_id, settings.merge_window_s, settings.max_track_s,
                                settings.min_frames, agreeing_frames=settings.agreeing_frames,
                                min_confidence=config.recognizer.min_confidence,
-                               stopped_timeout_s=settings.stopped_timeout_s)
+                               stopped_timeout_s=settings.stopped_timeout_s,
+                               detected_frames=settings.detected_frames,
+                               detected_min_score=settings.detected_min_score)
+    weak = weak_cut(settings, config.recognizer)
     run = ClipRun()
     source = VideoFileSource(clip)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -95,8 +98,7 @@ def run_clip(clip: Path, config: DeviceConfig, recognizer: Recognizer, fps: floa
             frame = Frame(image=mask.apply(frame.image), captured_at=t, index=frame.index, origin=clip.name,
                           monotonic=t)
             for sighting in frame_sightings(frame, scene, lambda hit: is_confident(hit, config.recognizer),
-                                            lambda hit: weak_read(hit, settings.weak_min_confidence,
-                                                                      config.recognizer.min_detection_score_no_format)):
+                                            weak):
                 run.events += tracker.observe(sighting)
             run.events += tracker.flush(t)
             run.frames += 1
