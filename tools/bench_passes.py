@@ -9,6 +9,8 @@ edge rule (agent.runtime.stages.frame_sightings), and the PassTracker; time is t
 clip time (index / fps), frames are read as fast as the CPU allows. Prints, per clip:
 
 - passes (N), events, matched passes, missed, duplicate and spurious events;
+- events by the rule that let the pass count (`evidence`: frame, agreement, detection), and the
+  wrong and spurious events with theirs;
 - per-pass correct text: the vote (what the agent emits) and, for comparison on the same
   tracks, the most confident single frame (what the earlier tracker kept);
 - single-frame accuracy: the share of accepted frame reads whose text is the pass's plate;
@@ -38,7 +40,7 @@ from agent.config.schema import DeviceConfig  # noqa: E402
 from agent.reads import ReadEvent  # noqa: E402
 from agent.runtime.pipeline import scene_recognizer  # noqa: E402
 from agent.runtime.stages import frame_sightings  # noqa: E402
-from agent.tracking.passes import PassTracker, _Pass, weak_cut  # noqa: E402
+from agent.tracking.passes import EVIDENCE, PassTracker, _Pass, weak_cut  # noqa: E402
 from agent.tracking.tracker import Sighting  # noqa: E402
 from agent.tracking.vote import distance  # noqa: E402
 from agent.vision.recognizer import Recognizer, is_confident  # noqa: E402
@@ -115,12 +117,12 @@ def score(run: ClipRun, truth: dict) -> dict:
     fps = truth["fps"]
     passes = [p for p in truth["passes"] if p["first_full_frame"] is not None]
     matched: dict[int, list[ReadEvent]] = {}
-    spurious = 0
+    spurious: list[ReadEvent] = []
     for event in run.events:
         start, end = event.seen_at - SLACK_S, (event.last_seen or event.seen_at) + SLACK_S
         near = [i for i, p in enumerate(passes) if p["first_frame"] / fps <= end and p["last_frame"] / fps >= start]
         if not near:
-            spurious += 1
+            spurious.append(event)
             continue
         best = min(near, key=lambda i: distance(passes[i]["text"], event.plate))
         matched.setdefault(best, []).append(event)
@@ -131,7 +133,7 @@ def score(run: ClipRun, truth: dict) -> dict:
         first = events[0]
         correct += first.plate == text
         if first.plate != text:
-            wrong.append({"truth": text, "read": first.plate, "frames": first.frames,
+            wrong.append({"truth": text, "read": first.plate, "frames": first.frames, "evidence": first.evidence,
                           "candidates": [c.text for c in first.candidates]})
         sightings = run.sightings_of.get(first.read_id, [])
         if sightings:  # what the earlier tracker kept: the most confident frame (a weak one if no other)
@@ -152,7 +154,11 @@ def score(run: ClipRun, truth: dict) -> dict:
                   for i, events in matched.items() if len(events) > 1]
     return {
         "passes": n, "events": len(run.events), "matched": len(matched), "missed": n - len(matched),
-        "duplicates": sum(len(e) - 1 for e in matched.values()), "spurious": spurious,
+        "duplicates": sum(len(e) - 1 for e in matched.values()), "spurious": len(spurious),
+        "by_evidence": {kind: sum(e.evidence == kind for e in run.events) for kind in EVIDENCE},
+        "wrong_by_evidence": {kind: sum(w["evidence"] == kind for w in wrong) for kind in EVIDENCE},
+        "spurious_events": [{"read": e.plate, "frames": e.frames, "evidence": e.evidence,
+                             "at_frame": round(e.seen_at * fps)} for e in spurious],
         "correct_vote": correct, "correct_vote_pct": round(100 * correct / max(n, 1), 1),
         "correct_best_frame": single_best, "correct_best_frame_pct": round(100 * single_best / max(n, 1), 1),
         "single_frame_reads": frames_total,
@@ -193,13 +199,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['correct_vote_pct']}% voted, {r['correct_best_frame_pct']}% best single frame; "
                   f"single-frame reads {r['single_frame_pct']}% of {r['single_frame_reads']}; frames "
                   f"{r['frames']} (recognised {r['frames_recognised']}, skipped {r['frames_skipped_by_motion']}); "
-                  f"CPU {r['cpu_s']} s = {r['cpu_s_per_video_minute']} s per video minute")
+                  f"CPU {r['cpu_s']} s = {r['cpu_s_per_video_minute']} s per video minute; events by evidence "
+                  f"{r['by_evidence']}, wrong by evidence {r['wrong_by_evidence']}")
             for w in r["wrong"]:
                 print(f"   wrong: {w}")
             for m in r["missed_passes"]:
                 print(f"   missed: {m}")
             for d in r["duplicated_passes"]:
                 print(f"   duplicated: {d}")
+            for e in r["spurious_events"]:
+                print(f"   spurious: {e}")
     return 0
 
 

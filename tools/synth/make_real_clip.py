@@ -12,7 +12,9 @@ to 30%, turning by up to 4 degrees, with a little perspective change, the horizo
 blur of the pan (a 1/300 s exposure) and sensor noise. Photos are chosen with one labelled
 plate, its crop at least 90 px wide, one photo per plate text, one-row plates unless
 `--layouts` says otherwise (the OCR reads one-row plates: docs/ocr.md). Writes OUT (MP4) and OUT.json
-in the form of tools/synth/make_passes.py (what tools/bench_passes.py reads).
+in the form of tools/synth/make_passes.py (what tools/bench_passes.py reads). With `--plate-free`
+the camera pans over plate-free views of the same sets' val scenes instead: a clip on which every
+read event is a false one.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
 # ../shared/datasets beside the checkout (a git worktree sits one folder deeper)
 DATASETS = next((p for p in (ROOT.parent / "shared" / "datasets", ROOT.parents[1] / "shared" / "datasets")
                  if p.is_dir()), ROOT.parent / "shared" / "datasets")
@@ -127,11 +131,7 @@ def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, heig
                                            flags=cv2.INTER_NEAREST)
                 mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
                 image[mask > 0] = plate[mask > 0]
-                blur = int(round(speed * fps * EXPOSURE_S))
-                if blur >= 2:
-                    image = cv2.filter2D(image, -1, np.ones((1, blur), np.float32) / blur)
-                image = np.clip(image.astype(np.int16) + noise.normal(0, 2.0, image.shape[:2])[:, :, None]
-                                .astype(np.int16), 0, 255).astype(np.uint8)
+                image, blur = _blur_and_noise(image, speed * fps, noise)
                 box = cv2.perspectiveTransform(corners, H).reshape(-1, 2)
                 x0, y0 = box.min(axis=0)
                 x1, y1 = box.max(axis=0)
@@ -158,6 +158,55 @@ def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, heig
     return sidecar
 
 
+def _blur_and_noise(image: np.ndarray, speed_px_s: float, noise: np.random.Generator) -> tuple[np.ndarray, int]:
+    """The pan's horizontal motion blur (EXPOSURE_S) and sensor noise; returns the blur length too."""
+    blur = int(round(speed_px_s * EXPOSURE_S))
+    if blur >= 2:
+        image = cv2.filter2D(image, -1, np.ones((1, blur), np.float32) / blur)
+    noisy = image.astype(np.int16) + noise.normal(0, 2.0, image.shape[:2])[:, :, None].astype(np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8), blur
+
+
+def make_plate_free_clip(out: Path, seed: int, count: int = 60, width: int = 960, height: int = 540,
+                         fps: float = 10.0, datasets: Path = DATASETS, gap_frames: int = 6) -> dict:
+    """The same camera over plate-free views: crops of the training sets' val-split scenes that
+    avoid every labelled plate (tools/bench_detect.py plate_free_frames: vehicles, signs,
+    lettering). Scaled as a real clip scales its photos (the crop's width becomes 4 x 130-190
+    px), they cross the picture like a pass. OUT.json lists no pass: every read event is false,
+    unless a crop holds a plate the labels missed (Open Images leaves some small ones unboxed;
+    check an event's crop by eye)."""
+    from tools.bench_detect import plate_free_frames  # the views the cut was checked on (docs/detection.md)
+
+    rng = np.random.default_rng([seed, 7171])
+    views = plate_free_frames(datasets, count, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot open a video writer for {out}")
+    noise = np.random.default_rng([seed, 6])
+    blank = np.full((height, width, 3), GREY, np.uint8)
+    f, shown = 0, []
+    try:
+        for name, view in views:
+            h, w = view.shape[:2]
+            item = {"scene_box": (w * 3 / 8, h * 3 / 8, w / 4, h / 4)}
+            for H, speed in _camera(rng, item, width, height, int(rng.integers(22, 40))):
+                image = cv2.warpPerspective(view, H, (width, height), flags=cv2.INTER_CUBIC,
+                                            borderMode=cv2.BORDER_CONSTANT, borderValue=GREY)
+                writer.write(_blur_and_noise(image, speed * fps, noise)[0])
+                f += 1
+            for _ in range(gap_frames):
+                writer.write(blank)
+                f += 1
+            shown.append(name)
+    finally:
+        writer.release()
+    sidecar = {"video": out.name, "seed": seed, "fps": fps, "width": width, "height": height, "frames": f,
+               "lighting": "real", "plate_free": shown, "passes": []}
+    Path(str(out) + ".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    return sidecar
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render a clip of real training-set plates crossing the picture.")
     parser.add_argument("--out", type=Path, required=True)
@@ -167,10 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", default="one_row",
                         help="plate layouts to use, comma-separated: one_row, two_rows (default one_row: the "
                              "OCR reads one-row plates; docs/ocr.md)")
+    parser.add_argument("--plate-free", action="store_true",
+                        help="pan over PASSES plate-free views of training scenes instead (no pass: every "
+                             "read event on it is false)")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    sidecar = make_real_clip(args.out, args.seed, args.passes, datasets=args.datasets,
-                             layouts=tuple(args.layouts.split(",")))
+    if args.plate_free:
+        sidecar = make_plate_free_clip(args.out, args.seed, args.passes, datasets=args.datasets)
+    else:
+        sidecar = make_real_clip(args.out, args.seed, args.passes, datasets=args.datasets,
+                                 layouts=tuple(args.layouts.split(",")))
     print(json.dumps({"video": str(args.out), "passes": len(sidecar["passes"]), "frames": sidecar["frames"],
                       "seconds": round(time.monotonic() - t0, 1)}))
     return 0
