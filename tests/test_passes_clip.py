@@ -14,6 +14,7 @@ from agent.config.loader import parse_config
 from agent.vision.recognizer import Recognizer
 from tools.bench_passes import run_clip, score
 from tools.synth.make_passes import make_passes
+from tools.synth.make_real_clip import DATASETS, make_plate_free_clip, make_real_clip
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +32,25 @@ def test_every_pass_is_one_event_with_the_voted_text(tmp_path):
                             truth["fps"]), truth)
     assert (result["events"], result["missed"], result["duplicates"], result["spurious"]) == (10, 0, 0, 0), result
     assert result["correct_vote"] >= 9, result["wrong"]
+
+
+@pytest.mark.skipif(not DATASETS.joinpath("plate-text").is_dir(), reason="../shared/datasets is not present")
+def test_a_plate_never_read_above_the_cut_is_still_one_event_when_the_detector_follows_it(tmp_path):
+    """Regression (issue 16): the vanity plate SUSRESC, framed by painted lettering (JESUS RESCUED
+    ME), was read differently in every frame and never above the cut, so its pass had no event."""
+    clip = tmp_path / "real.mp4"
+    texts = frozenset({"SUSRESC", "OV14VLL", "AAT5827"})
+    truth = make_real_clip(clip, seed=1, count=3, only=texts)
+    result = score(run_clip(clip, parse_config('[source]\npath = "x.mp4"\n'), Recognizer.from_models(ROOT / "models"),
+                            truth["fps"]), truth)
+    assert (result["events"], result["missed"], result["duplicates"], result["spurious"]) == (3, 0, 0, 0), result
+    assert result["by_evidence"]["detection"] == 1, result
+
+
+@pytest.mark.skipif(not DATASETS.joinpath("plate-text").is_dir(), reason="../shared/datasets is not present")
+def test_plate_free_views_crossing_the_picture_give_no_event(tmp_path):
+    clip = tmp_path / "plate_free.mp4"
+    truth = make_plate_free_clip(clip, seed=1, count=25)
+    result = score(run_clip(clip, parse_config('[source]\npath = "x.mp4"\n'), Recognizer.from_models(ROOT / "models"),
+                            truth["fps"]), truth)
+    assert (result["events"], result["spurious"]) == (0, 0), result["spurious_events"]

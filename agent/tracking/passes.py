@@ -7,7 +7,9 @@ takes at most one sighting per frame, so two vehicles in view at once stay two t
 track ends when its plate has not been seen for `timeout_s` (`stopped_timeout_s` for a plate
 that stood still: a stopped vehicle the detector loses for a while), when it has left the frame
 (its predicted box is outside it), or when it has lasted `max_track_s`; it then becomes one
-ReadEvent whose text is the per-character vote over all of its frames (agent.tracking.vote).
+ReadEvent whose text is the per-character vote over all of its frames (agent.tracking.vote),
+if one of three rules lets the pass count (a read above the cut, weak reads that agree, or a
+plate the detector followed across the picture: PassTracker._evidence); the event says which.
 A last glimpse of a plate that has just left (a fragment read after its track ended, within
 `timeout_s`) joins nothing and starts nothing: it is counted in `late_sightings`.
 

@@ -101,9 +101,11 @@ def _camera(rng: np.random.Generator, item: dict, width: int, height: int, frame
 
 
 def make_real_clip(out: Path, seed: int, count: int = 60, width: int = 960, height: int = 540, fps: float = 10.0,
-                   datasets: Path = DATASETS, gap_frames: int = 6, layouts: tuple[str, ...] = ("one_row",)) -> dict:
+                   datasets: Path = DATASETS, gap_frames: int = 6, layouts: tuple[str, ...] = ("one_row",),
+                   only: frozenset[str] | None = None) -> dict:
+    """`only`: use just the photos of these plate texts (a test's chosen few)."""
     rng = np.random.default_rng([seed, 5151])
-    pool = candidates(datasets, layouts)
+    pool = [item for item in candidates(datasets, layouts) if only is None or item["text"] in only]
     if len(pool) < count:
         raise SystemExit(f"only {len(pool)} usable training photos, asked for {count}")
     chosen = [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
