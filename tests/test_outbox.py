@@ -248,3 +248,17 @@ def test_backlog_is_rechecked_at_start_up(tmp_path: Path):
     finally:
         s2.outbox.close()
         s2.audit.close()
+
+
+def test_a_reads_evidence_is_stored_with_it_and_rows_from_before_read_as_frame():
+    """ReadEvent.evidence (which tracker rule let the pass count, issue 16) survives the outbox's
+    codec; a row stored before the field existed decodes as "frame"."""
+    import dataclasses
+
+    from agent.delivery.records import decode_read, encode_read
+
+    read = dataclasses.replace(make_read(1, 1_700_000_000.0), evidence="detection")
+    assert decode_read(encode_read(read)) == read
+    old = json.loads(encode_read(read))
+    del old["evidence"]
+    assert decode_read(json.dumps(old).encode()).evidence == "frame"
