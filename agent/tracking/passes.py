@@ -170,7 +170,7 @@ class PassTracker:
                 self.tracks_dropped += 1
                 continue
             self.accepted_by[evidence] += 1
-            reads.append(dataclasses.replace(read, evidence=evidence) if evidence != read.evidence else read)
+            reads.append(read if evidence == read.evidence else dataclasses.replace(read, evidence=evidence))
         return reads
 
     def pending(self) -> int:
@@ -243,7 +243,7 @@ class PassTracker:
           travelled at least MIN_TRAVEL_WIDTHS of its own widths across the picture: a vehicle
           passed with a plate in view (lettering on a wall or a parked van does not travel).
           Its text is the vote of unsure reads; the event says so (`evidence`) and its
-          `confidence` is the vote's, below the cut.
+          `confidence` is the vote's (0.01-0.56 on the training clips: docs/capture.md).
         """
         if any(not s.weak for s in track.sightings):
             return "frame"
@@ -258,6 +258,7 @@ class PassTracker:
         return None
 
     def _detected(self, track: _Pass) -> bool:
+        """The detection rule: enough frames where the detector was sure, a plate that travelled."""
         detected = [s for s in track.sightings
                     if s.detection_score is not None and s.detection_score >= self.detected_min_score]
         if len(detected) < self.detected_frames:
