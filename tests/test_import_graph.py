@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"
 
 
+@functools.lru_cache(maxsize=None)   # parsed once for the four tests (read-only trees)
 def _modules() -> dict[str, ast.Module]:
     out = {}
     for path in sorted(AGENT.rglob("*.py")):
