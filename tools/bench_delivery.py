@@ -15,7 +15,10 @@ Prints one JSON object:
 - rss: the process's peak resident set size;
 - thread_cpu_us_per_read (in throughput): CPU per read of the accepting thread and of the
   sender threads together, from /proc/self/task (where the CPU goes);
-- raw_paho_qos1: bare paho QoS 1 to the same broker under the same load, for comparison.
+- raw_paho_qos1: bare paho QoS 1 to the same broker under the same load, for comparison;
+  raw_paho_qos1_signed: the same, each message built and Ed25519-signed as the unit's reads
+  are (issue 19). Each runs before and after the throughput run (the load drifts), and
+  throughput.ratio compares against both, by wall rate and by CPU per message.
 
 Usage: nice -n 10 .venv/bin/python tools/bench_delivery.py [--reads 20000] [--backlog 100000]
 Needs mosquitto on PATH or /usr/sbin; everything runs in a temporary directory.
