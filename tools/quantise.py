@@ -11,6 +11,8 @@ never used to calibrate); the callers pass it in.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -32,24 +34,28 @@ class Calibration:
 
 def quantise(fp32: Path, out: Path, calib: Iterable[np.ndarray], input_name: str = "image",
              op_types: list[str] | None = None, nodes_to_exclude: list[str] | None = None,
-             percentile: float = 99.99) -> None:
+             percentile: float | None = 99.99) -> None:
     """Write the int8 QDQ model of ``fp32`` to ``out``: weights int8 per channel, activations
-    uint8 with ranges from the ``percentile`` of the calibration activations.
+    uint8 with ranges from the ``percentile`` of the calibration activations (None: their
+    minimum and maximum).
 
     ``op_types`` limits which operators are quantised (None: every kind onnxruntime can);
     ``nodes_to_exclude`` keeps the named nodes in fp32. Calibration tensors must all have the
-    same shape (the histogram calibration stacks them).
+    same shape when ``percentile`` is set (the histogram calibration stacks them).
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # onnxruntime prints its calibration progress on stdout: keep stdout for the tools' JSON
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        method = {"calibrate_method": CalibrationMethod.MinMax} if percentile is None else {
+            "calibrate_method": CalibrationMethod.Percentile,
+            "extra_options": {"CalibPercentile": percentile}}
         quantize_static(str(pre), str(out), Calibration(calib, input_name),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [],
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"CalibPercentile": percentile})
+                        **method)
