@@ -1,10 +1,9 @@
 """The plate detector's int8 twin: quantise, measure against fp32 on TRAINING val, ship by rule.
 
     PLATEGATE_DATASETS=/work/shared/datasets .venv/bin/python tools/quantise_detector.py \
-        --out /tmp/det_int8            # a full models folder to measure with --models
-    PLATEGATE_DATASETS=... .venv/bin/python tools/quantise_detector.py   # write models/
-    # exit 1 and models/ untouched when the rule below fails; --candidate DIR still writes
-    # the int8 folder there for measuring
+        --pin-cpu 1 --candidate /tmp/det_int8   # also a full models folder to measure with
+                                                # --models, whatever the rule says
+    # writes models/ (or --out DIR) only when the rule below holds; exit 1 when it fails
 
 Why: at 4K the detector model is most of a frame's cost (40 of 51 ms at 1344 x 768); the
 target is 40 ms end to end. No retraining: the shipped fp32 weights are quantised statically
@@ -16,15 +15,16 @@ minimum-maximum ranges) with two fp32 islands:
 - the two heads (the 1x1 convolutions giving ``heat`` and ``reg``, and the sigmoid): the score
   meets thresholds (0.5 detect, 0.6 for reads of no plate format) and an 8-bit logit moves it
   near 0.5 in steps of about 0.02; the box size and offset decide the OCR's crop, whose reading
-  changes with a few pixels of framing (docs/ocr.md).
+  changes with a few pixels of framing (docs/benchmarks.md, framing stability).
 
 Calibration: ``--calib-scenes`` scenes per TRAINING set (train split only, seeded), run through
 ``PlateDetector`` itself with the fp32 model so the tensors are exactly what the agent feeds
 (the pass plan, resize, normalisation, padding), each cut to a 256 x 256 window (the training
-crop; the histogram calibration needs one shape). Evaluation sets are never read for it.
+crop; one shape, as the percentile calibration needs, and bounded memory: onnxruntime keeps
+every activation of every calibration tensor). Evaluation sets are never read for it.
 
-Decision (written before any evaluation set was measured; docs/detection.md, "int8"): the int8
-model ships when, against the fp32 model, it loses at most one plate on each of
+Decision (written before any evaluation set was measured; docs/detection.md, "int8 detector"):
+the int8 model ships when, against the fp32 model, it loses at most one plate on each of
 (a) the training sets' val splits: detection recall, IoU >= 0.5, plates >= 16 px, at the
 manifest threshold; (b) the detector-framed val (tools/framed_val.py): detection recall and
 (c) top-1 of the agent's read. Then the evaluation scenes are measured for the manifest (both
@@ -286,8 +286,8 @@ def write(args, out: Path, entry: dict, fp32_path: Path, int8_path: Path,
     accuracy["int8_vs_fp32"] = {k: report[k] for k in ("fp32", "int8")}
     for ds in EVAL_SETS:
         if ds in chosen:
-            accuracy[ds] = {**chosen[ds], "with": "plate_ocr "
-                            f"{model_entry(args.models, 'plate_ocr').get('version')}, int8 detector"}
+            ocr_version = model_entry(args.models, "plate_ocr").get("version")
+            accuracy[ds] = {**chosen[ds], "with": f"plate_ocr {ocr_version}, int8 detector"}
     accuracy["measured"] = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                             + ", tools/quantise_detector.py, one thread, load average "
                             + ", ".join(map(str, report["load_average"])))
