@@ -128,3 +128,11 @@ def test_swapped_fp32_twin_is_refused_naming_the_file(tmp_path, int8_model):
     with pytest.raises(ModelError) as err:
         PlateDetector.from_models(out, file_key="file_fp32")
     assert str(out / qd.FP32_FILE) in str(err.value) and "sha256" in str(err.value)
+
+
+def test_candidate_folder_may_not_be_the_models_folder(capsys):
+    """--candidate is written even when the rule fails, so it must never be models/ itself."""
+    with pytest.raises(SystemExit) as stop:
+        qd.main(["--models", str(MODELS), "--candidate", str(MODELS)])
+    assert stop.value.code == 2
+    assert "--candidate" in capsys.readouterr().err

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation scenes")
     p.add_argument("--pin-cpu", type=int, default=None, help="pin to one core (timing)")
     args = p.parse_args(argv)
+    if args.candidate and args.candidate.resolve() == args.models.resolve():
+        p.error(f"--candidate {args.candidate} is the models folder read; the candidate "
+                "is written whatever the rule says, so it must be another folder")
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
     entry = model_entry(args.models, MODEL_NAME)
