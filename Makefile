@@ -11,7 +11,8 @@ demo: system-deps venv
 test: system-deps venv
 	$(PY) -m pytest
 
-# Everything that needs no broker, no subprocess and no long run (see tests/conftest.py).
+# Everything that needs no broker, no database, no subprocess and no long run (see tests/conftest.py;
+# under 15 s on the 2-core CI machine, docs/benchmarks.md).
 test-fast: venv
 	$(PY) -m pytest -q -m "not integration and not slow"
 

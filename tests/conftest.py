@@ -31,10 +31,20 @@ def _skip_without_mosquitto() -> None:
                     "broker tests need a real broker")
 
 
+def _integration_only(request: pytest.FixtureRequest) -> None:
+    """A broker or database reached by a test not marked integration (e.g. through
+    request.getfixturevalue, which the marking at collection cannot see) would run in
+    `make test-fast`: fail, saying how to mark it."""
+    if request.node.get_closest_marker("integration") is None:
+        pytest.fail(f"{request.node.nodeid} starts a broker or a database but is not marked integration: "
+                    "mark it (a fixture parameter: pytest.param(..., marks=pytest.mark.integration))")
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+def mosquitto(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MosquittoBroker]:
     """A TLS mosquitto (its own throw-away PKI, anonymous) on a free 127.0.0.1 port: put
     `mosquitto.url` and `mosquitto.pin` in the policy."""
+    _integration_only(request)
     _skip_without_mosquitto()
     broker = MosquittoBroker(tmp_path / "mosquitto").start()
     try:
@@ -50,12 +60,13 @@ def tls_files(tmp_path: Path) -> TlsFiles:
 
 
 @pytest.fixture
-def broker_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+def broker_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., MosquittoBroker]]:
     """Start any number of brokers: factory(tls=..., acl=..., passwords=..., plain=..., ...).
 
     Each is TLS with its own PKI unless given `tls=` (or `plain=True`); every broker started
     through the factory is stopped at teardown.
     """
+    _integration_only(request)
     _skip_without_mosquitto()
     started: list[MosquittoBroker] = []
     counter = itertools.count()
@@ -168,8 +179,10 @@ def postgres_server():
 
 
 @pytest.fixture
-def postgres_dsn(postgres_server) -> str:
+def postgres_dsn(request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
+    _integration_only(request)
+    postgres_server = request.getfixturevalue("postgres_server")
     return postgres_server.new_database()
 
 
@@ -180,30 +193,47 @@ BROKER_FIXTURES = frozenset({"mosquitto", "broker_factory", "tls_broker_factory"
 _SUBPROCESS = ("subprocess.", "Popen", "pty.", "sys.executable", "os.fork")
 
 
+def _module_calls(module) -> tuple[dict[str, bool], dict[str, set[str]]]:
+    """For each module-level function and class of `module`: whether its own source starts a
+    process, and which of the module's other functions and classes it names. Read once per
+    module (re-reading the module per test made collection quadratic: seconds of `test-fast`)."""
+    import ast
+    import inspect
+    if module.__name__ not in _MODULE_CALLS:
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            source = ""
+        lines = source.splitlines(keepends=True)
+        bodies = {node.name: "".join(lines[node.lineno - 1:node.end_lineno])
+                  for node in ast.parse(source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        starts = {name: any(pattern in body for pattern in _SUBPROCESS) for name, body in bodies.items()}
+        names = {name: set(re.findall(r"\w+", body)) & bodies.keys() for name, body in bodies.items()}
+        _MODULE_CALLS[module.__name__] = (starts, names)
+    return _MODULE_CALLS[module.__name__]
+
+
+_MODULE_CALLS: dict[str, tuple[dict[str, bool], dict[str, set[str]]]] = {}
+
+
 def _starts_subprocess(function) -> bool:
     """Whether a test's own source, or a module-level function it names (followed within
     its module), starts a process."""
-    import ast
     import inspect
     module = inspect.getmodule(function)
-    try:
-        tree = ast.parse(inspect.getsource(module))
-    except (OSError, TypeError):
+    if module is None:
         return False
-    bodies = {node.name: ast.get_source_segment(inspect.getsource(module), node) or ""
-              for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    starts, names = _module_calls(module)
     seen: set[str] = set()
     todo = [function.__name__]
     while todo:
         name = todo.pop()
-        if name in seen or name not in bodies:
+        if name in seen or name not in starts:
             continue
         seen.add(name)
-        source = bodies[name]
-        if any(pattern in source for pattern in _SUBPROCESS):
+        if starts[name]:
             return True
-        todo.extend(other for other in bodies if other not in seen
-                    and re.search(rf"\b{re.escape(other)}\b", source))
+        todo.extend(names[name] - seen)
     return False
 
 

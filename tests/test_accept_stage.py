@@ -47,6 +47,7 @@ def test_disk_failure_keeps_hits_and_retries_them_until_the_disk_recovers(tmp_pa
         return original(work, what, *args, **kwargs)
 
     outbox._write = failing_write
+    stage.RETRY_PAUSE_S = 0.05   # the pause between offers; the offers themselves are the test
     stage.start()
     assert stage.join(timeout=20)
     assert not stage.fatal.is_set()

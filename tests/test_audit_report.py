@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,12 +132,27 @@ def recount(path: Path, since: float, until: float | None) -> dict:
     }
 
 
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory) -> Callable[[int, bool], Path]:
+    """(seed, batched) -> the path of that random log, written once for the module: the report
+    only reads it, so the three windows of a log share one file."""
+    made: dict[tuple[int, bool], Path] = {}
+
+    def get(seed: int, batched: bool) -> Path:
+        if (seed, batched) not in made:
+            path = tmp_path_factory.mktemp("synth") / "audit.jsonl"
+            synth_log(path, seed, batched=batched)
+            made[seed, batched] = path
+        return made[seed, batched]
+
+    return get
+
+
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("window", [(None, None), (T0 + 3600 * 2, None), (T0 + 3600, T0 + 3600 * 5)])
-def test_report_equals_independent_recount(tmp_path, seed, window, batched) -> None:
-    path = tmp_path / "audit.jsonl"
-    synth_log(path, seed, batched=batched)
+def test_report_equals_independent_recount(synthesized, seed, window, batched) -> None:
+    path = synthesized(seed, batched)
     since, until = window
     report = build_report(path, since, until)
     expect = recount(path, since or 0.0, until)

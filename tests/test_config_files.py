@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.config.files import (audit_key_loadable, check_files, models_match_manifest, source_readable,
-                                policy_files_readable, state_dir_writable)
+from agent.capture.sources import source_readable
+from agent.config.files import audit_key_loadable, policy_files_readable, state_dir_writable
+from agent.runtime.preflight import check_files
+from agent.vision.models import models_match_manifest
 from agent.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,8 +43,10 @@ def offline_receiver(tmp_path, *, dsn=None, destinations=("dest",), private_keys
 
 # --- the store, on both databases -----------------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store_and_dsn(request, tmp_path):
+    """The receiver's store on SQLite and on a real PostgreSQL (an integration test: it starts
+    the server, through getfixturevalue, which the marking at collection cannot see)."""
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else None
     store = open_store(dsn, tmp_path / "rx.sqlite")
     yield store, dsn

@@ -17,7 +17,8 @@ from agent.capture.health import Backoff
 from agent.capture.resilient import RetryingSource
 from agent.capture.scene import PrivacyMask
 from agent.capture.streams import LiveSource, StreamSettings
-from agent.config.schema import REPLAY_KINDS, SceneConfig, SourceConfig
+from agent.config.loader import Problem
+from agent.config.schema import REPLAY_KINDS, DeviceConfig, SceneConfig, SourceConfig
 
 
 class MaskedSource:
@@ -94,4 +95,13 @@ def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
     return []
 
 
-__all__ = ["FrameSource", "MaskedSource", "open_source", "source_name", "source_problems", "stream_settings"]
+
+def source_readable(config: DeviceConfig) -> list[Problem]:
+    """The file check of `config check` and `run` for the source (agent/runtime/preflight.py):
+    a replay file or folder that is missing, unreadable or of the wrong kind, or a V4L2 device
+    path that does not exist (the capture package's own look at the machine)."""
+    return [Problem(key, reason) for key, reason in source_problems(config.source)]
+
+
+__all__ = ["FrameSource", "MaskedSource", "open_source", "source_name", "source_problems", "source_readable",
+           "stream_settings"]

@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from agent.config.files import load_usable_config
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted, reference_markdown
 
@@ -35,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the source and model checks load OpenCV and numpy, which
+    # every other `plategate` command would then pay for at start-up.
+    from agent.runtime.preflight import load_usable_config
+
     try:
         load_usable_config(args.file)
     except ConfigError as exc:

@@ -7,6 +7,12 @@ purpose. `plategate config check` (the unit's ExecStartPre) and `plategate run` 
 `check_files`, so a config that names a missing model, key or video is refused before the
 agent starts, with one line per problem naming its key path and file, instead of a
 traceback that systemd would restart every few seconds forever.
+
+This module holds the machinery and the checks of what the config package itself knows
+(state dir, policy, audit and MQTT files). The checks of the camera source and of the models
+belong to the capture and vision packages, which read this package's schema; so the full
+list is assembled above both, in agent/runtime/preflight.py, and handed in here
+(tests/test_import_graph.py: no package cycle).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from agent.config.loader import ConfigError, Problem, load_config
 from agent.config.schema import DeviceConfig
 
 
-def _missing_or_unreadable(key: str, path: Path, what: str) -> Problem | None:
+def missing_or_unreadable(key: str, path: Path, what: str) -> Problem | None:
     """None if `path` is a regular file this process can open for reading."""
     if not path.exists():
         return Problem(key, f"{what} {path} does not exist")
@@ -33,7 +39,7 @@ def _missing_or_unreadable(key: str, path: Path, what: str) -> Problem | None:
     return None
 
 
-def _readable_folder(key: str, path: Path, what: str) -> Problem | None:
+def readable_folder(key: str, path: Path, what: str) -> Problem | None:
     if not path.exists():
         return Problem(key, f"{what} {path} does not exist")
     if not path.is_dir():
@@ -48,7 +54,7 @@ def _readable_folder(key: str, path: Path, what: str) -> Problem | None:
 def _files(key: str, paths: Iterable[Path], what: str) -> list[Problem]:
     problems = []
     for i, path in enumerate(paths):
-        problem = _missing_or_unreadable(f"{key}[{i}]", Path(path), what)
+        problem = missing_or_unreadable(f"{key}[{i}]", Path(path), what)
         if problem:
             problems.append(problem)
     return problems
@@ -57,7 +63,7 @@ def _files(key: str, paths: Iterable[Path], what: str) -> list[Problem]:
 def _optional_file(key: str, path: Path | None, what: str) -> list[Problem]:
     if path is None:
         return []
-    problem = _missing_or_unreadable(key, Path(path), what)
+    problem = missing_or_unreadable(key, Path(path), what)
     return [problem] if problem else []
 
 
@@ -84,45 +90,6 @@ def state_dir_writable(config: DeviceConfig) -> list[Problem]:
         where = "" if target == path else f" (it would be created in {target})"
         return [Problem(key, f"state dir {path} is not writable{where}: {exc.strerror}")]
     return []
-
-
-def source_readable(config: DeviceConfig) -> list[Problem]:
-    """A replay file or folder that is missing, unreadable or of the wrong kind, or a V4L2 device
-    path that does not exist (the capture package's own look at the machine)."""
-    from agent.capture.sources import source_problems
-
-    return [Problem(key, reason) for key, reason in source_problems(config.source)]
-
-
-def models_match_manifest(config: DeviceConfig) -> list[Problem]:
-    """The manifest is readable, lists the OCR model, and each model file the agent loads exists
-    and has the sha256 the manifest gives (the agent refuses any other file at load)."""
-    from agent.vision.models import ModelError, file_sha256, load_manifest  # no onnxruntime import
-
-    key, models_dir = "recognizer.models_dir", Path(config.recognizer.models_path)
-    problem = _readable_folder(key, models_dir, "models folder")
-    if problem:
-        return [problem]
-    try:
-        manifest = load_manifest(models_dir)
-    except ModelError as exc:
-        return [Problem(key, str(exc))]
-    problems = []
-    if "plate_ocr" not in manifest["models"]:
-        problems.append(Problem(key, f"{models_dir / 'manifest.json'} lists no 'plate_ocr' model"))
-    for name, entry in sorted(manifest["models"].items()):
-        if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
-            problems.append(Problem(key, f"model {name!r} in {models_dir / 'manifest.json'} has no "
-                                         "'file' and 'sha256'"))
-            continue
-        path = models_dir / str(entry["file"])
-        missing = _missing_or_unreadable(key, path, f"model file (model {name!r})")
-        if missing:
-            problems.append(missing)
-        elif file_sha256(path) != entry["sha256"]:
-            problems.append(Problem(key, f"model file {path} does not match its manifest (sha256 "
-                                         "differs: corrupt or replaced file)"))
-    return problems
 
 
 def _loadable(key: str, path: Path | None, what: str, load: Callable[[Path], object]) -> list[Problem]:
@@ -168,29 +135,23 @@ def mqtt_files_readable(config: DeviceConfig) -> list[Problem]:
     return problems
 
 
-FILE_CHECKS: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
-    state_dir_writable,
-    source_readable,
-    models_match_manifest,
-    policy_files_readable,
-    audit_key_loadable,
-    mqtt_files_readable,
-)
+FileCheck = Callable[[DeviceConfig], list[Problem]]
 
 
-def check_files(config: DeviceConfig) -> list[Problem]:
-    """Every problem with a file or folder `config` names (empty when all are usable)."""
+def run_checks(config: DeviceConfig, checks: Iterable[FileCheck]) -> list[Problem]:
+    """Every problem the `checks` find with the files and folders `config` names (empty when all
+    are usable)."""
     problems: list[Problem] = []
-    for check in FILE_CHECKS:
+    for check in checks:
         problems.extend(check(config))
     return problems
 
 
-def load_usable_config(path: Path) -> DeviceConfig:
-    """`load_config`, then `check_files`: the config the agent can start with, or ConfigError
+def load_checked_config(path: Path, checks: Iterable[FileCheck]) -> DeviceConfig:
+    """`load_config`, then `run_checks`: the config the agent can start with, or ConfigError
     listing every problem (schema first; files are checked only once the config is valid)."""
     config = load_config(path)
-    problems = check_files(config)
+    problems = run_checks(config, checks)
     if problems:
         raise ConfigError(str(path), problems)
     return config

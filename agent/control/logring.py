@@ -8,16 +8,16 @@ from __future__ import annotations
 import collections
 import logging
 
-from agent.runtime.logs import FORMAT
-
 RING_LINES = 500
 
 
 class LogRing(logging.Handler):
-    def __init__(self, size: int = RING_LINES):
+    def __init__(self, log_format: str, size: int = RING_LINES):
+        """`log_format`: the agent's own line format (agent.runtime.logs.FORMAT, handed in by the
+        runtime), so `log tail` shows the lines as the journal does."""
         super().__init__(level=logging.DEBUG)
         self._lines: collections.deque[str] = collections.deque(maxlen=size)
-        self.setFormatter(logging.Formatter(FORMAT))
+        self.setFormatter(logging.Formatter(log_format))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

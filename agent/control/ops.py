@@ -24,11 +24,11 @@ from typing import Any, Callable
 from agent import events
 from agent.audit.records import expand
 from agent.control.snapshot import brightness, encode_snapshot, focus_score, privacy_masks
+from agent.control.target import ConsoleTarget
 from agent.delivery.mqtt_link import DestinationCredentials, IdentityError, LinkError, MqttLink
 from agent.policy.errors import PolicyError
 from agent.policy.model import Transport
 from agent.policy.schema import format_time
-from agent.runtime.pipeline import Pipeline, destination_credentials
 from agent.vision.recognizer import is_confident
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ TAIL_FIELDS = ("reason", "rule_id", "destination", "version", "list_id", "source
 
 
 class AgentOps:
-    def __init__(self, pipeline: Pipeline, log_lines: Callable[[int], list[str]]):
+    def __init__(self, pipeline: ConsoleTarget, log_lines: Callable[[int], list[str]]):
         self.pipeline = pipeline
         self.log_lines = log_lines
         self._fps_sample = (time.monotonic(), pipeline.capture.frames_read)
@@ -275,7 +275,7 @@ class AgentOps:
     def mqtt_test(self, request: dict) -> dict:
         """Connect to each destination the policy lists (and the status broker), verify identity, report."""
         p = self.pipeline
-        creds = destination_credentials(p.config)
+        creds = p.destination_credentials()
         targets: list[tuple[str, Transport, Any]] = []
         policy = p.policies.active(time.time())
         for dest in policy.destinations if policy else ():

@@ -54,6 +54,7 @@ class ControlServer:
     def stop(self, timeout: float = 0.5) -> None:
         self._stop.set()
         if self._thread is not None:
+            self._wake()
             self._thread.join(timeout)
         if self._listener is not None:
             self._listener.close()
@@ -61,6 +62,16 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
         except OSError:
             pass
+
+    def _wake(self) -> None:
+        """Connect once, so that the accept loop sees the stop now rather than at its next
+        timeout (the agent's shutdown waits for it)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, reachable(self.path) as name:
+                sock.settimeout(0.2)
+                sock.connect(name)
+        except OSError:
+            pass  # not listening any more: nothing to wake
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
@@ -74,6 +85,9 @@ class ControlServer:
                 log.error("control socket accept failed error=%s", exc)
                 self._stop.wait(0.5)
                 continue
+            if self._stop.is_set():   # the wake-up from stop()
+                conn.close()
+                return
             if not self._slots.acquire(blocking=False):
                 _reply_quietly(conn, {"ok": False, "reason": "busy",
                                       "error": "the agent is already serving other console requests"})

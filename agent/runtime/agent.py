@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config.files import load_usable_config
 from agent.config.loader import ConfigError, load_config
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
 from agent.control.hooks import AgentHooks
 from agent.runtime.logs import configure_logging, set_level
 from agent.policy.errors import PolicyError
+from agent.runtime.preflight import load_usable_config
 from agent.runtime.pipeline import Pipeline, build_pipeline, install_policy_and_hotlists, reload_keys
 from agent.runtime.watchdog import HealthNotifier
 

@@ -39,6 +39,7 @@ from agent.policy.signing import load_private_key, load_trusted_keys
 from agent.policy.store import PolicyStore
 from agent.provenance.keys import DEFAULT_UNIT_KEY_NAME, load_unit_key_or_create
 from agent.provenance.messages import UnitSigner
+from agent.runtime.logs import FORMAT
 from agent.runtime.queues import DropOldestQueue
 from agent.runtime.stage import RestartPolicy, Stage
 from agent.runtime.stages import AcceptStage, CaptureStage, PlateRecognizer, RecognizeStage, TrackStage
@@ -106,8 +107,12 @@ class Pipeline:
             self.status.start()
         for stage in reversed(self.stages):  # consumers first, so nothing waits on a missing reader
             stage.start()
-        self.control = start_control_server(self)  # the technician console's socket; never fatal
+        self.control = start_control_server(self, FORMAT)  # the technician console's socket; never fatal
         log.info("pipeline started unit=%s camera=%s", self.config.unit.id, self.config.unit.camera_id)
+
+    def destination_credentials(self) -> dict[str, DestinationCredentials]:
+        """The MQTT credentials of the current config's destinations (the console's `mqtt test`)."""
+        return destination_credentials(self.config)
 
     def fatal(self) -> Stage | None:
         return next((s for s in self.stages if s.fatal.is_set()), None)

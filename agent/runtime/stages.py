@@ -229,6 +229,7 @@ class AcceptStage(Stage):
 
     name = "accept"
     BATCH = 256
+    RETRY_PAUSE_S = 1.0   # between offers of the hits a failing disk refused
 
     def __init__(self, stop: threading.Event, upstream: TrackStage, reads: "queue.Queue[ReadEvent]",
                  outbox: ReadSink, clock: Callable[[], float] = time.time):
@@ -301,7 +302,7 @@ class AcceptStage(Stage):
         self._pending = hits
         log.debug("outbox write failed; keeping hits for retry hits=%d non_hits_refused=%d reason=%s",
                   len(hits), len(batch) - len(hits), exc)
-        if self.stop_requested.wait(1.0):
+        if self.stop_requested.wait(self.RETRY_PAUSE_S):
             self._gave_up = True
 
 

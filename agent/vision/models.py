@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from agent.config.files import missing_or_unreadable, readable_folder
+from agent.config.loader import Problem
+from agent.config.schema import DeviceConfig
+
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
@@ -131,3 +135,34 @@ def update_manifest_entry(models_dir: Path, name: str, entry: dict) -> Path:
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def models_match_manifest(config: DeviceConfig) -> list[Problem]:
+    """The file check of `config check` and `run` for the models (agent/runtime/preflight.py):
+    the manifest is readable, lists the OCR model, and each model file the agent loads exists
+    and has the sha256 the manifest gives (the agent refuses any other file at load). Reads
+    files only: no onnxruntime session is opened."""
+    key, models_dir = "recognizer.models_dir", Path(config.recognizer.models_path)
+    problem = readable_folder(key, models_dir, "models folder")
+    if problem:
+        return [problem]
+    try:
+        manifest = load_manifest(models_dir)
+    except ModelError as exc:
+        return [Problem(key, str(exc))]
+    problems = []
+    if "plate_ocr" not in manifest["models"]:
+        problems.append(Problem(key, f"{models_dir / MANIFEST_NAME} lists no 'plate_ocr' model"))
+    for name, entry in sorted(manifest["models"].items()):
+        if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
+            problems.append(Problem(key, f"model {name!r} in {models_dir / MANIFEST_NAME} has no "
+                                         "'file' and 'sha256'"))
+            continue
+        path = models_dir / str(entry["file"])
+        missing = missing_or_unreadable(key, path, f"model file (model {name!r})")
+        if missing:
+            problems.append(missing)
+        elif file_sha256(path) != entry["sha256"]:
+            problems.append(Problem(key, f"model file {path} does not match its manifest (sha256 "
+                                         "differs: corrupt or replaced file)"))
+    return problems
