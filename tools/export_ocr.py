@@ -31,6 +31,7 @@ from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
 from tools.ocr_net import build, checkpoint_arch, load_weights  # noqa: E402
+from tools.quantise import quantise as quantise_static  # noqa: E402
 from tools.train_ocr import DATASETS, load_real  # noqa: E402
 
 ATTRIBUTION = (
@@ -61,30 +62,9 @@ def export_fp32(checkpoint: Path, out: Path) -> tuple[dict, str]:
     return ck.get("metrics", {}), arch
 
 
-class _Calibration:
-    """onnxruntime CalibrationDataReader over training crops (never evaluation data)."""
-
-    def __init__(self, images: list[np.ndarray]):
-        self._it = iter(images)
-
-    def get_next(self):
-        img = next(self._it, None)
-        return None if img is None else {"image": img}
-
-
 def quantise(fp32: Path, out: Path, calib: list[np.ndarray]) -> None:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), _Calibration(calib), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"CalibPercentile": 99.99})
+    """The OCR's int8 model: its convolutions only, percentile 99.99 (tools/quantise.py)."""
+    quantise_static(fp32, out, calib, input_name="image", op_types=["Conv"], percentile=99.99)
 
 
 def _reader(path: Path, threads: int = 1) -> PlateReader:

@@ -178,11 +178,14 @@ class PlateDetector:
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
-    def from_models(cls, models_dir: Path, threads: int = 1, **kwargs: Any) -> "PlateDetector":
-        """Load ``plate_detector`` from ``models_dir`` (sha256-checked, warmed up)."""
+    def from_models(cls, models_dir: Path, threads: int = 1, file_key: str = "file",
+                    **kwargs: Any) -> "PlateDetector":
+        """Load ``plate_detector`` from ``models_dir`` (sha256-checked, warmed up);
+        ``file_key="file_fp32"`` loads the fp32 twin of an int8 model instead."""
         from agent.vision.models import open_session
 
-        session, entry = open_session(Path(models_dir), MODEL_NAME, threads=threads)
+        session, entry = open_session(Path(models_dir), MODEL_NAME, threads=threads,
+                                      file_key=file_key)
         return cls(session, entry, **kwargs)
 
     def _run(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
