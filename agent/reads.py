@@ -63,3 +63,10 @@ class ReadEvent:
     @property
     def is_hit(self) -> bool:
         return bool(self.hits)
+
+    @property
+    def text_is_sure(self) -> bool:
+        """Whether the text itself was vouched for (a frame's read passed the cut, or weak
+        reads agreed on it). A "detection" event's text is only the best guess, and a guess
+        must never put a car on a hotlist: a false hit can mean a wrong stop."""
+        return self.evidence != "detection"

@@ -7,6 +7,7 @@ exactly like a non-hit.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -99,6 +100,22 @@ def test_decide_read_matches_hotlists_decides_and_projects():
     entries = decided.entries()
     assert [(e["destination"], e["allowed"]) for e in entries] == [("state", True), ("ice", False)]
     assert decided.accepted_fields()["destinations"] == ["state"]
+
+
+def test_a_read_whose_text_no_frame_vouched_for_matches_no_hotlist():
+    """A "detection" event (issue 16: the detector followed the plate, no text passed the
+    cut) is still decided and shared by the policy, but its best-guess text never raises a
+    hit: the destination that gets every read gets it as a plain read, without hits."""
+    pol = state_policy()
+    hotlists = Hotlists({"HIT1": (STOLEN,)})
+    guess = dataclasses.replace(read("HIT1", "g"), confidence=0.3, evidence="detection")
+    decided = decide_read(guess, pol, hotlists, {}, NOW)
+    assert decided.read.hits == () and not decided.held
+    (state,) = decided.allowed
+    assert "hits" not in json.loads(state.payload)
+    for evidence in ("frame", "agreement"):
+        sure = dataclasses.replace(guess, evidence=evidence)
+        assert decide_read(sure, pol, hotlists, {}, NOW).read.hits == (STOLEN,)
 
 
 def test_no_valid_policy_holds_the_read():

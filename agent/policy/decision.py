@@ -143,10 +143,11 @@ def decide_read(read: ReadEvent, policy: Policy | None, hotlists: HotlistMatcher
     """The whole decision for one read (see the module docstring).
 
     `hotlists` matches the plate when the read carries no hits yet (at acceptance); pass
-    None to decide a stored read again with the hits it was accepted with. Destinations
-    whose rules cut the read the same way share one projection.
+    None to decide a stored read again with the hits it was accepted with. A read whose
+    text no frame vouched for (`ReadEvent.text_is_sure`) is matched against no hotlist.
+    Destinations whose rules cut the read the same way share one projection.
     """
-    if hotlists is not None and not read.hits:
+    if hotlists is not None and not read.hits and read.text_is_sure:
         hits = hotlists.match(read.plate, now)
         if hits:
             read = dataclasses.replace(read, hits=hits)
