@@ -33,6 +33,7 @@ from agent.vision.evidence import evidence_jpeg
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+LOOKED_STALE_S = 5.0   # no frame examined for this long (camera down, source ended): the wall clock ends passes
 
 
 class PlateRecognizer(Protocol):
@@ -131,6 +132,7 @@ class RecognizeStage(Stage):
         self.sightings = sightings
         self.frames_done = 0
         self.failed_frames = 0
+        self.looked_until: float | None = None   # captured_at of the last frame examined
         self._pending: Frame | None = None
         self._attempts = 0
 
@@ -161,6 +163,7 @@ class RecognizeStage(Stage):
         for sighting in frame_sightings(frame, self.recognizer, self.accept_hit, self.weak_hit):
             put_waiting(self.sightings, sighting, self)
         self.frames_done += 1
+        self.looked_until = frame.captured_at
         self._pending = None
 
 
@@ -194,7 +197,7 @@ class TrackStage(Stage):
             try:
                 self._pending = self.sightings.get(timeout=POLL_S)
             except queue.Empty:
-                self._emit(self.tracker.flush(self.clock()))
+                self._emit(self.tracker.flush(self._road_time()))
                 return
         done = self.tracker.observe(self._pending)
         self._pending = None
@@ -202,6 +205,20 @@ class TrackStage(Stage):
 
     def finish(self) -> None:
         self._emit(self.tracker.flush(self.clock(), force=True))
+
+    def _road_time(self) -> float:
+        """The time up to which the road has been looked at, for ending passes.
+
+        A pass ends once frames later than its last sighting by the merge window have been
+        examined, not when the wall clock says so: a stall upstream (a stage restarting, a
+        starved core, a burst of slow frames) must not split one vehicle into two reads.
+        When no frame has been examined for LOOKED_STALE_S (camera down), the wall clock
+        takes over, so a read never waits for the camera to come back."""
+        now = self.clock()
+        looked = getattr(self.upstream, "looked_until", None)
+        if looked is None or now - looked > LOOKED_STALE_S:
+            return now
+        return min(now, looked)
 
     def _emit(self, reads: list[ReadEvent]) -> None:
         """Journal the reads the tracker completed (durable), then queue them; kept in
