@@ -12,9 +12,9 @@ test: system-deps venv
 	$(PY) -m pytest
 
 # Everything that needs no broker, no database, no subprocess and no long run (see tests/conftest.py;
-# under 15 s on the 2-core CI machine, docs/benchmarks.md).
+# under 15 s on the 2-core CI machine, docs/benchmarks.md), one worker per core.
 test-fast: venv
-	$(PY) -m pytest -q -m "not integration and not slow"
+	$(PY) -m pytest -q -n auto -m "not integration and not slow"
 
 # The offline install bundle for this machine's Python and architecture (docs/install.md).
 bundle: venv
