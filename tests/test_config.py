@@ -118,6 +118,28 @@ def test_cross_field_rules_are_named_and_testable_alone():
     assert problems == ["supervisor.backoff_initial_s: 5.0 is larger than supervisor.backoff_max_s (1.0)"]
 
 
+@pytest.mark.parametrize("url", ["mqtt://10.0.0.5:1883", "mqtt://status.example.org",
+                                 "mqtt://localhost:1883", "mqtt://0x7f000001:1883"])
+def test_a_plain_status_link_is_refused_unless_it_stays_on_the_unit(url):
+    """The status link carries the unit's state and its MQTT password: in clear only to a
+    127.x literal (a name could be pointed elsewhere by DNS or /etc/hosts)."""
+    problems = problems_of(f'[source]\npath = "a"\n[mqtt.status]\nurl = "{url}"\npassword = "pw"\n')
+    assert len(problems) == 1 and problems[0].startswith(f"mqtt.status.url: '{url}' would send "
+                                                         "the unit's status and password in clear")
+    for allowed in ("mqtt://127.0.0.1:1883", "mqtts://status.example.org:8883"):
+        parse_config(f'[source]\npath = "a"\n[mqtt.status]\nurl = "{allowed}"\n', base_dir=Path("/tmp"))
+
+
+def test_a_status_publisher_never_opens_a_plain_link_off_the_unit():
+    """Refused by code at the link too, whatever config reached it."""
+    import threading
+
+    from agent.delivery.status import BrokerSettings, StatusPublisher
+    broker = BrokerSettings(url="mqtt://10.0.0.5:1883")
+    with pytest.raises(ValueError, match="plain mqtt:// only to a loopback address"):
+        StatusPublisher(broker, "unit-1", "plategate", dict, threading.Event(), 30.0)
+
+
 def test_plate_size_range_must_be_ordered():
     assert problems_of('[source]\npath = "a"\n[recognizer]\nmin_plate_px = 500\n') == [
         "recognizer.min_plate_px: 500 is not smaller than recognizer.max_plate_px (400)"]

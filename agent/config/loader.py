@@ -251,6 +251,21 @@ def client_cert_has_key(config: DeviceConfig) -> list[Problem]:
     return problems
 
 
+def status_link_encrypted(config: DeviceConfig) -> list[Problem]:
+    """The status link carries the unit's state, counters and any MQTT password: plain
+    mqtt:// only to a broker on this unit (a 127.x literal), as for a policy destination."""
+    url = config.mqtt.status.url
+    if not url or not url.startswith("mqtt://"):
+        return []
+    from agent.policy.schema import is_loopback_host
+    host = urllib.parse.urlsplit(url).hostname
+    if is_loopback_host(host):
+        return []
+    return [Problem("mqtt.status.url", f"'{url}' would send the unit's status and password in clear "
+                                       "across the network: use mqtts:// with server_key_sha256 "
+                                       "(plain mqtt:// only to a 127.x.x.x broker)")]
+
+
 def location_complete(config: DeviceConfig) -> list[Problem]:
     if (config.unit.latitude is None) != (config.unit.longitude is None):
         return [Problem("unit", "latitude and longitude go together")]
@@ -278,6 +293,7 @@ CROSS_FIELD_RULES: tuple[Callable[[DeviceConfig], list[Problem]], ...] = (
     backoff_bounds_ordered,
     destination_ids_unique,
     client_cert_has_key,
+    status_link_encrypted,
     location_complete,
     plate_sizes_ordered,
     policy_has_trusted_key,

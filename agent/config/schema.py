@@ -211,8 +211,8 @@ class DestinationCredentialsConfig:
 
 @dataclass(frozen=True)
 class StatusConfig:
-    url: str | None = setting(None, help="Broker for the unit's status and heartbeat, mqtt://host:port or "
-                                         "mqtts://host:port (omit to disable).",
+    url: str | None = setting(None, help="Broker for the unit's status and heartbeat, mqtts://host:port "
+                                         "(plain mqtt:// only to a 127.x.x.x broker; omit to disable).",
                               pattern=r"mqtts?://[^/\s:]+(:[0-9]{1,5})?", reason="is not an mqtt:// or mqtts:// URL")
     server_key_sha256: str | None = setting(None, help="SHA-256 (hex) of the status broker's public key, "
                                                        "checked before anything is sent.",

@@ -33,6 +33,7 @@ from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, Identit
                                       validate_topic, verify_peer_pin)
 from agent.delivery.paho_adapter import PinnedClient
 from agent.delivery.paho_log import paho_logger
+from agent.policy.decision import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class StatusPublisher:
         self.interval_s = interval_s
         self.disk_path = disk_path
         self.tls, self.host, self.port = parse_broker_url(broker.url)
+        if not self.tls and not is_loopback_host(self.host):
+            # The config loader refuses this already; the link never opens one either.
+            raise ValueError(f"status broker {broker.url!r}: plain mqtt:// only to a loopback address")
         self._started_at = time.monotonic()
         self._connected = threading.Event()
         self._halt = threading.Event()       # stop() of this publisher only
