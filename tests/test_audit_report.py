@@ -210,6 +210,19 @@ def test_report_flags_a_tampered_log(tmp_path) -> None:
     assert "FAILED" in render(report, "md")
 
 
+def test_report_of_a_tampered_log_is_written_and_exits_2(tmp_path, capsys) -> None:
+    """The auditor gets the report (saying FAILED), and a script gets a failing status."""
+    path = tmp_path / "audit.jsonl"
+    synth_log(path, 9, n_reads=20)
+    data = path.read_bytes().splitlines(keepends=True)
+    del data[5]
+    path.write_bytes(b"".join(data))
+    out = tmp_path / "report.md"
+    assert main(["audit", "report", str(path), "--out", str(out)]) == 2
+    assert "Log integrity: FAILED" in out.read_text()
+    assert "log integrity FAILED" in capsys.readouterr().err
+
+
 def test_audit_verify_cli(tmp_path, capsys) -> None:
     keys = Path(__file__).resolve().parents[1] / "firmware_config" / "policies" / "test-keys"
     from agent.policy.signing import load_private_key
@@ -350,7 +363,7 @@ def test_integrity_line_claims_only_what_was_verified(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert f"plus its head signed by unit key id {kid} (signatures verified up to seq" in out
     assert main(["audit", "report", str(path), "--unit-key", str(keys / "vendor-TEST-ONLY.pub"),
-                 "--format", "json"]) == 0
+                 "--format", "json"]) == 2      # the report is printed; the status says it failed
     integrity = json.loads(capsys.readouterr().out)["integrity"]
     assert integrity["ok"] is False and "does not verify with unit key" in integrity["problem"]
     assert main(["audit", "report", str(path), "--unit-key", str(tmp_path / "none.pub")]) == 2

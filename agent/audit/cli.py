@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="transparency report computed from the log alone",
                             description="Transparency report computed from the log alone. Its integrity "
                                         "line says what was checked: the hash chain always; the unit's "
-                                        "signatures only with --unit-key.")
+                                        "signatures only with --unit-key. A log that fails the check "
+                                        "still gets its report, and the exit status is 2.")
     report.add_argument("log", type=Path, help="audit log file (JSON lines); its .head file is read too")
     report.add_argument("--unit-key", type=Path, default=None,
                         help="the unit's public key (PEM): also verify the signed head and checkpoints")
@@ -87,4 +88,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.out.write_text(text)
     else:
         sys.stdout.write(text)
+    integrity = report.get("integrity")
+    if integrity is not None and not integrity["ok"]:
+        # The report is still written (the auditor needs it), but a script that publishes
+        # reports must not take this one for a good one.
+        print(f"plategate: {args.log}: log integrity FAILED: {integrity['problem']}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
