@@ -67,3 +67,23 @@ def test_invalid_sighup_reload_keeps_the_running_config(tmp_path, agent_factory)
     agent.wait_for("reload done sections=logging")
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(timeout=10) == 0
+
+
+def test_a_sighup_reload_the_unit_could_not_start_with_is_refused(tmp_path, agent_factory):
+    """A config that passes the schema but names a file that is not there is refused at the
+    reload (as `run` would refuse to start with it), not kept for the next restart to fail."""
+    config = write_config(tmp_path)
+    agent = agent_factory(config)
+    agent.wait_for("pipeline started")
+    good = config.read_text()
+    missing = tmp_path / "gone.mp4"
+    config.write_text(good.replace(str(tmp_path / "clip.mp4"), str(missing)))
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for("reload refused")
+    agent.wait_for(f"problem=source.path: video file {missing} does not exist")
+    assert agent.proc.poll() is None, "agent died on a refused reload"
+    config.write_text(good)
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for("reload done")
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=10) == 0

@@ -144,6 +144,25 @@ trusted_keys = ["dept-a.pub"]
 """
 
 
+def test_editor_refuses_a_change_the_unit_could_not_start_with(tmp_path):
+    """With the run-time file checks handed in, `apply` refuses a change that adds a file
+    problem (naming the key), writes nothing, and still lets other changes through."""
+    from agent.runtime.preflight import check_files
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "dept-a.pub").write_text("not used here")
+    text = BASE + f'[unit]\nstate_dir = "{tmp_path / "state"}"\n'
+    editor = _editor(tmp_path, text)
+    editor.file_checks = check_files
+    before = (tmp_path / "unit.toml").read_bytes()
+    editor.set("source.path", str(tmp_path / "no-such-folder"))
+    with pytest.raises(EditError, match=r"could not start with it: source.path: .*no-such-folder"):
+        editor.apply()
+    assert (tmp_path / "unit.toml").read_bytes() == before and editor.history() == []
+    editor.discard()
+    editor.set("source.fps", "12")
+    assert editor.apply().keys == ["source.fps"]
+
+
 def test_editor_validates_with_the_schema_and_names_the_key(tmp_path):
     editor = _editor(tmp_path, BASE)
     with pytest.raises(EditError, match=r"source.fps: 500.0 is not a usable frame rate"):

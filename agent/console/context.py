@@ -22,6 +22,7 @@ from agent.console.settings import ConfigEditor, EditError
 from agent.console.transfers import Transfers
 from agent.control.protocol import AgentUnavailable, ControlClient, socket_path
 from agent.policy.schema import format_time
+from agent.runtime.preflight import check_files
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class ConsoleContext:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(config_path=Path(config_path), config=config,
                    control=ControlClient(socket_path(config.unit.state_dir)),
-                   editor=ConfigEditor(config_path, state / "config-history"), **kwargs)
+                   editor=ConfigEditor(config_path, state / "config-history", file_checks=check_files),
+                   **kwargs)
 
     @property
     def state_dir(self) -> Path:

@@ -22,12 +22,12 @@ import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agent.atomic import write_atomic
 from agent.config import toml_out
 from agent.config.fields import constraint_of
-from agent.config.loader import ConfigError, parse_config
+from agent.config.loader import ConfigError, Problem, parse_config
 from agent.config.reference import dataclass_in
 from agent.config.schema import DeviceConfig
 
@@ -224,11 +224,19 @@ class Applied:
 
 
 class ConfigEditor:
-    """Staged changes to one config file; `apply` validates with the config schema and writes atomically."""
+    """Staged changes to one config file; `apply` validates with the config schema and writes atomically.
 
-    def __init__(self, path: Path, history_dir: Path):
+    `file_checks` (the checks `plategate run` makes of the files a config names, handed in
+    by the console's context) makes `apply` refuse a change that adds a file problem: the
+    unit would refuse to start with it (exit 78, and systemd does not restart it), so a
+    technician's typo must fail at the console, not at the next restart. Problems the file
+    already had do not block other changes."""
+
+    def __init__(self, path: Path, history_dir: Path,
+                 file_checks: Callable[[DeviceConfig], list[Problem]] | None = None):
         self.path = Path(path)
         self.history_dir = Path(history_dir)
+        self.file_checks = file_checks
         self.staged: dict[str, Any] = {}   # key path -> value, or UNSET
 
     UNSET = object()
@@ -314,9 +322,21 @@ class ConfigEditor:
             allowed, code, why = check_key(key)
             if not allowed:
                 raise EditError(code, f"refused: {why}")
+        self._refuse_new_file_problems(doc, new_doc)
         applied = self._write(raw, new_doc, keys, keep_history=True)
         self.staged.clear()
         return applied
+
+    def _refuse_new_file_problems(self, old_doc: dict, new_doc: dict) -> None:
+        if self.file_checks is None:
+            return
+        try:
+            before = {str(p) for p in self.file_checks(self.validate(old_doc))}
+        except ConfigError:
+            before = set()
+        added = [str(p) for p in self.file_checks(self.validate(new_doc)) if str(p) not in before]
+        if added:
+            raise EditError("invalid", "not applied, the unit could not start with it: " + "; ".join(added))
 
     def rollback(self) -> Applied:
         """Restore the device settings of the newest saved version; every other key stays as it is now."""

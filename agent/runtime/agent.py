@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config.loader import ConfigError, load_config
+from agent.config.loader import ConfigError
 from agent.config.reference import redacted
 from agent.config.schema import DeviceConfig
 from agent.control.hooks import AgentHooks
@@ -96,9 +96,13 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the config and every key file it names; refuse an invalid one (or a key
-        file that cannot be used) and keep running on the old config and keys."""
+        file that cannot be used) and keep running on the old config and keys.
+
+        The files the config names are checked as `run` checks them at start: a reload the
+        unit could not start with is refused now, where the operator sees it, instead of
+        being kept until the next restart refuses to start (exit 78)."""
         try:
-            new = load_config(self.config_path)
+            new = load_usable_config(self.config_path)
         except ConfigError as exc:
             self._refuse_reload([str(p) for p in exc.problems])
             return
