@@ -400,7 +400,8 @@ def cmd_time_set(s: Session, args: list[str]) -> Reply:
     try:
         s.ctx.set_clock(when.timestamp())
     except (OSError, PermissionError) as exc:
-        return error(f"cannot set the clock: {exc} (the console service needs CAP_SYS_TIME)", "permission")
+        return error(f"cannot set the clock: {exc} (the console service needs CAP_SYS_TIME, which "
+                     "the shipped unit does not grant: docs/console.md)", "permission")
     s.ctx.audit(events.CONSOLE_TIME_SET, technician=s.technician, old=_iso(old), new=_iso(when.timestamp()))
     return Reply(text=f"clock set to {_iso(when.timestamp())} (was {_iso(old)})")
 

@@ -30,7 +30,8 @@ SPOOL_MAX_BYTES = 2 * 2**20
 
 
 def set_system_clock(unix_time: float) -> None:
-    """Set the realtime clock (needs CAP_SYS_TIME; the console service grants it)."""
+    """Set the realtime clock (needs CAP_SYS_TIME, which the shipped console unit does not grant:
+    the clock decides when a policy expires; docs/console.md)."""
     time.clock_settime(time.CLOCK_REALTIME, unix_time)
 
 
