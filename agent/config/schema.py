@@ -157,15 +157,15 @@ class TrackerConfig:
         min=2, max=100)
     detected_frames: int = setting(
         6, help="A pass with no read above the cut and no agreeing_frames agreeing still counts "
-                              "when the detector scored its plate at detected_min_score or more in this many "
-                              "frames and the plate crossed at least its own width: its event carries "
-                              "evidence = \"detection\" and the vote's (low) confidence. Reads that fit no "
-                              "plate format join such a pass at that detector score. 0 turns the rule off. "
-                              "Chosen on training-derived clips at 10 fps (docs/capture.md).",
+                "when the detector scored its plate at detected_min_score or more in this many "
+                "frames and the plate crossed at least its own width: its event carries "
+                "evidence = \"detection\" and the vote's (low) confidence. Reads that fit no "
+                "plate format join such a pass at that detector score. 0 turns the rule off. "
+                "Chosen on training-derived clips at 10 fps (docs/capture.md).",
         min=0, max=100)
     detected_min_score: float = setting(
         0.7, help="The detector score a frame needs to count for detected_frames (sign "
-                                 "lettering scored 0.50-0.54 on plate-free frames; docs/detection.md).",
+                  "lettering scored 0.50-0.54 on plate-free frames; docs/detection.md).",
         min=0, max=1)
 
 
