@@ -16,15 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.config.loader import ConfigError
+from agent.config.loader import ConfigError, Problem
 from agent.config.schema import ConsoleConfig, DeviceConfig
 from agent.console.settings import ConfigEditor, EditError
 from agent.console.transfers import Transfers
 from agent.control.protocol import AgentUnavailable, ControlClient, socket_path
 from agent.policy.schema import format_time
-from agent.runtime.preflight import check_files
 
 log = logging.getLogger(__name__)
+
+
+def _file_checks(config: DeviceConfig) -> list[Problem]:
+    """The file checks `plategate run` makes at start (agent.runtime.preflight), imported
+    only when a change is applied: they load OpenCV and onnxruntime, which the long-running
+    console process has no other use for."""
+    from agent.runtime.preflight import check_files
+    return check_files(config)
+
 
 SPOOL_MAX_BYTES = 2 * 2**20
 
@@ -50,7 +58,7 @@ class ConsoleContext:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(config_path=Path(config_path), config=config,
                    control=ControlClient(socket_path(config.unit.state_dir)),
-                   editor=ConfigEditor(config_path, state / "config-history", file_checks=check_files),
+                   editor=ConfigEditor(config_path, state / "config-history", file_checks=_file_checks),
                    **kwargs)
 
     @property
