@@ -35,6 +35,7 @@ from agent.policy.bundle import sign_bundle
 from agent.policy.signing import key_id, load_private_key, load_public_key
 from mqtt_broker import MosquittoBroker
 from helpers.scenes import scene_with_plate, street_scene
+from helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_config" / "policies" / "test-keys"
@@ -357,15 +358,6 @@ def allowed_reads(dest: Path) -> set[str]:
     except (OSError, ValueError):  # not written yet, or a line half-written
         return set()
     return {r["fields"]["read_id"] for r in records if r["fields"].get("allowed")}
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_upgrade_keeps_a_queued_read_and_the_audit_chain_then_delivers_it(bundle, tmp_path, collector_factory):

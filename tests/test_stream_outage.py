@@ -16,21 +16,13 @@ import pytest
 from agent.config.loader import load_config
 from agent.runtime.pipeline import build_pipeline
 from stream_servers import RtspServer, require_rtsp_server, to_h264
+from helpers.waiting import wait_for
 from tools.synth.make_passes import make_passes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE_S = 10.0
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stream_killed_for_ten_seconds_reconnects_logs_once_and_loses_no_read(tmp_path, caplog):

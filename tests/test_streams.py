@@ -15,20 +15,11 @@ import pytest
 from agent.capture.frames import NoFrame
 from agent.capture.streams import LiveSource, StreamSettings
 from stream_servers import MjpegServer, RtspServer, require_rtsp_server, solid_clip, to_h264
+from helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "p@ss:w/rd#1"
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_frames(source: LiveSource, count: int, timeout: float = 20.0) -> list:
