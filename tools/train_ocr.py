@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from tools.ocr_net import ARCHS, build, load_weights  # noqa: E402
+from tools.ocr_onnx_init import init_from_onnx  # noqa: E402
 from tools.synth.camera import roadside_crop  # noqa: E402
 from tools.val_data import EvaluationSetError, refuse_evaluation_set, training_crops  # noqa: E402
 
@@ -238,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=250, help="validate every N steps")
     p.add_argument("--time-limit", type=float, default=0,
                    help="minutes after which to stop cleanly (0: none); resumable later")
-    p.add_argument("--init", type=Path, help="start from these weights (fine-tuning)")
+    p.add_argument("--init", type=Path,
+                   help="start from these weights (fine-tuning): a checkpoint (.pt), or a "
+                        "shipped model (.onnx, e.g. models/plate_ocr_fp32.onnx; its folded "
+                        "batch norms are re-derived on training batches, tools/ocr_onnx_init.py)")
     p.add_argument("--arch", choices=sorted(ARCHS), default="base",
                    help="network size (tools/ocr_net.py ARCHS); kept in the checkpoints")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -281,7 +285,15 @@ def main(argv: list[str] | None = None) -> int:
                       "val_synth": len(sval_t)}), flush=True)
 
     model = build(args.arch)
-    if args.init:
+    if args.init and args.init.suffix == ".onnx":
+        # Eight training batches (those of steps 0-7, which the stage then trains on anyway).
+        samples = torch.cat([make_batch(k, args.seed, synth_x, synth_t, real_x, real_t,
+                                        args.batch, args.real_share, args.roadside_real)[0]
+                             for k in range(8)])
+        gap = init_from_onnx(model, args.arch, args.init, samples)
+        print(json.dumps({"init_from_onnx": str(args.init), "largest_probability_gap": gap}),
+              flush=True)
+    elif args.init:
         load_weights(model, args.arch, torch.load(args.init, map_location="cpu"), args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
