@@ -17,8 +17,10 @@ Prints one JSON object:
   sender threads together, from /proc/self/task (where the CPU goes);
 - raw_paho_qos1: bare paho QoS 1 to the same broker under the same load, for comparison;
   raw_paho_qos1_signed: the same, each message built and Ed25519-signed as the unit's reads
-  are (issue 19). Each runs before and after the throughput run (the load drifts), and
-  throughput.ratio compares against both, by wall rate and by CPU per message.
+  are (issue 19); raw_paho_qos1_signed_elsewhere: signed the same way by a child process on
+  the other core (the rate a sender could reach if the signature left its GIL). Each runs
+  before and after the throughput run (the load drifts), and throughput.ratio compares
+  against each, by wall rate and by CPU per message (of this process only).
 
 Usage: nice -n 10 .venv/bin/python tools/bench_delivery.py [--reads 20000] [--backlog 100000]
 Needs mosquitto on PATH or /usr/sbin; everything runs in a temporary directory.
@@ -168,14 +170,67 @@ def bench_throughput(workdir: Path, broker: MosquittoBroker, reads: int, batch: 
             "sent": stats["sent"]}
 
 
-def bench_raw_paho(broker: MosquittoBroker, messages: int, signed: bool = False) -> dict:
+SIGNING_MODES = ("none", "here", "elsewhere")
+BASELINES = {"raw_paho_qos1": "none", "raw_paho_qos1_signed": "here",
+             "raw_paho_qos1_signed_elsewhere": "elsewhere"}
+SIGNED_BATCH = 256  # messages per hand-over from the signing process
+
+
+def _signed_payloads(messages: int):
+    """Yield each benchmark message built and Ed25519-signed by the unit's own
+    `clear_message` (issue 19), the least any sender of PlateGate's signed reads does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from agent.provenance.messages import UnitSigner, clear_message
+    signer = UnitSigner("bench-unit", Ed25519PrivateKey.generate())
+    read = make_read(0, time.time(), prefix="r")
+    body = json.dumps({"plate": read.plate, "confidence": read.confidence,
+                       "seen_at": read.seen_at, "camera_id": read.camera_id,
+                       "latitude": read.latitude, "longitude": read.longitude},
+                      sort_keys=True, separators=(",", ":")).encode()
+    for i in range(messages):
+        yield clear_message(signer, "d0", f"r{i}", "bench", 1, body)
+
+
+def _sign_elsewhere(conn, messages: int) -> None:
+    """Child process: sign every message and send them over in batches."""
+    batch = []
+    for payload in _signed_payloads(messages):
+        batch.append(payload)
+        if len(batch) == SIGNED_BATCH:
+            conn.send(batch)
+            batch = []
+    if batch:
+        conn.send(batch)
+    conn.close()
+
+
+def _payloads_signed_elsewhere(messages: int):
+    """The signed messages, made by a child process on another core: what a delivery stage
+    could reach if the signature left this process's GIL (a ceiling, not a design)."""
+    import multiprocessing
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(
+        target=_sign_elsewhere, args=(sending, messages), daemon=True)
+    child.start()
+    sending.close()
+    made = 0
+    while made < messages:
+        batch = receiving.recv()
+        made += len(batch)
+        yield from batch
+    child.join()
+
+
+def bench_raw_paho(broker: MosquittoBroker, messages: int, signing: str = "none") -> dict:
     """Baseline under the same machine load: bare paho QoS 1 publishes, 256 in flight, one
     client, no outbox/gate/policy (what the delivery stage is to be compared with).
 
-    With `signed`, each message is first built and Ed25519-signed by the unit's own
-    `clear_message` (issue 19): the least any sender of PlateGate's signed reads does per
-    message, so the ratio to this baseline is what the outbox, gate and link add."""
+    `signing`: "none" (200-byte messages); "here" (each message built and signed in this
+    process before its publish, so the ratio to it is what the outbox, gate and link add);
+    "elsewhere" (signed by a child process, so only paho holds this process's GIL)."""
     import paho.mqtt.client as mqtt
+    if signing not in SIGNING_MODES:
+        raise ValueError(f"signing must be one of {SIGNING_MODES}, not {signing!r}")
     acked = [0]
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(0)
@@ -185,34 +240,25 @@ def bench_raw_paho(broker: MosquittoBroker, messages: int, signed: bool = False)
     client.connect("127.0.0.1", broker.port)
     while not client.is_connected():
         client.loop(0.05)
-    if signed:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from agent.provenance.messages import UnitSigner, clear_message
-        signer = UnitSigner("bench-unit", Ed25519PrivateKey.generate())
-        read = make_read(0, time.time(), prefix="r")
-        body = json.dumps({"plate": read.plate, "confidence": read.confidence,
-                           "seen_at": read.seen_at, "camera_id": read.camera_id,
-                           "latitude": read.latitude, "longitude": read.longitude},
-                          sort_keys=True, separators=(",", ":")).encode()
-
-        def payload_for(i: int) -> bytes:
-            return clear_message(signer, "d0", f"r{i}", "bench", 1, body)
-    else:
-        def payload_for(i: int) -> bytes:
-            return b"x" * 200
-    sent = 0
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
+    if signing == "none":
+        payloads = iter([b"x" * 200] * messages)
+    elif signing == "here":
+        payloads = _signed_payloads(messages)
+    else:
+        payloads = _payloads_signed_elsewhere(messages)
+    sent = 0
     while acked[0] < messages:
         while sent < messages and sent - acked[0] < 256:
-            client.publish("bench/raw", payload_for(sent), qos=1)
+            client.publish("bench/raw", next(payloads), qos=1)
             sent += 1
         client.loop(0.01)
     elapsed = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     client.disconnect()
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"messages": messages, "signed": signed, "seconds": round(elapsed, 3),
+    return {"messages": messages, "signing": signing, "seconds": round(elapsed, 3),
             "messages_per_s": round(messages / elapsed, 1),
             "cpu_us_per_message": round(cpu_s / messages * 1e6, 1)}
 
@@ -227,7 +273,7 @@ def ratios(result: dict) -> dict:
     machine the two agree, and the CPU figure barely moves with the machine's load."""
     ours = result["throughput"]
     out: dict = {"messages_per_s": {}, "cpu_per_message": {}}
-    for name in ("raw_paho_qos1", "raw_paho_qos1_signed"):
+    for name in BASELINES:
         runs = result.get(name)
         if runs:
             rate = statistics.fmean(r["messages_per_s"] for r in runs)
@@ -348,14 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         broker = MosquittoBroker(workdir / "broker").start()
         try:
-            baselines = () if "raw" in skip else (("raw_paho_qos1", False),
-                                                      ("raw_paho_qos1_signed", True))
-            for name, signed in baselines:
-                result[name] = [bench_raw_paho(broker, args.reads, signed)]
+            baselines = () if "raw" in skip else tuple(BASELINES.items())
+            for name, signing in baselines:
+                result[name] = [bench_raw_paho(broker, args.reads, signing)]
             if "throughput" not in skip:
                 result["throughput"] = bench_throughput(workdir, broker, args.reads, args.batch)
-                for name, signed in baselines:
-                    result[name].append(bench_raw_paho(broker, args.reads, signed))
+                for name, signing in baselines:
+                    result[name].append(bench_raw_paho(broker, args.reads, signing))
                 result["throughput"]["ratio"] = ratios(result)
             if "latency" not in skip:
                 result["latency"] = bench_latency(workdir, broker, args.rate, args.latency_seconds)
