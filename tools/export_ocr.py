@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic_seed": seeds[0] if len(seeds) == 1 else seeds,
         "synthetic_generator": "python -m tools.synth.generate --count N --seed S "
                                "(deterministic per seed)",
-        "synthetic_val_seed": 2,
+        "synthetic_val": args.synth_val.name,  # the synthetic selection set, named by its seed
         "training": {k: train_metrics.get(k) for k in ("steps", "seed", "batch", "real_share",
                                                        "real_train_crops", "init", "best",
                                                        "arch", "precision")},
