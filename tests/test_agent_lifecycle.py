@@ -38,17 +38,19 @@ def test_refuses_to_start_on_an_invalid_config(tmp_path):
     assert "refusing to start" in result.stderr and "outbox.max_mb: -5" in result.stderr
 
 
-def test_sigterm_stops_cleanly_within_five_seconds(tmp_path, agent_factory):
+def test_sigterm_stops_every_stage_within_its_deadline(tmp_path, agent_factory):
+    """SIGTERM while frames flow: every stage stops within its share of the shutdown deadline
+    (`Pipeline.shutdown`, 4.5 s, under systemd's TimeoutStopSec=10), so the stop is clean and
+    the exit code 0. The bound is the code's deadline, not a stopwatch in the test: a stage
+    that overran it would log "stage did not stop in time" and make the stop unclean."""
     agent = agent_factory(write_config(tmp_path))
     agent.wait_for("pipeline started")
-    time.sleep(1.0)
-    sent = time.monotonic()
+    time.sleep(1.0)  # let frames flow through every stage before the signal
     agent.proc.send_signal(signal.SIGTERM)
     code = agent.proc.wait(timeout=10)
-    elapsed = time.monotonic() - sent
     assert code == 0, "".join(agent.lines[-30:])
-    assert elapsed < 5.0, f"took {elapsed:.1f} s to stop"
     agent.wait_for("pipeline stopped clean=True")
+    assert not any("did not stop in time" in line for line in agent.lines)
 
 
 def test_invalid_sighup_reload_keeps_the_running_config(tmp_path, agent_factory):
