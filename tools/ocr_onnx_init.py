@@ -44,7 +44,10 @@ def _onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def onnx_arch(path: Path) -> str:
     """The ``ARCHS`` size whose layer widths match the ONNX model's convolutions."""
-    convs = _onnx_convs(path)
+    return _arch_of(_onnx_convs(path), path)
+
+
+def _arch_of(convs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> str:
     widths = tuple(convs[f"features.{i}"][0].shape[0] for i in (0, 3, 6, 10, 14))
     seq = convs["features.17"][0].shape[0]
     for name, spec in ARCHS.items():
@@ -57,10 +60,10 @@ def init_from_onnx(model: PlateCRNN, arch: str, path: Path, samples: torch.Tenso
     """Load ``path``'s weights into ``model`` (size ``arch``), re-deriving each batch norm from
     the convolution outputs on ``samples`` ([N, 1, 48, 144], training data). Returns the
     largest difference between this model's and the ONNX model's probabilities on them."""
-    held = onnx_arch(path)
+    convs = _onnx_convs(path)
+    held = _arch_of(convs, path)
     if held != arch:
         raise ValueError(f"{path}: holds the {held!r} network, not {arch!r} (pass --arch {held})")
-    convs = _onnx_convs(path)
     modules = dict(model.named_modules())
     pairs: list[tuple[nn.Module, nn.Module]] = []
     for name, (weight, bias) in convs.items():
