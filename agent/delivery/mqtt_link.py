@@ -67,6 +67,16 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, parts.port or (8883 if tls else 1883)
 
 
+def egress_endpoint(url: str, owner: str) -> tuple[bool, str, int]:
+    """`parse_broker_url` for a link the unit sends on (reads, status), refusing plain mqtt://
+    to anything but a loopback address: the policy parser and the config loader refuse such a
+    URL already, and the links themselves never open one. `owner` names the link in the error."""
+    tls, host, port = parse_broker_url(url)
+    if not tls and not is_loopback_host(host):
+        raise ValueError(f"{owner}: plain mqtt:// only to a loopback address")
+    return tls, host, port
+
+
 def spki_sha256_of_der_cert(der_cert: bytes) -> str:
     """Hex SHA-256 of the SubjectPublicKeyInfo (DER) of a DER certificate: the pin format."""
     from cryptography import x509
@@ -203,13 +213,11 @@ class MqttLink:
         self.credentials = credentials or DestinationCredentials()
         self.topic = validate_topic(transport.topic)
         self._topic16 = mqtt_string(self.topic)
-        self.tls, self.host, self.port = parse_broker_url(transport.broker_url)
+        self.tls, self.host, self.port = egress_endpoint(transport.broker_url,
+                                                         f"destination {destination_id}")
         if not self.tls and (transport.server_key_sha256 or transport.ca_pem):
             raise ValueError(f"destination {destination_id}: broker_url {transport.broker_url!r} "
                              "is not mqtts:// but the policy gives a CA or key pin to check")
-        if not self.tls and not is_loopback_host(self.host):
-            # The policy parser refuses this already; a link never opens one either.
-            raise ValueError(f"destination {destination_id}: plain mqtt:// only to a loopback address")
         self.protocol = PROTOCOLS[self.credentials.protocol]
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout

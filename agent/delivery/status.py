@@ -29,11 +29,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.delivery.mqtt_link import (PROTOCOLS, DestinationCredentials, IdentityError,
-                                      make_ssl_context, parse_broker_url, pin_checker,
+                                      egress_endpoint, make_ssl_context, pin_checker,
                                       validate_topic, verify_peer_pin)
 from agent.delivery.paho_adapter import PinnedClient
 from agent.delivery.paho_log import paho_logger
-from agent.policy.decision import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,7 @@ class StatusPublisher:
         self.stop_event = stop
         self.interval_s = interval_s
         self.disk_path = disk_path
-        self.tls, self.host, self.port = parse_broker_url(broker.url)
-        if not self.tls and not is_loopback_host(self.host):
-            # The config loader refuses this already; the link never opens one either.
-            raise ValueError(f"status broker {broker.url!r}: plain mqtt:// only to a loopback address")
+        self.tls, self.host, self.port = egress_endpoint(broker.url, f"status broker {broker.url!r}")
         self._started_at = time.monotonic()
         self._connected = threading.Event()
         self._halt = threading.Event()       # stop() of this publisher only
