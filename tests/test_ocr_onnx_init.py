@@ -52,3 +52,10 @@ def test_reconstructed_network_matches_the_shipped_onnx_and_trains_from_there():
 def test_a_network_of_another_size_is_refused_with_the_size_it_holds():
     with pytest.raises(ValueError, match="holds the 'base' network, not 'small'"):
         init_from_onnx(build("small"), "small", SHIPPED_FP32, _plate_like_samples(4))
+
+
+def test_the_int8_model_and_other_networks_are_refused_with_what_to_use_instead():
+    with pytest.raises(ValueError, match="start from its fp32 twin"):
+        onnx_arch(ROOT / "models" / "plate_ocr.onnx")  # the shipped int8 model
+    with pytest.raises(ValueError, match="not a plate OCR network"):
+        onnx_arch(ROOT / "models" / "plate_detector.onnx")

@@ -28,7 +28,10 @@ def _onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # protobuf's DecodeError, OSError: one message either way
+        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     convs = {}
     for node in graph.node:
@@ -37,6 +40,9 @@ def _onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         # torch's exporter names nodes after the module: /features/features.0/Conv
         parts = node.name.strip("/").split("/")
         module = parts[-2] if len(parts) >= 3 else parts[0]
+        if any(name not in inits for name in node.input[1:3]):
+            raise ValueError(f"{path}: convolution {node.name} has no float weights (an int8 "
+                             "model? start from its fp32 twin, models/plate_ocr_fp32.onnx)")
         weight, bias = (inits[name] for name in node.input[1:3])
         convs[module] = (weight, bias)
     return convs
@@ -48,6 +54,10 @@ def onnx_arch(path: Path) -> str:
 
 
 def _arch_of(convs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> str:
+    expected = [f"features.{i}" for i in (0, 3, 6, 10, 14, 17)]
+    if any(name not in convs for name in expected):
+        raise ValueError(f"{path}: not a plate OCR network (tools/ocr_net.py): its convolutions "
+                         f"are {', '.join(sorted(convs)[:6])}...")
     widths = tuple(convs[f"features.{i}"][0].shape[0] for i in (0, 3, 6, 10, 14))
     seq = convs["features.17"][0].shape[0]
     for name, spec in ARCHS.items():
