@@ -211,8 +211,19 @@ def make_training_pair(sample: Sample, rng: np.random.Generator
 
 # --------------------------------------------------------------------------- model
 
-def build_model(width: float = 1.0):
-    """The detector network: a light FPN-like encoder/decoder ending at stride 4."""
+ARCHS = ("base", "lite")
+
+
+def build_model(width: float = 1.0, arch: str = "base"):
+    """The detector network: a light FPN-like encoder/decoder ending at stride 4.
+
+    ``lite`` exists for 4K frames on one core: the 3x3 convolutions that run at stride 2 and 4
+    (the stride-2 steps into stride 4 and 8, and the last 3x3 of the stride-4 head) become
+    depthwise + pointwise pairs, the stride-4 DW block goes and the head is 24 channels wide
+    instead of 32. Those layers held most of the multiply-adds and memory traffic: the model
+    alone at 1344 x 768 takes about 28 ms CPU instead of 43 (docs/detection.md)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown detector architecture {arch!r} (one of {', '.join(ARCHS)})")
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -235,15 +246,23 @@ def build_model(width: float = 1.0):
     def rnd(v: float) -> int:
         return max(8, int(round(v * width / 8)) * 8)
 
+    def separable(cin: int, cout: int, s: int) -> nn.Sequential:
+        return nn.Sequential(cbr(cin, cin, 3, s, groups=cin), cbr(cin, cout, 1))
+
+    lite = arch == "lite"
     c = [rnd(16), rnd(32), rnd(48), rnd(96), rnd(160)]
-    head_c = rnd(32)
+    head_c = rnd(24 if lite else 32)
 
     class PlateNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.s2 = cbr(3, c[0], 3, 2)
-            self.s4 = nn.Sequential(cbr(c[0], c[1], 3, 2), DWBlock(c[1]))
-            self.s8 = nn.Sequential(cbr(c[1], c[2], 3, 2), DWBlock(c[2]), DWBlock(c[2]))
+            if lite:
+                self.s4 = nn.Sequential(separable(c[0], c[1], 2))
+                self.s8 = nn.Sequential(separable(c[1], c[2], 2), DWBlock(c[2]), DWBlock(c[2]))
+            else:
+                self.s4 = nn.Sequential(cbr(c[0], c[1], 3, 2), DWBlock(c[1]))
+                self.s8 = nn.Sequential(cbr(c[1], c[2], 3, 2), DWBlock(c[2]), DWBlock(c[2]))
             self.s16 = nn.Sequential(cbr(c[2], c[3], 3, 2), DWBlock(c[3]), DWBlock(c[3]),
                                      DWBlock(c[3]))
             self.s32 = nn.Sequential(cbr(c[3], c[4], 3, 2), DWBlock(c[4]), DWBlock(c[4]))
@@ -253,7 +272,8 @@ def build_model(width: float = 1.0):
             self.l4 = cbr(c[1], head_c, 1)
             self.m16 = DWBlock(head_c)
             self.m8 = DWBlock(head_c)
-            self.m4 = nn.Sequential(DWBlock(head_c), cbr(head_c, head_c, 3))
+            self.m4 = nn.Sequential(DWBlock(head_c), separable(head_c, head_c, 1) if lite
+                                    else cbr(head_c, head_c, 3))
             self.heat = nn.Conv2d(head_c, 1, 1)
             self.reg = nn.Conv2d(head_c, 4, 1)
             nn.init.constant_(self.heat.bias, -4.6)  # start near "no plate" (focal-loss prior)
@@ -428,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="batch size")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    parser.add_argument("--arch", choices=ARCHS, default="base",
+                        help="network: base (the first model) or lite (cheaper at stride 2-4, "
+                             "for 4K frames on one core)")
     parser.add_argument("--seed", type=int, default=6, help="random seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--ckpt-every", type=int, default=250, help="checkpoint interval (steps)")
@@ -452,12 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args.width)
+    model = build_model(args.width, args.arch)
 
     if args.export_only:
         ckpt = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
         meta = ckpt.get("meta", {})
+        model = build_model(meta.get("width", args.width), meta.get("arch", "base"))
+        model.load_state_dict(ckpt["model"])
         thr = float(ckpt.get("threshold", 0.3))
         entry = export_onnx(model, args.models_dir / "plate_detector.onnx", args.max_side, thr,
                             meta, args.models_dir)
@@ -494,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         history = ckpt.get("history", [])
         log.info("resumed at step %d", start)
 
-    meta = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "width": args.width,
+    meta = {"arch": args.arch, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+            "width": args.width,
             "seed": args.seed, "crop": CROP, "synthetic": bool(synth),
             "train_images": len(train), "synthetic_images": len(synth),
             "init_from": str(args.init_from) if args.init_from else None}

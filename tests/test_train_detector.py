@@ -1,0 +1,75 @@
+"""The detector networks of tools/train_detector.py keep the runtime's model contract.
+
+Why: `agent/vision/detector.py` knows nothing of the network inside the ONNX file, only its
+input (NCHW, any size that is a multiple of 32) and outputs (a heatmap and four regression
+planes at stride 4). A new architecture must export to exactly that, and a checkpoint of one
+architecture must not be exported as another.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from agent.vision.detector import PlateDetector  # noqa: E402
+from tools.train_detector import ARCHS, build_model, export_onnx, main  # noqa: E402
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_architecture_exports_to_the_runtime_contract(tmp_path, arch):
+    torch.manual_seed(0)
+    model = build_model(1.0, arch)
+    entry = export_onnx(model, tmp_path / "plate_detector.onnx", 512, 0.5, {"arch": arch},
+                        tmp_path)
+    assert entry["training"]["arch"] == arch
+    detector = PlateDetector.from_models(tmp_path)
+    for height, width in ((288, 512), (768, 1344)):  # the 720p and 4K passes
+        tensor = np.zeros((1, 3, height, width), np.float32)
+        heat, reg = detector.session.run(None, {detector.input_name: tensor})
+        assert heat.shape == (1, 1, height // 4, width // 4)
+        assert reg.shape == (1, 4, height // 4, width // 4)
+    frame = np.random.default_rng(1).integers(0, 255, (2160, 3840, 3), dtype=np.uint8)
+    assert isinstance(detector.detect(frame), list)  # decoded end to end without error
+
+
+def test_lite_costs_fewer_multiply_adds_than_base():
+    """The point of ``lite``: count the convolutions' multiply-adds at 1344 x 768."""
+    def macs(model) -> int:
+        total = 0
+
+        def hook(module, _inputs, output):
+            nonlocal total
+            k = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+            total += output.numel() * k
+
+        handles = [m.register_forward_hook(hook) for m in model.modules()
+                   if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, 768, 1344))
+        for handle in handles:
+            handle.remove()
+        return total
+
+    base, lite = macs(build_model(1.0, "base")), macs(build_model(1.0, "lite"))
+    assert lite < 0.6 * base
+
+
+def test_export_only_builds_the_checkpoints_own_architecture(tmp_path):
+    model = build_model(1.0, "lite")
+    torch.save({"model": model.state_dict(), "meta": {"arch": "lite", "width": 1.0},
+                "threshold": 0.45}, tmp_path / "best.pt")
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["--out", str(tmp_path), "--export-only", "--models-dir", str(models)]) == 0
+    entry = json.loads((models / "manifest.json").read_text())["models"]["plate_detector"]
+    assert entry["training"]["arch"] == "lite"
+    assert entry["score_threshold"] == 0.45
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match="unknown detector architecture 'tiny'"):
+        build_model(1.0, "tiny")
