@@ -73,3 +73,29 @@ def test_export_only_builds_the_checkpoints_own_architecture(tmp_path):
 def test_unknown_architecture_is_refused():
     with pytest.raises(ValueError, match="unknown detector architecture 'tiny'"):
         build_model(1.0, "tiny")
+
+
+def _figures(found=450, precision=0.9, framed_recall=0.9, top1=0.7, wrong=6, ms=40.0) -> dict:
+    return {"training_val": {"found": found, "precision": precision},
+            "framed_val": {"plates": 246, "detection_recall": framed_recall, "top1": top1,
+                           "accepted": {"wrong": wrong}},
+            "model_cpu_ms_1344x768": ms}
+
+
+def test_choose_detector_rule_allows_small_losses_and_refuses_larger_ones():
+    from tools.choose_detector import MAX_LOSS, checks
+
+    shipped = _figures()
+    assert all(checks(shipped, _figures(found=450 - MAX_LOSS, ms=30.0)).values())
+    one_plate = 1 / 246
+    refused = {
+        "training_val_recall": _figures(found=450 - MAX_LOSS - 1, ms=30.0),
+        "training_val_precision": _figures(precision=0.88, ms=30.0),
+        "framed_val_recall": _figures(framed_recall=0.9 - (MAX_LOSS + 1) * one_plate, ms=30.0),
+        "framed_val_top1": _figures(top1=0.7 - (MAX_LOSS + 1) * one_plate, ms=30.0),
+        "framed_val_wrong_reads": _figures(wrong=8, ms=30.0),
+        "faster": _figures(ms=41.0),
+    }
+    for failing, candidate in refused.items():
+        result = checks(shipped, candidate)
+        assert [k for k, ok in result.items() if not ok] == [failing]

@@ -147,7 +147,9 @@ def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
         "detector_box": {"top1": rate("det_top1"), "top5": rate("det_top5"),
                          "accepted": {"correct_rate": rate("det_acc_right"),
                                       "wrong_rate": round(counts["det_acc_wrong"] / det_acc, 4)
-                                      if det_acc else None}},
+                                      if det_acc else None,
+                                      "right": counts["det_acc_right"],
+                                      "wrong": counts["det_acc_wrong"]}},
         "labelled_box": {"top1": rate("box_top1"),
                          "accepted": {"correct_rate": rate("box_acc_right"),
                                       "wrong_rate": round(counts["box_acc_wrong"] / box_acc, 4)

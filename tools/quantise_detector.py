@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -50,23 +49,21 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.detector import MODEL_NAME, PlateDetector  # noqa: E402
-from agent.vision.evaluate import evaluate  # noqa: E402
 from agent.vision.models import (ModelError, file_sha256, model_entry, open_session,  # noqa: E402
                                  update_manifest_entry)
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
-from tools.framed_val import measure, trace  # noqa: E402
+from tools.detector_figures import EVAL_SETS, eval_figures, training_figures  # noqa: E402
+from tools.framed_val import trace  # noqa: E402
 from tools.quantise import quantise  # noqa: E402
-from tools.train_detector import TRAINING_SETS, load_split, match_stats  # noqa: E402
+from tools.train_detector import TRAINING_SETS  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val, scene_rows  # noqa: E402
 
 WINDOW = 256  # calibration window (px of model input), the detector's training crop
 PERCENTILE = None  # min-max ranges; percentiles clip the rare plate activations (docs)
 MAX_LOSS = 1  # plates the int8 model may lose against fp32 on each decision figure
 FP32_FILE = "plate_detector_fp32.onnx"
-BENCH_SHAPE = (1, 3, 768, 1344)  # the 4K pass at min_plate_px 40
 HEAD_OUTPUTS = ("heat", "reg")  # kept fp32 with the convolution that makes each
-EVAL_SETS = ("eval-eu-scenes", "eval-br-scenes")
 
 
 def fp32_islands(model_path: Path) -> list[str]:
@@ -126,35 +123,6 @@ def calibration_tensors(session, entry: dict, datasets: Path, per_set: int,
     return windows
 
 
-def training_val(detector: PlateDetector, datasets: Path) -> dict:
-    """Recall (IoU >= 0.5, plates >= 16 px) and precision on the four training sets' val
-    splits at the detector's threshold, as tools/train_detector.py selected the model."""
-    matched = counted = true_pos = found = 0
-    for sample in load_split(Path(datasets), TRAINING_SETS, "val"):
-        image = cv2.imdecode(sample.jpeg, cv2.IMREAD_COLOR)
-        preds = [(x, y, x + w, y + h, d.score) for d in detector.detect(image)
-                 for x, y, w, h in [d.box]]
-        m, n, tp, k = match_stats(preds, sample.boxes)
-        matched, counted, true_pos, found = matched + m, counted + n, true_pos + tp, found + k
-    return {"plates": counted, "found": matched, "recall": round(matched / max(counted, 1), 4),
-            "detections": found, "precision": round(true_pos / max(found, 1), 4),
-            "threshold": detector.score_threshold}
-
-
-def model_cpu_ms(session, repeats: int = 15) -> float:
-    """Median CPU ms of the model alone on a BENCH_SHAPE input (one thread)."""
-    x = np.random.default_rng(0).normal(size=BENCH_SHAPE).astype(np.float32)
-    name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(repeats):
-        c0 = time.process_time()
-        session.run(None, {name: x})
-        times.append((time.process_time() - c0) * 1000)
-    return round(statistics.median(times), 2)
-
-
 def within(int8: int, fp32: int) -> bool:
     return int8 >= fp32 - MAX_LOSS
 
@@ -211,16 +179,8 @@ def run(args, entry: dict, key: str, fp32_session, int8_path: Path) -> int:
     recognizers = {}
     for name, session, path in (("fp32", fp32_session, fp32_path),
                                 ("int8", int8_session, int8_path)):
-        detector = PlateDetector(session, entry)
-        recognizers[name] = Recognizer(reader, detector)
-        framed = measure(recognizers[name], traced)
-        report[name] = {"size_bytes": path.stat().st_size,
-                        "model_cpu_ms_1344x768": model_cpu_ms(session),
-                        "training_val": training_val(detector, args.datasets),
-                        "framed_val": {"plates": framed["plates"],
-                                       "detection_recall": framed["detection_recall"],
-                                       "top1": framed["detector_box"]["top1"],
-                                       "accepted": framed["detector_box"]["accepted"]}}
+        recognizers[name] = Recognizer(reader, PlateDetector(session, entry))
+        report[name] = training_figures(recognizers[name], path, traced, args.datasets)
     f, q = report["fp32"], report["int8"]
     plates = f["framed_val"]["plates"]
     checks = {
@@ -235,12 +195,7 @@ def run(args, entry: dict, key: str, fp32_session, int8_path: Path) -> int:
     report["shipped"] = "int8" if ship_int8 else "fp32"
     if not args.no_eval:  # measuring only: these figures decide nothing above
         for name, recognizer in recognizers.items():
-            for ds in EVAL_SETS:
-                res = evaluate(args.datasets / ds, recognizer).to_json()
-                report[name][ds] = {k: res[k] for k in ("detection_recall", "top1_accuracy",
-                                                        "top5_accuracy", "ms_per_image")}
-                report[name][ds]["accepted"] = {k: res["accepted"][k] for k in
-                                                ("correct_rate", "wrong_rate", "unmatched")}
+            report[name].update(eval_figures(recognizer, args.datasets))
     print(json.dumps(report, indent=1))
     if args.candidate:
         write(args, args.candidate, entry, fp32_path, int8_path, report)
