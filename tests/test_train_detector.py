@@ -99,3 +99,20 @@ def test_choose_detector_rule_allows_small_losses_and_refuses_larger_ones():
     for failing, candidate in refused.items():
         result = checks(shipped, candidate)
         assert [k for k, ok in result.items() if not ok] == [failing]
+
+
+def test_distillation_costs_nothing_for_a_perfect_copy_and_pulls_towards_the_teacher():
+    from tools.train_detector import Teacher, distillation_loss
+    from helpers.paths import MODELS
+
+    teacher = Teacher(MODELS / "plate_detector.onnx")
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    heat, reg = (torch.from_numpy(a) for a in teacher.outputs(x))
+    assert heat.shape == (2, 1, 16, 24) and reg.shape == (2, 4, 16, 24)
+    assert distillation_loss(heat, reg, heat, reg).item() == pytest.approx(0.0, abs=1e-5)
+    student_heat = torch.full_like(heat, 0.5, requires_grad=True)
+    loss = distillation_loss(student_heat, reg, heat, reg)
+    loss.backward()
+    assert loss.item() > 0
+    # the gradient moves each cell's score towards the teacher's
+    assert torch.all((student_heat.grad > 0) == (heat < 0.5))

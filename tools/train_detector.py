@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.detector import iou_xyxy  # noqa: E402
+from agent.vision.models import file_sha256  # noqa: E402
 
 log = logging.getLogger("train_detector")
 
@@ -307,6 +308,45 @@ def detection_loss(heat_pred, reg_pred, heat_t, weight_t, reg_t, mask_t):
     return focal + l1, focal.detach(), l1.detach()
 
 
+class Teacher:
+    """A shipped detector (ONNX, fp32) whose outputs a smaller network learns to copy.
+
+    Why: the lite network (``--arch lite``) trained on the labels alone stayed below the
+    model it replaces on the training val splits (docs/detection.md). The teacher's heatmap
+    says more than the labels: how plate-like each cell is, plates the labels leave unboxed
+    (Open Images boxes few small plates), and where its boxes sit. Run through onnxruntime on
+    the same normalised training windows, one at a time (the model's batch is 1)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(heat [N,1,h,w], reg [N,4,h,w]) for a normalised batch [N,3,H,W]."""
+        heats, regs = zip(*(self.session.run(None, {self.input: one[None]}) for one in x))
+        return np.concatenate(heats), np.concatenate(regs)
+
+
+def distillation_loss(heat_pred, reg_pred, heat_teacher, reg_teacher, positive: float = 0.3):
+    """KL divergence of the student's per-cell plate score from the teacher's (binary cross
+    entropy less the teacher's own entropy, so a perfect copy costs 0), normalised by the
+    teacher's plate cells; plus L1 on the regressions where the teacher sees a plate."""
+    import torch
+
+    p = heat_pred.clamp(1e-4, 1 - 1e-4)
+    t = heat_teacher.clamp(1e-4, 1 - 1e-4)
+    kl = t * torch.log(t / p) + (1 - t) * torch.log((1 - t) / (1 - p))
+    plates = (heat_teacher >= positive).float()
+    n = plates.sum().clamp(min=1.0)
+    l1 = (torch.abs(reg_pred - reg_teacher) * plates).sum() / n
+    return kl.sum() / n + l1
+
+
 # --------------------------------------------------------------------------- validation
 
 class TorchSession:
@@ -407,6 +447,7 @@ def export_onnx(model, out_path: Path, max_side: int, score_threshold: float, me
     """Write the ONNX file (opset 17, dynamic height/width) and its manifest entry."""
     import torch
 
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     dummy = torch.zeros(1, 3, 256, 320)
     torch.onnx.export(model, dummy, str(out_path), input_names=["image"],
@@ -414,7 +455,7 @@ def export_onnx(model, out_path: Path, max_side: int, score_threshold: float, me
                       dynamic_axes={"image": {2: "height", 3: "width"},
                                     "heat": {2: "out_height", 3: "out_width"},
                                     "reg": {2: "out_height", 3: "out_width"}})
-    from agent.vision.models import file_sha256, update_manifest_entry
+    from agent.vision.models import update_manifest_entry
 
     entry = detector_entry(max_side)
     entry.update({
@@ -457,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-every", type=int, default=1000, help="validation interval (steps)")
     parser.add_argument("--max-side", type=int, default=512,
                         help="longest side the frame is resized to at inference")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="an fp32 detector ONNX file whose outputs the network also learns "
+                             "to copy (distillation; e.g. the shipped models/plate_detector.onnx)")
+    parser.add_argument("--teacher-weight", type=float, default=1.0,
+                        help="weight of the distillation loss next to the label loss")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from the weights of this checkpoint (fresh optimiser and "
@@ -491,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_split(args.datasets, TRAINING_SETS, "train")
     val = load_split(args.datasets, TRAINING_SETS, "val")
     synth = load_composites(args.synthetic) if args.synthetic else []
+    teacher = Teacher(args.teacher) if args.teacher else None
     log.info("train=%d val=%d synthetic=%d", len(train), len(val), len(synth))
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
@@ -522,7 +569,9 @@ def main(argv: list[str] | None = None) -> int:
             "width": args.width,
             "seed": args.seed, "crop": CROP, "synthetic": bool(synth),
             "train_images": len(train), "synthetic_images": len(synth),
-            "init_from": str(args.init_from) if args.init_from else None}
+            "init_from": str(args.init_from) if args.init_from else None,
+            "teacher": (f"{args.teacher.name} sha256 {file_sha256(args.teacher)[:12]}, weight "
+                        f"{args.teacher_weight}") if args.teacher else None}
 
     def save(step: int) -> None:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -569,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = lr_at(step)
         heat_p, reg_p = model(x)
         loss, focal, l1 = detection_loss(heat_p, reg_p, heat_t, weight_t, reg_t, mask_t)
+        if teacher is not None:
+            t_heat, t_reg = (torch.from_numpy(a) for a in teacher.outputs(x.numpy()))
+            loss = loss + args.teacher_weight * distillation_loss(heat_p, reg_p, t_heat, t_reg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
