@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=0,
                         help="stop (after a checkpoint) once this many minutes have passed; 0 = off")
     args = parser.parse_args(argv)
+    if args.teacher is not None and not args.teacher.is_file():
+        parser.error(f"--teacher {args.teacher}: no such file (an fp32 detector ONNX file, "
+                     "e.g. models/plate_detector.onnx)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     import torch
