@@ -70,9 +70,12 @@ def model_entry(models_dir: Path, name: str) -> dict:
     return entry
 
 
-def _dummy_input(meta: Any) -> np.ndarray:
-    """A zero tensor matching an ONNX input; symbolic dimensions become 1."""
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in meta.shape]
+def _dummy_input(meta: Any, multiple: int = 1) -> np.ndarray:
+    """A zero tensor matching an ONNX input; a symbolic batch or channel dimension becomes 1
+    and a symbolic spatial one ``multiple`` (the size multiple the model's manifest promises:
+    the detector's decoder upsamples x2 by a constant, so its input must be a multiple of 32)."""
+    shape = [d if isinstance(d, int) and d > 0 else (multiple if axis >= 2 else 1)
+             for axis, d in enumerate(meta.shape)]
     dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
              "tensor(int64)": np.int64, "tensor(float16)": np.float16}.get(meta.type, np.float32)
     return np.zeros(shape, dtype=dtype)
@@ -111,7 +114,9 @@ def open_session(models_dir: Path, name: str, threads: int = 1,
     try:
         session = ort.InferenceSession(str(path), sess_options=options,
                                        providers=["CPUExecutionProvider"])
-        feeds = {meta.name: _dummy_input(meta) for meta in session.get_inputs()}
+        spec = entry.get("input")
+        multiple = int(spec.get("multiple", 1)) if isinstance(spec, dict) else 1
+        feeds = {meta.name: _dummy_input(meta, multiple) for meta in session.get_inputs()}
         session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises several unrelated exception types
         raise ModelError(f"model file {path} (model {name!r}) cannot be loaded: {exc}") from None
