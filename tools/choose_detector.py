@@ -36,7 +36,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.detector import MODEL_NAME, PlateDetector  # noqa: E402
-from agent.vision.models import ModelError, model_entry, open_session  # noqa: E402
+from agent.vision.models import (ModelError, model_entry, open_session,  # noqa: E402
+                                 update_manifest_entry)
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
 from tools.detector_figures import eval_figures, training_figures  # noqa: E402
@@ -119,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 def install(candidate: Path, models: Path, report: dict) -> None:
     """Copy the candidate's ONNX file over the shipped one and write its manifest entry with
     the figures measured here; the written folder must load as the agent loads it."""
-    from agent.vision.models import update_manifest_entry
-
     entry = dict(model_entry(candidate, MODEL_NAME))
     shutil.copyfile(candidate / entry["file"], models / entry["file"])
     chosen = report["candidate"]

@@ -65,8 +65,7 @@ def rewrite(source: Path, target: Path) -> int:
             needed.update(i for i in node.input if i)
     del graph.node[:]
     graph.node.extend(reversed(kept))
-    used = needed
-    initializers = [i for i in graph.initializer if i.name in used]
+    initializers = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
     onnx.checker.check_model(model)
@@ -77,12 +76,9 @@ def rewrite(source: Path, target: Path) -> int:
 
 def largest_difference(a: Path, b: Path) -> float:
     """Largest absolute difference between the two models' outputs over CHECK_SHAPES."""
-    import onnxruntime as ort
+    from agent.vision.models import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for p in (a, b)]
+    sessions = [cpu_session(p) for p in (a, b)]
     name = sessions[0].get_inputs()[0].name
     rng = np.random.default_rng(0)
     worst = 0.0

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.evaluate import evaluate  # noqa: E402
-from agent.vision.models import file_sha256, update_manifest_entry  # noqa: E402
+from agent.vision.models import cpu_session, file_sha256, update_manifest_entry  # noqa: E402
 from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
@@ -68,12 +68,7 @@ def quantise(fp32: Path, out: Path, calib: list[np.ndarray]) -> None:
 
 
 def _reader(path: Path, threads: int = 1) -> PlateReader:
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return PlateReader(sess, {"file": path.name, "charset": CHARSET})
+    return PlateReader(cpu_session(path, threads), {"file": path.name, "charset": CHARSET})
 
 
 def selection_accuracy(reader: PlateReader, images: list[np.ndarray], texts: list[str],

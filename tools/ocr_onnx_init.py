@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent.vision.models import cpu_session
 from tools.ocr_net import ARCHS, PlateCRNN
 
 _BN_EPS_FLOOR = 1e-6  # a channel that never fires keeps a finite norm
@@ -53,6 +54,18 @@ def onnx_arch(path: Path) -> str:
     return _arch_of(_onnx_convs(path), path)
 
 
+def check_arch(path: Path, arch: str) -> None:
+    """Refuse (ValueError naming the size to pass) an ONNX model that is not of size ``arch``;
+    train_ocr calls it before loading minutes of data, init_from_onnx again on its own."""
+    _require_arch(_onnx_convs(path), path, arch)
+
+
+def _require_arch(convs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, arch: str) -> None:
+    held = _arch_of(convs, path)
+    if held != arch:
+        raise ValueError(f"{path}: holds the {held!r} network, not {arch!r} (pass --arch {held})")
+
+
 def _arch_of(convs: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> str:
     expected = [f"features.{i}" for i in (0, 3, 6, 10, 14, 17)]
     if any(name not in convs for name in expected):
@@ -71,9 +84,7 @@ def init_from_onnx(model: PlateCRNN, arch: str, path: Path, samples: torch.Tenso
     the convolution outputs on ``samples`` ([N, 1, 48, 144], training data). Returns the
     largest difference between this model's and the ONNX model's probabilities on them."""
     convs = _onnx_convs(path)
-    held = _arch_of(convs, path)
-    if held != arch:
-        raise ValueError(f"{path}: holds the {held!r} network, not {arch!r} (pass --arch {held})")
+    _require_arch(convs, path, arch)
     modules = dict(model.named_modules())
     pairs: list[tuple[nn.Module, nn.Module]] = []
     for name, (weight, bias) in convs.items():
@@ -115,9 +126,7 @@ def init_from_onnx(model: PlateCRNN, arch: str, path: Path, samples: torch.Tenso
 
 
 def _largest_difference(model: PlateCRNN, path: Path, samples: torch.Tensor) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     name = session.get_inputs()[0].name
     some = samples[:64]  # the shipped model takes one crop at a time
     theirs = np.concatenate([session.run(None, {name: one[None].numpy()})[0] for one in some])

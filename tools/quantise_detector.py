@@ -49,8 +49,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.detector import MODEL_NAME, PlateDetector  # noqa: E402
-from agent.vision.models import (ModelError, file_sha256, model_entry, open_session,  # noqa: E402
-                                 update_manifest_entry)
+from agent.vision.models import (ModelError, cpu_session, file_sha256, model_entry,  # noqa: E402
+                                 open_session, update_manifest_entry)
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
 from tools.detector_figures import EVAL_SETS, eval_figures, training_figures  # noqa: E402
@@ -165,11 +165,7 @@ def run(args, entry: dict, key: str, fp32_session, int8_path: Path) -> int:
              percentile=PERCENTILE)
     del calib
 
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    int8_session = ort.InferenceSession(str(int8_path), options,
-                                        providers=["CPUExecutionProvider"])
+    int8_session = cpu_session(int8_path)
     reader = PlateReader.from_models(args.models)
     crops = plate_text_val(args.datasets)
     traced = trace(crops, args.datasets)

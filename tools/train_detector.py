@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.vision.detector import iou_xyxy  # noqa: E402
-from agent.vision.models import file_sha256  # noqa: E402
+from agent.vision.models import cpu_session, file_sha256  # noqa: E402
 
 log = logging.getLogger("train_detector")
 
@@ -322,12 +322,7 @@ class Teacher:
     the same normalised training windows, one at a time (the model's batch is 1)."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path)
         self.input = self.session.get_inputs()[0].name
 
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -528,7 +523,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args.width, args.arch)
 
     if args.export_only:
         ckpt = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
@@ -540,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                             meta, args.models_dir)
         log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
         return 0
+
+    model = build_model(args.width, args.arch)
 
     train = load_split(args.datasets, TRAINING_SETS, "train")
     val = load_split(args.datasets, TRAINING_SETS, "val")

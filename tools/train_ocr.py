@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from tools.ocr_net import ARCHS, build, load_weights  # noqa: E402
-from tools.ocr_onnx_init import init_from_onnx, onnx_arch  # noqa: E402
+from tools.ocr_onnx_init import check_arch, init_from_onnx  # noqa: E402
 from tools.synth.camera import roadside_crop  # noqa: E402
 from tools.val_data import EvaluationSetError, refuse_evaluation_set, training_crops  # noqa: E402
 
@@ -259,12 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.init and args.init.suffix == ".onnx":
         try:  # before the synthetic sets are loaded: a wrong file must not cost minutes
-            held = onnx_arch(args.init)
+            check_arch(args.init, args.arch)
         except ValueError as exc:
             p.error(f"--init {exc}")
-        if held != args.arch:
-            p.error(f"--init {args.init}: holds the {held!r} network, not {args.arch!r} "
-                    f"(pass --arch {held})")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

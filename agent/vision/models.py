@@ -81,6 +81,20 @@ def _dummy_input(meta: Any, multiple: int = 1) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+def cpu_session(path: Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session of one ONNX file: ``threads`` intra-op threads, one
+    inter-op, warnings off. No manifest check: open_session adds that for the agent's models;
+    tools use this for candidate and scratch files that have no manifest entry yet."""
+    import onnxruntime as ort  # deferred: importing the module must not load native code
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
 def open_session(models_dir: Path, name: str, threads: int = 1,
                  file_key: str = "file") -> tuple[Any, dict]:
     """Open the ONNX model ``name`` from ``models_dir`` after checking it against the manifest.
@@ -89,8 +103,6 @@ def open_session(models_dir: Path, name: str, threads: int = 1,
     also name e.g. ``"file_fp32"``). Returns ``(session, entry)``. Raises ModelError naming the
     file and what is wrong: missing, hash mismatch, or corrupt/unloadable.
     """
-    import onnxruntime as ort  # deferred: importing the module must not load native code
-
     models_dir = Path(models_dir)
     entry = model_entry(models_dir, name)
     file_name = entry.get(file_key)
@@ -107,13 +119,8 @@ def open_session(models_dir: Path, name: str, threads: int = 1,
     if actual != expected:
         raise ModelError(f"model file {path} does not match its manifest: sha256 {actual}, "
                          f"manifest says {expected} (corrupt or replaced file)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        session = cpu_session(path, threads)
         spec = entry.get("input")
         multiple = int(spec.get("multiple", 1)) if isinstance(spec, dict) else 1
         feeds = {meta.name: _dummy_input(meta, multiple) for meta in session.get_inputs()}
