@@ -116,3 +116,10 @@ def test_distillation_costs_nothing_for_a_perfect_copy_and_pulls_towards_the_tea
     assert loss.item() > 0
     # the gradient moves each cell's score towards the teacher's
     assert torch.all((student_heat.grad > 0) == (heat < 0.5))
+
+
+def test_export_only_without_a_checkpoint_is_refused_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "no_run"), "--export-only"])
+    assert stop.value.code == 2
+    assert "no_run/best.pt does not exist" in capsys.readouterr().err

@@ -516,14 +516,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher is not None and not args.teacher.is_file():
         parser.error(f"--teacher {args.teacher}: no such file (an fp32 detector ONNX file, "
                      "e.g. models/plate_detector.onnx)")
+    if args.export_only and not (args.out / "best.pt").is_file():
+        parser.error(f"--export-only: {args.out / 'best.pt'} does not exist (--out names the "
+                     "run folder a training run wrote)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-
     if args.export_only:
         ckpt = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
         meta = ckpt.get("meta", {})
@@ -535,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
         return 0
 
+    args.out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.width, args.arch)
 
     train = load_split(args.datasets, TRAINING_SETS, "train")
