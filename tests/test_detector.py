@@ -242,6 +242,25 @@ def test_decode_and_nms():
     assert nms(dup, 0.4) == [dup[0], dup[2]]
 
 
+def test_peaks_are_the_3x3_maxima_including_the_map_edges_and_plateaus():
+    """Every cell at least as high as its 3x3 neighbourhood (cells outside the map do not
+    count) and over the threshold is a peak: checked against the neighbourhood written out."""
+    rng = np.random.default_rng(3)
+    heat = rng.random((37, 53)).astype(np.float32)
+    heat[0, 0] = heat[-1, -1] = heat[0, 20] = 1.0  # corners and an edge
+    heat[10, 10:12] = 0.999  # a plateau of two cells: both count
+    reg = np.zeros((4, 37, 53), np.float32)
+    padded = np.pad(heat, 1, constant_values=-1.0)
+    want = sorted((int(y), int(x)) for y, x in zip(*np.nonzero(
+        (heat >= np.max([padded[dy:dy + 37, dx:dx + 53] for dy in range(3) for dx in range(3)],
+                        axis=0)) & (heat >= 0.5))))
+    boxes = decode_heatmap(heat, reg, 1, 0.5, max_detections=10_000)
+    got = sorted((int(round((y0 + y1) / 2)), int(round((x0 + x1) / 2)))
+                 for x0, y0, x1, y1, _ in boxes)
+    assert got == want
+    assert {(0, 0), (36, 52), (0, 20), (10, 10), (10, 11)} <= set(want)
+
+
 def test_prepare_input_pads_to_multiple():
     tensor = prepare_input(np.zeros((33, 70, 3), np.uint8), ENTRY)
     assert tensor.shape == (1, 3, 64, 96)

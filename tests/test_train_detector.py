@@ -123,3 +123,33 @@ def test_export_only_without_a_checkpoint_is_refused_with_one_line(tmp_path, cap
         main(["--out", str(tmp_path / "no_run"), "--export-only"])
     assert stop.value.code == 2
     assert "no_run/best.pt does not exist" in capsys.readouterr().err
+
+
+def test_starting_from_the_shipped_onnx_rebuilds_it_and_leaves_only_changed_layers_fresh():
+    """``--init-from models/plate_detector.onnx``: the base network computes what the shipped
+    file computes; a network with one layer changed starts from it everywhere else."""
+    from helpers.paths import MODELS
+    from agent.vision.models import cpu_session
+    from tools.onnx_init import load_folded_convs, onnx_convs
+
+    shipped = MODELS / "plate_detector.onnx"
+    rng = np.random.default_rng(4)
+    samples = torch.from_numpy(rng.normal(0.0, 1.0, (6, 3, 96, 160)).astype(np.float32))
+    model = build_model(1.0, "base")
+    assert load_folded_convs(model, onnx_convs(shipped), samples) == []
+    session = cpu_session(shipped)
+    heat, reg = (np.concatenate(parts) for parts in zip(
+        *[session.run(None, {"image": one[None].numpy()}) for one in samples]))
+    with torch.no_grad():
+        ours_heat, ours_reg = model(samples)
+    assert np.abs(ours_heat.numpy() - heat).max() < 1e-4
+    assert np.abs(ours_reg.numpy() - reg).max() < 1e-3
+    fresh = load_folded_convs(build_model(1.0, "separable-head"), onnx_convs(shipped), samples)
+    assert fresh == ["m4.1.0.0", "m4.1.1.0"]
+
+
+def test_init_from_a_missing_file_is_refused_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "nope.onnx")])
+    assert stop.value.code == 2
+    assert "nope.onnx: no such file" in capsys.readouterr().err

@@ -212,7 +212,7 @@ def make_training_pair(sample: Sample, rng: np.random.Generator
 
 # --------------------------------------------------------------------------- model
 
-ARCHS = ("base", "lite")
+ARCHS = ("base", "lite", "separable-head", "separable-head-s8")
 
 
 def build_model(width: float = 1.0, arch: str = "base"):
@@ -222,7 +222,12 @@ def build_model(width: float = 1.0, arch: str = "base"):
     (the stride-2 steps into stride 4 and 8, and the last 3x3 of the stride-4 head) become
     depthwise + pointwise pairs, the stride-4 DW block goes and the head is 24 channels wide
     instead of 32. Those layers held most of the multiply-adds and memory traffic: the model
-    alone at 1344 x 768 takes about 28 ms CPU instead of 43 (docs/detection.md)."""
+    alone at 1344 x 768 takes about 28 ms CPU instead of 43 (docs/detection.md).
+
+    ``separable-head`` changes only the last 3x3 of the stride-4 head (the model's costliest
+    layer) into a depthwise + pointwise pair, and ``separable-head-s8`` also the step into
+    stride 8, so everything else can start from the shipped model (``--init-from
+    models/plate_detector.onnx``) while the layers that find small plates stay whole."""
     if arch not in ARCHS:
         raise ValueError(f"unknown detector architecture {arch!r} (one of {', '.join(ARCHS)})")
     import torch
@@ -263,7 +268,8 @@ def build_model(width: float = 1.0, arch: str = "base"):
                 self.s8 = nn.Sequential(separable(c[1], c[2], 2), DWBlock(c[2]), DWBlock(c[2]))
             else:
                 self.s4 = nn.Sequential(cbr(c[0], c[1], 3, 2), DWBlock(c[1]))
-                self.s8 = nn.Sequential(cbr(c[1], c[2], 3, 2), DWBlock(c[2]), DWBlock(c[2]))
+                self.s8 = nn.Sequential(separable(c[1], c[2], 2) if arch == "separable-head-s8"
+                                        else cbr(c[1], c[2], 3, 2), DWBlock(c[2]), DWBlock(c[2]))
             self.s16 = nn.Sequential(cbr(c[2], c[3], 3, 2), DWBlock(c[3]), DWBlock(c[3]),
                                      DWBlock(c[3]))
             self.s32 = nn.Sequential(cbr(c[3], c[4], 3, 2), DWBlock(c[4]), DWBlock(c[4]))
@@ -273,7 +279,8 @@ def build_model(width: float = 1.0, arch: str = "base"):
             self.l4 = cbr(c[1], head_c, 1)
             self.m16 = DWBlock(head_c)
             self.m8 = DWBlock(head_c)
-            self.m4 = nn.Sequential(DWBlock(head_c), separable(head_c, head_c, 1) if lite
+            self.m4 = nn.Sequential(DWBlock(head_c), separable(head_c, head_c, 1)
+                                    if arch != "base"
                                     else cbr(head_c, head_c, 3))
             self.heat = nn.Conv2d(head_c, 1, 1)
             self.reg = nn.Conv2d(head_c, 4, 1)
@@ -439,6 +446,30 @@ def validate(model, samples: list[Sample], max_side: int, thresholds=(0.2, 0.3, 
     return results
 
 
+def init_weights(model, source: Path, train: list[Sample], seed: int) -> None:
+    """Start ``model`` from a checkpoint (``best.pt``) or from a detector ONNX file.
+
+    From ONNX, every convolution whose name and shape match is loaded with its batch norm
+    re-derived on 32 training windows (tools/onnx_init.py); a layer that ``--arch`` changed
+    keeps its fresh weights and is named in the log, so a fine-tune that swaps one layer
+    starts from the shipped network everywhere else."""
+    import torch
+
+    if source.suffix != ".onnx":
+        init = torch.load(source, map_location="cpu", weights_only=False)
+        model.load_state_dict(init["model"])
+        log.info("initialised from %s (step %s)", source, init.get("step"))
+        return
+    from tools.onnx_init import load_folded_convs, onnx_convs
+
+    rng = np.random.default_rng([seed, 1 << 20])
+    windows = [make_training_pair(train[int(rng.integers(len(train)))], rng)[0]
+               for _ in range(32)]
+    fresh = load_folded_convs(model, onnx_convs(source), torch.from_numpy(np.stack(windows)))
+    log.info("initialised from %s; layers that start fresh: %s", source,
+             ", ".join(fresh) if fresh else "none")
+
+
 # --------------------------------------------------------------------------- export
 
 def export_onnx(model, out_path: Path, max_side: int, score_threshold: float, meta: dict,
@@ -489,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     parser.add_argument("--arch", choices=ARCHS, default="base",
-                        help="network: base (the first model) or lite (cheaper at stride 2-4, "
-                             "for 4K frames on one core)")
+                        help="network: base (the first model), lite (cheaper at stride 2-4, "
+                             "for 4K frames on one core), separable-head (base with the stride-4 "
+                             "head's last 3x3 separable) or separable-head-s8 (also the step "
+                             "into stride 8)")
     parser.add_argument("--seed", type=int, default=6, help="random seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--ckpt-every", type=int, default=250, help="checkpoint interval (steps)")
@@ -504,8 +537,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of the distillation loss next to the label loss")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init-from", type=Path, default=None,
-                        help="start from the weights of this checkpoint (fresh optimiser and "
-                             "schedule): fine-tuning, e.g. with synthetic composites added")
+                        help="start from the weights of this checkpoint, or of a detector ONNX "
+                             "file such as models/plate_detector.onnx (fresh optimiser and "
+                             "schedule): fine-tuning, e.g. with synthetic composites added or "
+                             "one layer changed by --arch")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/best.pt to ONNX and the manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"),
@@ -516,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher is not None and not args.teacher.is_file():
         parser.error(f"--teacher {args.teacher}: no such file (an fp32 detector ONNX file, "
                      "e.g. models/plate_detector.onnx)")
+    if args.init_from is not None and not args.init_from.is_file():
+        parser.error(f"--init-from {args.init_from}: no such file (a run's best.pt or a "
+                     "detector ONNX file)")
     if args.export_only and not (args.out / "best.pt").is_file():
         parser.error(f"--export-only: {args.out / 'best.pt'} does not exist (--out names the "
                      "run folder a training run wrote)")
@@ -558,9 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {"score": -1.0}
     history: list = []
     if args.init_from is not None and not (args.resume and (args.out / "last.pt").exists()):
-        init = torch.load(args.init_from, map_location="cpu", weights_only=False)
-        model.load_state_dict(init["model"])
-        log.info("initialised from %s (step %s)", args.init_from, init.get("step"))
+        init_weights(model, args.init_from, train, args.seed)
     if args.resume and (args.out / "last.pt").exists():
         ckpt = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
