@@ -153,3 +153,21 @@ def test_init_from_a_missing_file_is_refused_with_one_line(tmp_path, capsys):
         main(["--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "nope.onnx")])
     assert stop.value.code == 2
     assert "nope.onnx: no such file" in capsys.readouterr().err
+
+
+def test_train_only_moves_the_named_layers_and_nothing_else():
+    from tools.train_detector import train_only
+
+    torch.manual_seed(3)
+    model = build_model(1.0, "separable-head")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert train_only(model, ["m4", "heat"]) > 0
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    heat, reg = model(torch.randn(2, 3, 64, 96))
+    (heat.mean() + reg.abs().mean()).backward()
+    opt.step()
+    changed = {k.split(".")[0] for k, v in model.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert changed == {"m4", "heat"}  # weights and norm statistics of the rest stay put
+    with pytest.raises(ValueError, match="no layer of the network has that name"):
+        train_only(build_model(1.0, "base"), ["head4"])

@@ -442,8 +442,40 @@ def validate(model, samples: list[Sample], max_side: int, thresholds=(0.2, 0.3, 
         results[str(thr)] = {k: {"recall": round(v[0] / max(v[1], 1), 4),
                                  "precision": round(v[2] / max(v[3], 1), 4),
                                  "plates": v[1], "detections": v[3]} for k, v in agg.items()}
-    model.train()
+    train_mode(model)
     return results
+
+
+def train_only(model, prefixes: list[str]) -> int:
+    """Train only the parameters under these module prefixes (``m4 heat reg``); the rest keep
+    their weights, and their batch norms their statistics (``train_mode``). Why: a network
+    started from the shipped one with one layer swapped (``--arch separable-head``) first
+    teaches the new layer to stand in for the old, without moving the layers around it that
+    the shipped model's small-plate recall rests on. Returns the trainable parameter count."""
+    import torch.nn as nn
+
+    def chosen(name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(chosen(name.rsplit(".", 1)[0]))
+        count += param.numel() if param.requires_grad else 0
+    if count == 0:
+        raise ValueError(f"--train-only {' '.join(prefixes)}: no layer of the network has "
+                         "that name (top-level names: "
+                         + ", ".join(n for n, _ in model.named_children()) + ")")
+    model.frozen_norms = [m for name, m in model.named_modules()
+                          if isinstance(m, nn.BatchNorm2d) and not chosen(name)]
+    train_mode(model)
+    return count
+
+
+def train_mode(model) -> None:
+    """``model.train()``, except the batch norms ``train_only`` froze stay in eval mode."""
+    model.train()
+    for norm in getattr(model, "frozen_norms", ()):
+        norm.eval()
 
 
 def init_weights(model, source: Path, train: list[Sample], seed: int) -> None:
@@ -541,10 +573,15 @@ def main(argv: list[str] | None = None) -> int:
                              "file such as models/plate_detector.onnx (fresh optimiser and "
                              "schedule): fine-tuning, e.g. with synthetic composites added or "
                              "one layer changed by --arch")
+    parser.add_argument("--train-only", nargs="+", default=None, metavar="LAYER",
+                        help="train only these layers (module names such as m4 heat reg); the "
+                             "rest keep the --init-from weights")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/best.pt to ONNX and the manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"),
                         help="where the ONNX file and manifest entry go")
+    parser.add_argument("--version", default=None,
+                        help="the model version the manifest entry gets (e.g. 1.1.0)")
     parser.add_argument("--time-limit", type=float, default=0,
                         help="stop (after a checkpoint) once this many minutes have passed; 0 = off")
     args = parser.parse_args(argv)
@@ -569,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(meta.get("width", args.width), meta.get("arch", "base"))
         model.load_state_dict(ckpt["model"])
         thr = float(ckpt.get("threshold", 0.3))
+        if args.version:
+            meta["version"] = args.version
         entry = export_onnx(model, args.models_dir / "plate_detector.onnx", args.max_side, thr,
                             meta, args.models_dir)
         log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
@@ -583,7 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     teacher = Teacher(args.teacher) if args.teacher else None
     log.info("train=%d val=%d synthetic=%d", len(train), len(val), len(synth))
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    if args.train_only:
+        log.info("training only %s: %d parameters", " ".join(args.train_only),
+                 train_only(model, args.train_only))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                            weight_decay=5e-4)
     warmup = min(300, args.steps // 10)
 
     def lr_at(step: int) -> float:
@@ -611,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "crop": CROP, "synthetic": bool(synth),
             "train_images": len(train), "synthetic_images": len(synth),
             "init_from": str(args.init_from) if args.init_from else None,
+            **({"version": args.version} if args.version else {}),
+            **({"train_only": args.train_only} if args.train_only else {}),
             "teacher": (f"{args.teacher.name} sha256 {file_sha256(args.teacher)[:12]}, weight "
                         f"{args.teacher_weight}") if args.teacher else None}
 
@@ -641,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.save({"model": model.state_dict(), "meta": meta, "threshold": thr,
                         "val": res, "step": step}, args.out / "best.pt")
 
-    model.train()
+    train_mode(model)
     t_start = time.time()
     t_log = time.time()
     for step in range(start, args.steps):
