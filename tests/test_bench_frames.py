@@ -20,3 +20,24 @@ def test_frames_hold_plates_and_both_clocks_are_reported():
     assert out["reads_per_frame"] > 0  # the OCR runs: the figure is end to end
     assert out["cpu_ms_median"] > 0 and out["wall_ms_median"] > 0
     assert out["passes"] == ["0.400"]  # 720p: one pass at 512 x 288
+
+
+@pytest.mark.skipif(not (DATASETS / "open-images-plates").is_dir(), reason="../shared/datasets is not present")
+def test_4k_frames_run_the_detail_pass_in_proposed_windows():
+    recognizer = Recognizer.from_models(bundled_models_dir(), threads=1)
+    out = time_size(recognizer, scenes(1), (2160, 3840), repeats=1)
+    assert out["passes"] == ["0.350 in proposed windows"]
+
+
+@pytest.mark.skipif(not (DATASETS / "open-images-plates").is_dir(), reason="../shared/datasets is not present")
+def test_proposal_recall_counts_the_same_plates_for_both_ways():
+    from agent.vision.detector import PlateDetector
+    from tools.proposal_recall import measure
+
+    detectors = {"whole": PlateDetector.from_models(bundled_models_dir(), proposals=False),
+                 "proposals": PlateDetector.from_models(bundled_models_dir())}
+    report = measure(detectors, DATASETS, 4, 40)
+    assert report["frames"] == 4 and report["plates"] > 0
+    for name in detectors:
+        assert 0 <= report[name]["found"] <= report["plates"]
+        assert report[name]["cpu_ms_median"] > 0

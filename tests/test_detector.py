@@ -180,15 +180,17 @@ def _white_box_frame(height: int, width: int, box: tuple[int, int, int, int]) ->
     return frame
 
 
+@pytest.mark.parametrize("proposals", [True, False])
 @pytest.mark.parametrize("tile_side", [512, 1536])
 @pytest.mark.parametrize("size,box", [((480, 640), (100, 200, 120, 30)),
                                       ((1080, 1920), (1500, 900, 200, 44)),
                                       ((2160, 3840), (3000, 1700, 48, 12)),
                                       ((2160, 3840), (1000, 600, 400, 90)),
                                       ((2160, 3840), (1270, 1000, 60, 14))])
-def test_boxes_come_back_in_frame_pixels(size, box, tile_side):
+def test_boxes_come_back_in_frame_pixels(size, box, tile_side, proposals):
     session = BrightBoxSession()
-    det = PlateDetector(session, ENTRY, min_plate_px=40, tile_side=tile_side)
+    det = PlateDetector(session, ENTRY, min_plate_px=40, tile_side=tile_side,
+                        proposals=proposals)
     found = det.detect(_white_box_frame(*size, box))
     assert len(found) == 1, found
     # small plates are a few pixels tall at tile scale: allow a pixel of rounding there
@@ -196,6 +198,37 @@ def test_boxes_come_back_in_frame_pixels(size, box, tile_side):
     for shape in session.calls:
         assert shape[0] % 32 == 0 and shape[1] % 32 == 0
         assert max(shape) <= tile_side + 31
+
+
+def test_4k_detail_runs_only_in_windows_around_what_half_the_scale_proposes():
+    session = BrightBoxSession()
+    det = PlateDetector(session, ENTRY, min_plate_px=40)
+    found = det.detect(_white_box_frame(2160, 3840, (3000, 1700, 120, 30)))
+    assert len(found) == 1 and iou_xywh(found[0].box, (3000, 1700, 120, 30)) > 0.6
+    proposal, *windows = session.calls
+    assert tuple(proposal) == (384, 672)  # the whole frame at 0.175
+    assert windows and all(h * w < 0.1 * 768 * 1344 for h, w in windows)
+
+
+def test_windows_covering_most_of_the_frame_give_way_to_the_whole_detail_pass():
+    frame = np.full((2160, 3840, 3), 60, np.uint8)
+    for y in range(100, 2000, 300):  # plates everywhere: windows would cover the frame
+        for x in range(100, 3700, 400):
+            frame[y:y + 30, x:x + 120] = 255
+    session = BrightBoxSession()
+    found = PlateDetector(session, ENTRY, min_plate_px=40).detect(frame)
+    assert (768, 1344) in [tuple(c) for c in session.calls]
+    assert len(found) == 50  # MAX_DETECTIONS of the 63
+
+
+def test_overlapping_windows_merge_into_their_union():
+    from agent.vision.detector import _merge_overlapping
+
+    assert sorted(_merge_overlapping([(0, 0, 10, 10), (5, 5, 20, 20), (19, 0, 30, 6),
+                                      (100, 100, 110, 110)])) == [(0, 0, 30, 20),
+                                                                  (100, 100, 110, 110)]
+    assert _merge_overlapping([(0, 0, 10, 10), (10, 0, 20, 10)]) == [(0, 0, 10, 10),
+                                                                     (10, 0, 20, 10)]
 
 
 def test_pass_plan_by_frame_size():

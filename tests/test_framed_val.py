@@ -95,3 +95,18 @@ def test_training_crops_load_and_evaluation_sets_are_refused(tmp_path):
         pass
     else:
         raise AssertionError("a link to an evaluation set was accepted")
+
+
+def test_a_scene_resized_to_a_camera_frame_keeps_its_plate_box_on_the_plate(tmp_path):
+    from tools.framed_val import Traced, scene_frame
+
+    scene = np.zeros((300, 400, 3), np.uint8)
+    scene[100:130, 50:150] = 255  # the plate
+    cv2.imwrite(str(tmp_path / "scene.png"), scene)
+    traced = Traced(crop=None, scene=tmp_path / "scene.png", box=(50, 100, 100, 30))
+    frame, box = scene_frame(traced, (3840, 2160))
+    assert frame.shape == (2160, 3840, 3)
+    assert box == (480, 720, 960, 216)
+    x, y, w, h = box
+    assert frame[y + 5:y + h - 5, x + 5:x + w - 5].min() == 255
+    assert scene_frame(traced)[1] == (50, 100, 100, 30)

@@ -67,6 +67,7 @@ def time_size(recognizer: Recognizer, images: list, size: tuple[int, int], repea
             "wall_ms_median": round(statistics.median(wall), 2),
             "jpeg_ms_per_hit": round(statistics.median(jpeg), 2) if jpeg else None,
             "passes": [f"{p.scale:.3f}{' tiled' if p.tiled else ''}"
+                       f"{' in proposed windows' if p.windows else ''}"
                        for p in recognizer.detector.plan(h, w)]}
 
 
@@ -79,11 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="passes over the scenes (default 3)")
     p.add_argument("--min-plate-px", type=int, default=None,
                    help="recognizer.min_plate_px (default: the schema's)")
+    p.add_argument("--no-proposals", action="store_true",
+                   help="run the detail pass over the whole frame, not only in the windows a "
+                        "pass at half the scale proposes (the detector's default)")
     p.add_argument("--pin-cpu", type=int, default=None, help="pin this process to one CPU core")
     args = p.parse_args(argv)
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
     options = {} if args.min_plate_px is None else {"min_plate_px": args.min_plate_px}
+    if args.no_proposals:
+        options["proposals"] = False
     recognizer = Recognizer.from_models(args.models, threads=1, **options)
     images = scenes(args.scenes, args.datasets)
     out = {"load_average_before": [round(v, 2) for v in os.getloadavg()],

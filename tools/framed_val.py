@@ -100,30 +100,46 @@ def _pct(values, q):
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
+def scene_frame(t: Traced, frame_size: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The traced plate's scene and its labelled box, both resized to ``frame_size`` (width,
+    height) when given: the same plates as a camera of that resolution would see them."""
+    frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
+    if frame_size is None:
+        return frame, t.box
+    h, w = frame.shape[:2]
+    sx, sy = frame_size[0] / w, frame_size[1] / h
+    x, y, bw, bh = t.box
+    return (cv2.resize(frame, frame_size, interpolation=cv2.INTER_LINEAR),
+            (round(x * sx), round(y * sy), round(bw * sx), round(bh * sy)))
+
+
 def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
-            save: Path | None = None, margin: tuple[float, float] = DETECTOR_MARGIN) -> dict:
-    """The figures of the module docstring over ``traced`` plates."""
+            save: Path | None = None, margin: tuple[float, float] = DETECTOR_MARGIN,
+            frame_size: tuple[int, int] | None = None) -> dict:
+    """The figures of the module docstring over ``traced`` plates, with each scene resized
+    to ``frame_size`` (width, height) when given."""
     cut = cut or RecognizerConfig()
     counts = {k: 0 for k in ("detected", "det_top1", "det_top5", "det_acc_right", "det_acc_wrong",
                              "box_top1", "box_acc_right", "box_acc_wrong", "unstable")}
     wr, hr, rows = [], [], []
     for n, t in enumerate(traced):
-        frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
+        frame, box = scene_frame(t, frame_size)
         truth, hint = t.crop.text, t.crop.hint
-        box_hit = _hit(recognizer, crop_for_ocr(frame, t.box), hint, t.box, None)
+        box_hit = _hit(recognizer, crop_for_ocr(frame, box), hint, box, None)
         counts["box_top1"] += box_hit.text == truth
         if is_confident(box_hit, cut):
             counts["box_acc_right" if box_hit.text == truth else "box_acc_wrong"] += 1
-        readings = {recognizer.read_crop(tight_cut(frame, t.box, m), hint).text
+        readings = {recognizer.read_crop(tight_cut(frame, box, m), hint).text
                     for m in STABILITY_MARGINS}
         counts["unstable"] += len(readings) > 1
-        dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, t.box) >= MATCH_IOU]
+        dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, box) >= MATCH_IOU]
         if not dets:
             continue
-        det = max(dets, key=lambda d: iou(d.box, t.box))
+        det = max(dets, key=lambda d: iou(d.box, box))
         counts["detected"] += 1
-        wr.append(det.box[2] / t.box[2])
-        hr.append(det.box[3] / t.box[3])
+        wr.append(det.box[2] / box[2])
+        hr.append(det.box[3] / box[3])
         crop = detection_crop(frame, det, margin)
         hit = _hit(recognizer, crop, hint, det.box, float(det.score))
         counts["det_top1"] += hit.text == truth

@@ -37,6 +37,10 @@ DEFAULT_MAX_PLATE_PX = 400
 DEFAULT_TILE_SIDE = 1536
 DEFAULT_NMS_IOU = 0.4
 MAX_DETECTIONS = 50
+DEFAULT_PROPOSAL_THRESHOLD = 0.25
+WINDOW_GROW = 4.0  # a detail window is this many times its proposal's width and height
+MIN_WINDOW = 160  # model pixels: room for a plate the proposal saw too small to size well
+MAX_WINDOW_SHARE = 0.5  # windows covering more of the frame than this: run the whole frame
 _PEAK_WINDOW = np.ones((3, 3), np.uint8)
 
 
@@ -148,10 +152,12 @@ def prepare_input(image: np.ndarray, entry: dict, bgr: bool = False) -> np.ndarr
 
 @dataclass(frozen=True)
 class Pass:
-    """One run of the model over the frame: at ``scale``, whole or in tiles."""
+    """One run of the model over the frame: at ``scale``, whole or in tiles, or (``windows``)
+    only in windows around the plates a cheap pass at half the scale proposes."""
 
     scale: float
     tiled: bool
+    windows: bool = False
 
 
 class PlateDetector:
@@ -159,7 +165,9 @@ class PlateDetector:
 
     def __init__(self, session: Any, entry: dict, score_threshold: float | None = None,
                  min_plate_px: int = DEFAULT_MIN_PLATE_PX, max_plate_px: int = DEFAULT_MAX_PLATE_PX,
-                 tile_side: int = DEFAULT_TILE_SIDE, nms_iou: float = DEFAULT_NMS_IOU) -> None:
+                 tile_side: int = DEFAULT_TILE_SIDE, nms_iou: float = DEFAULT_NMS_IOU,
+                 proposals: bool = True,
+                 proposal_threshold: float = DEFAULT_PROPOSAL_THRESHOLD) -> None:
         self.session = session
         self.entry = entry
         inp = entry.get("input")
@@ -177,6 +185,8 @@ class PlateDetector:
         self.max_plate_px = int(max_plate_px)
         self.tile_side = max(int(tile_side), self.max_side)
         self.nms_iou = float(nms_iou)
+        self.proposals = bool(proposals)
+        self.proposal_threshold = float(proposal_threshold)
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
@@ -190,11 +200,13 @@ class PlateDetector:
                                       file_key=file_key)
         return cls(session, entry, **kwargs)
 
-    def _run(self, image_bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    def _run(self, image_bgr: np.ndarray, threshold: float | None = None
+             ) -> list[tuple[float, float, float, float, float]]:
         """Model boxes for one BGR image at model scale, in that image's pixels."""
         tensor = prepare_input(image_bgr, self.entry, bgr=True)
         heat, reg = self.session.run(None, {self.input_name: tensor})
-        return decode_heatmap(heat[0, 0], reg[0], self.stride, self.score_threshold)
+        return decode_heatmap(heat[0, 0], reg[0], self.stride,
+                              self.score_threshold if threshold is None else threshold)
 
     def plan(self, height: int, width: int) -> list[Pass]:
         """The passes that cover a frame of this size (see the module docstring).
@@ -211,7 +223,8 @@ class PlateDetector:
         if needed <= fit * 1.05:
             passes = [Pass(fit, tiled=False)]
         else:
-            passes = [Pass(needed, tiled=longest * needed > self.tile_side)]
+            tiled = longest * needed > self.tile_side
+            passes = [Pass(needed, tiled=tiled, windows=self.proposals and not tiled)]
         # the biggest plate this frame can hold, at the first pass's scale, may be too big for
         # the model (small images at full scale, or a fine detail pass): add a coarse pass
         biggest = min(self.max_plate_px, 0.9 * width)
@@ -241,6 +254,9 @@ class PlateDetector:
             return []
         boxes: list[tuple[float, float, float, float, float]] = []
         for p in self.plan(height, width):
+            if p.windows:
+                boxes += self._pass_windows(frame_bgr, p.scale)
+                continue
             # resize the BGR frame; prepare_input takes its planes in the model's RGB order
             small = self._resize(frame_bgr, p.scale)
             boxes += self._pass_tiles(small, p.scale) if p.tiled else self._pass_whole(small, p.scale)
@@ -267,6 +283,43 @@ class PlateDetector:
     def _pass_whole(self, small: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
         return [(x0 / scale, y0 / scale, x1 / scale, y1 / scale, s)
                 for x0, y0, x1, y1, s in self._run(small)]
+
+    def _pass_windows(self, frame_bgr: np.ndarray, scale: float
+                      ) -> list[tuple[float, float, float, float, float]]:
+        """The detail pass at ``scale``, run only where a pass at half that scale sees
+        anything plate-like (score >= ``proposal_threshold``, far under the detection
+        threshold): each proposal's box grown to a window (WINDOW_GROW times its size, at least
+        MIN_WINDOW model pixels), overlapping windows merged, each cut from the frame and
+        scaled. Why: at 4K the detail pass over the whole frame is most of the frame's time,
+        and a plate the detail pass finds is, at half the scale, still a clear blob
+        (docs/detection.md "Proposals"). When the windows would cover more than
+        MAX_WINDOW_SHARE of the frame, the whole frame is run instead."""
+        height, width = frame_bgr.shape[:2]
+        coarse = scale / 2
+        windows = []
+        for x0, y0, x1, y1, _ in self._run(self._resize(frame_bgr, coarse),
+                                           self.proposal_threshold):
+            cx, cy = (x0 + x1) / 2 / coarse, (y0 + y1) / 2 / coarse
+            half_w = max(WINDOW_GROW * (x1 - x0) / coarse, MIN_WINDOW / scale) / 2
+            half_h = max(WINDOW_GROW * (y1 - y0) / coarse, MIN_WINDOW / scale) / 2
+            windows.append((max(0, int(cx - half_w)), max(0, int(cy - half_h)),
+                            min(width, int(cx + half_w) + 1), min(height, int(cy + half_h) + 1)))
+        windows = _merge_overlapping(windows)
+        if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in windows) > \
+                MAX_WINDOW_SHARE * width * height:
+            return self._pass_whole(self._resize(frame_bgr, scale), scale)
+        out: list[tuple[float, float, float, float, float]] = []
+        for wx0, wy0, wx1, wy1 in windows:
+            crop = self._resize(frame_bgr[wy0:wy1, wx0:wx1], scale)
+            ch, cw = crop.shape[:2]
+            sx, sy = (wx1 - wx0) / cw, (wy1 - wy0) / ch
+            for x0, y0, x1, y1, s in self._run(crop):
+                # a box cut by a window edge inside the frame is only part of a plate
+                if (x0 < 1 and wx0 > 0) or (y0 < 1 and wy0 > 0) or \
+                        (x1 > cw - 1 and wx1 < width) or (y1 > ch - 1 and wy1 < height):
+                    continue
+                out.append((wx0 + x0 * sx, wy0 + y0 * sy, wx0 + x1 * sx, wy0 + y1 * sy, s))
+        return out
 
     def _pass_tiles(self, scaled: np.ndarray, scale: float) -> list[tuple[float, float, float, float, float]]:
         """Overlapping ``tile_side`` tiles of the scaled frame; boxes in frame pixels."""
@@ -297,6 +350,25 @@ class PlateDetector:
         x1 = int(round(min(max(x1, x0 + 1.0), width)))
         y1 = int(round(min(max(y1, y0 + 1.0), height)))
         return Detection(box=(x0, y0, x1 - x0, y1 - y0), score=score)
+
+
+def _merge_overlapping(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Replace boxes (x0, y0, x1, y1) that overlap by their union until none overlap."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a, b = merged[i], merged[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:

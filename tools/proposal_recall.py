@@ -1,0 +1,124 @@
+"""The detector's proposal windows against its whole-frame detail pass, on 4K frames.
+
+    PLATEGATE_DATASETS=/work/shared/datasets .venv/bin/python tools/proposal_recall.py --pin-cpu 1
+
+Why: at 4K the detail pass over the whole frame is most of a frame's time; with proposals
+(``PlateDetector(proposals=True)``) a pass at half the scale proposes where plates may be and
+the detail pass runs only there (docs/detection.md "Proposals"). That may only ship if it finds
+the plates the whole pass finds. The frames are the TRAINING sets' val scenes (never an
+evaluation set) resized to 3840 x 2160 as `tools/bench_frames.py` resizes them, with their
+labelled boxes scaled alike; a plate counts when it is at least ``--min-plate-px`` wide there
+(the agent's default 40) and a detection overlaps it with IoU >= 0.5. Both ways run on the
+same frames, one after the other; CPU time of ``detect`` per frame is printed beside. Then
+the detector-framed val (`tools/framed_val.py`: plate-text val plates in their val scenes,
+read by the shipped OCR) with each scene resized to 4K the same way: detection recall, top-1
+and the reads through the default cut, right and wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.resources import bundled_models_dir  # noqa: E402
+from agent.vision.detector import DEFAULT_PROPOSAL_THRESHOLD, PlateDetector, iou_xyxy  # noqa: E402
+from agent.vision.ocr import PlateReader  # noqa: E402
+from agent.vision.recognizer import Recognizer  # noqa: E402
+from tools.framed_val import measure as framed_measure  # noqa: E402
+from tools.framed_val import trace  # noqa: E402
+from tools.val_data import DATASETS, plate_text_val, scene_rows  # noqa: E402
+
+TRAINING_SCENES = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-plates")
+FRAME = (3840, 2160)
+
+
+def frames(datasets: Path, limit: int):
+    """(4K BGR frame, labelled boxes as x0, y0, x1, y1 in its pixels) of the val scenes."""
+    count = 0
+    for name in TRAINING_SCENES:
+        for row in scene_rows(name, "val", datasets):
+            image = cv2.imread(str(Path(datasets) / name / row["image"]), cv2.IMREAD_COLOR)
+            if image is None or count >= limit:
+                continue
+            h, w = image.shape[:2]
+            sx, sy = FRAME[0] / w, FRAME[1] / h
+            boxes = np.array([[x * sx, y * sy, (x + bw) * sx, (y + bh) * sy]
+                              for x, y, bw, bh in (p["box"] for p in row["plates"])],
+                             dtype=np.float32).reshape(-1, 4)
+            count += 1
+            yield cv2.resize(image, FRAME, interpolation=cv2.INTER_LINEAR), boxes
+
+
+def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
+            min_plate_px: int) -> dict:
+    """Plates found, detections, unmatched detections and CPU ms per frame, per detector."""
+    out = {name: {"found": 0, "detections": 0, "unmatched": 0, "ms": []} for name in detectors}
+    plates = frames_seen = 0
+    for frame, boxes in frames(datasets, limit):
+        frames_seen += 1
+        counted = boxes[(boxes[:, 2] - boxes[:, 0]) >= min_plate_px]
+        plates += len(counted)
+        for name, detector in detectors.items():
+            c0 = time.process_time()
+            found = detector.detect(frame)
+            out[name]["ms"].append((time.process_time() - c0) * 1000)
+            det = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in found)],
+                           dtype=np.float32).reshape(-1, 4)
+            ious = iou_xyxy(counted, det)
+            out[name]["found"] += int((ious.max(axis=1) >= 0.5).sum()) if ious.size else 0
+            out[name]["detections"] += len(det)
+            every = iou_xyxy(det, boxes)
+            out[name]["unmatched"] += int((every.max(axis=1) < 0.3).sum()) if every.size \
+                else len(det)
+    for figures in out.values():
+        ms = figures.pop("ms")
+        figures["cpu_ms_median"] = round(statistics.median(ms), 2) if ms else None
+    return {"frames": frames_seen, "plates": plates, **out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--datasets", type=Path, default=DATASETS)
+    p.add_argument("--scenes", type=int, default=10_000, help="at most this many val scenes")
+    p.add_argument("--min-plate-px", type=int, default=40)
+    p.add_argument("--threshold", type=float, nargs="+", default=[DEFAULT_PROPOSAL_THRESHOLD],
+                   help="proposal thresholds to measure (default: the detector's)")
+    p.add_argument("--no-reads", action="store_true",
+                   help="skip the detector-framed val read at 4K (tools/framed_val.py)")
+    p.add_argument("--pin-cpu", type=int, default=None, help="pin to one core (timing)")
+    args = p.parse_args(argv)
+    if args.pin_cpu is not None:
+        os.sched_setaffinity(0, {args.pin_cpu})
+    detectors = {"whole": PlateDetector.from_models(args.models, min_plate_px=args.min_plate_px,
+                                                    proposals=False)}
+    for t in args.threshold:
+        detectors[f"proposals {t}"] = PlateDetector.from_models(
+            args.models, min_plate_px=args.min_plate_px, proposals=True, proposal_threshold=t)
+    report = {"load_average": [round(v, 2) for v in os.getloadavg()],
+              **measure(detectors, args.datasets, args.scenes, args.min_plate_px)}
+    if not args.no_reads:
+        reader = PlateReader.from_models(args.models)
+        traced = trace(plate_text_val(args.datasets), args.datasets)
+        report["framed_val_4k"] = {}
+        for name, detector in detectors.items():
+            figures = framed_measure(Recognizer(reader, detector), traced, frame_size=FRAME)
+            report["framed_val_4k"][name] = {"plates": figures["plates"],
+                                             "detection_recall": figures["detection_recall"],
+                                             **figures["detector_box"]}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
