@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.vision.detector import (Detection, PlateDetector, _tile_starts, decode_heatmap, nms,
-                                   prepare_input)
+from agent.vision.detector import (Detection, Pass, PlateDetector, _tile_starts, decode_heatmap,
+                                   nms, prepare_input)
 from agent.vision.models import ModelError
 from helpers.scenes import draw_plate, scene_with_plate, street_scene
 
@@ -238,8 +238,10 @@ def test_pass_plan_by_frame_size():
                                                                           (0.4, False)]
     # 720p: one pass at max_side keeps a 40 px plate at 16 px
     assert [(round(p.scale, 3), p.tiled) for p in det.plan(720, 1280)] == [(0.4, False)]
-    # 4K: one detail pass at 14/40 (1344 x 756 fits one tile), big plates stay in range
-    assert [(round(p.scale, 3), p.tiled) for p in det.plan(2160, 3840)] == [(0.35, False)]
+    # 4K: one detail pass at 14/40 (1344 x 756 fits one tile), big plates stay in range; it
+    # runs in proposed windows, which 1080p's detail pass (672 x 378) is too small to gain from
+    assert det.plan(2160, 3840) == [Pass(0.35, tiled=False, windows=True)]
+    assert det.plan(1080, 1920) == [Pass(0.35, tiled=False, windows=False)]
     # smaller tiles: the detail pass is tiled
     tiled = PlateDetector(BrightBoxSession(), ENTRY, min_plate_px=40, tile_side=512)
     assert tiled.plan(2160, 3840)[0].tiled

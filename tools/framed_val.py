@@ -189,15 +189,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N traced plates")
     p.add_argument("--split", choices=("val", "train"), default="val",
                    help="val: the selection proxy (default); train: training crops for --save")
+    p.add_argument("--frame-size", default=None, metavar="WxH",
+                   help="resize each scene to this camera frame first (e.g. 3840x2160): the "
+                        "same plates as a camera of that resolution would see them")
     args = p.parse_args(argv)
+    frame_size = None
+    if args.frame_size:
+        try:
+            width, height = (int(v) for v in args.frame_size.lower().split("x"))
+            frame_size = (width, height)
+        except ValueError:
+            p.error(f"--frame-size {args.frame_size}: expected WIDTHxHEIGHT, e.g. 3840x2160")
     recognizer = Recognizer.from_models(args.models)
     crops = plate_text_val(args.datasets, split=args.split)
     traced = trace(crops, args.datasets, args.split)[:args.limit or None]
     margin = tuple(args.margin)
     report = {"split": args.split, "crops": len(crops), "margin": margin, "by_region": {}}
-    report.update(measure(recognizer, traced, save=args.save, margin=margin))
+    report.update(measure(recognizer, traced, save=args.save, margin=margin,
+                          frame_size=frame_size))
     us = [t for t in traced if (t.crop.hint or "").startswith("US")]
-    report["by_region"]["US"] = measure(recognizer, us, margin=margin)
+    report["by_region"]["US"] = measure(recognizer, us, margin=margin, frame_size=frame_size)
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

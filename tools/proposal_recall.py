@@ -42,8 +42,9 @@ TRAINING_SCENES = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-pl
 FRAME = (3840, 2160)
 
 
-def frames(datasets: Path, limit: int):
-    """(4K BGR frame, labelled boxes as x0, y0, x1, y1 in its pixels) of the val scenes."""
+def frames(datasets: Path, limit: int, size: tuple[int, int] = FRAME):
+    """(BGR frame of ``size``, labelled boxes as x0, y0, x1, y1 in its pixels) of the val
+    scenes."""
     count = 0
     for name in TRAINING_SCENES:
         for row in scene_rows(name, "val", datasets):
@@ -51,20 +52,20 @@ def frames(datasets: Path, limit: int):
             if image is None or count >= limit:
                 continue
             h, w = image.shape[:2]
-            sx, sy = FRAME[0] / w, FRAME[1] / h
+            sx, sy = size[0] / w, size[1] / h
             boxes = np.array([[x * sx, y * sy, (x + bw) * sx, (y + bh) * sy]
                               for x, y, bw, bh in (p["box"] for p in row["plates"])],
                              dtype=np.float32).reshape(-1, 4)
             count += 1
-            yield cv2.resize(image, FRAME, interpolation=cv2.INTER_LINEAR), boxes
+            yield cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), boxes
 
 
 def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
-            min_plate_px: int) -> dict:
+            min_plate_px: int, size: tuple[int, int] = FRAME) -> dict:
     """Plates found, detections, unmatched detections and CPU ms per frame, per detector."""
     out = {name: {"found": 0, "detections": 0, "unmatched": 0, "ms": []} for name in detectors}
     plates = frames_seen = 0
-    for frame, boxes in frames(datasets, limit):
+    for frame, boxes in frames(datasets, limit, size):
         frames_seen += 1
         counted = boxes[(boxes[:, 2] - boxes[:, 0]) >= min_plate_px]
         plates += len(counted)
@@ -94,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-plate-px", type=int, default=40)
     p.add_argument("--threshold", type=float, nargs="+", default=[DEFAULT_PROPOSAL_THRESHOLD],
                    help="proposal thresholds to measure (default: the detector's)")
+    p.add_argument("--frame-size", default="3840x2160", metavar="WxH",
+                   help="the camera frame the scenes are resized to (default 3840x2160)")
     p.add_argument("--no-reads", action="store_true",
                    help="skip the detector-framed val read at 4K (tools/framed_val.py)")
     p.add_argument("--pin-cpu", type=int, default=None, help="pin to one core (timing)")
     args = p.parse_args(argv)
+    try:
+        size = tuple(int(v) for v in args.frame_size.lower().split("x"))
+        if len(size) != 2:
+            raise ValueError
+    except ValueError:
+        p.error(f"--frame-size {args.frame_size}: expected WIDTHxHEIGHT, e.g. 3840x2160")
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
     detectors = {"whole": PlateDetector.from_models(args.models, min_plate_px=args.min_plate_px,
@@ -105,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.threshold:
         detectors[f"proposals {t}"] = PlateDetector.from_models(
             args.models, min_plate_px=args.min_plate_px, proposals=True, proposal_threshold=t)
-    report = {"load_average": [round(v, 2) for v in os.getloadavg()],
-              **measure(detectors, args.datasets, args.scenes, args.min_plate_px)}
+    report = {"load_average": [round(v, 2) for v in os.getloadavg()], "frame_size": size,
+              **measure(detectors, args.datasets, args.scenes, args.min_plate_px, size)}
     if not args.no_reads:
         reader = PlateReader.from_models(args.models)
         traced = trace(plate_text_val(args.datasets), args.datasets)
-        report["framed_val_4k"] = {}
+        report["framed_val"] = {}
         for name, detector in detectors.items():
-            figures = framed_measure(Recognizer(reader, detector), traced, frame_size=FRAME)
-            report["framed_val_4k"][name] = {"plates": figures["plates"],
+            figures = framed_measure(Recognizer(reader, detector), traced, frame_size=size)
+            report["framed_val"][name] = {"plates": figures["plates"],
                                              "detection_recall": figures["detection_recall"],
                                              **figures["detector_box"]}
     print(json.dumps(report, indent=1))

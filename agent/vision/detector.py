@@ -38,6 +38,10 @@ DEFAULT_TILE_SIDE = 1536
 DEFAULT_NMS_IOU = 0.4
 MAX_DETECTIONS = 50
 DEFAULT_PROPOSAL_THRESHOLD = 0.25
+PROPOSAL_SCALE = 0.5  # the proposal pass runs at this share of the detail pass's scale
+# Proposals only where the detail pass is this big (model pixels; 4K at the default plate
+# sizes): at 1080p they saved nothing and lost small plates (docs/detection.md "Proposals").
+PROPOSALS_FROM_PX = 800_000
 WINDOW_GROW = 4.0  # a detail window is this many times its proposal's width and height
 MIN_WINDOW = 160  # model pixels: room for a plate the proposal saw too small to size well
 MAX_WINDOW_SHARE = 0.5  # windows covering more of the frame than this: run the whole frame
@@ -213,7 +217,9 @@ class PlateDetector:
 
         One pass at the scale that fits ``max_side`` when that keeps a ``min_plate_px`` plate at
         least ``min_plate_input_px`` wide; otherwise a detail pass at the scale that does (tiled
-        when the scaled frame is longer than ``tile_side``). A coarse whole-frame pass is added
+        when the scaled frame is longer than ``tile_side``; with ``proposals``, only in windows
+        around what a pass at half its scale proposes, when it is at least
+        ``PROPOSALS_FROM_PX``). A coarse whole-frame pass is added
         when the largest plate the frame can hold (``max_plate_px``, or 90% of a small image's
         width) would be wider than ``max_plate_input_px`` at the first pass's scale.
         """
@@ -224,7 +230,9 @@ class PlateDetector:
             passes = [Pass(fit, tiled=False)]
         else:
             tiled = longest * needed > self.tile_side
-            passes = [Pass(needed, tiled=tiled, windows=self.proposals and not tiled)]
+            windows = (self.proposals and not tiled
+                       and height * width * needed * needed >= PROPOSALS_FROM_PX)
+            passes = [Pass(needed, tiled=tiled, windows=windows)]
         # the biggest plate this frame can hold, at the first pass's scale, may be too big for
         # the model (small images at full scale, or a fine detail pass): add a coarse pass
         biggest = min(self.max_plate_px, 0.9 * width)
@@ -295,7 +303,7 @@ class PlateDetector:
         (docs/detection.md "Proposals"). When the windows would cover more than
         MAX_WINDOW_SHARE of the frame, the whole frame is run instead."""
         height, width = frame_bgr.shape[:2]
-        coarse = scale / 2
+        coarse = scale * PROPOSAL_SCALE
         windows = []
         for x0, y0, x1, y1, _ in self._run(self._resize(frame_bgr, coarse),
                                            self.proposal_threshold):
