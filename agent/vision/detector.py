@@ -294,13 +294,13 @@ class PlateDetector:
 
     def _pass_windows(self, frame_bgr: np.ndarray, scale: float
                       ) -> list[tuple[float, float, float, float, float]]:
-        """The detail pass at ``scale``, run only where a pass at half that scale sees
-        anything plate-like (score >= ``proposal_threshold``, far under the detection
+        """The detail pass at ``scale``, run only where a pass at PROPOSAL_SCALE of that scale
+        sees anything plate-like (score >= ``proposal_threshold``, far under the detection
         threshold): each proposal's box grown to a window (WINDOW_GROW times its size, at least
         MIN_WINDOW model pixels), overlapping windows merged, each cut from the frame and
         scaled. Why: at 4K the detail pass over the whole frame is most of the frame's time,
-        and a plate the detail pass finds is, at half the scale, still a clear blob
-        (docs/detection.md "Proposals"). When the windows would cover more than
+        and the plates it finds whose reads pass the cut are, at half the scale, still clear
+        blobs (docs/detection.md "Proposals"). When the windows would cover more than
         MAX_WINDOW_SHARE of the frame, the whole frame is run instead."""
         height, width = frame_bgr.shape[:2]
         coarse = scale * PROPOSAL_SCALE
@@ -310,8 +310,10 @@ class PlateDetector:
             cx, cy = (x0 + x1) / 2 / coarse, (y0 + y1) / 2 / coarse
             half_w = max(WINDOW_GROW * (x1 - x0) / coarse, MIN_WINDOW / scale) / 2
             half_h = max(WINDOW_GROW * (y1 - y0) / coarse, MIN_WINDOW / scale) / 2
-            windows.append((max(0, int(cx - half_w)), max(0, int(cy - half_h)),
-                            min(width, int(cx + half_w) + 1), min(height, int(cy + half_h) + 1)))
+            window = (max(0, int(cx - half_w)), max(0, int(cy - half_h)),
+                      min(width, int(cx + half_w) + 1), min(height, int(cy + half_h) + 1))
+            if window[2] - window[0] >= 2 and window[3] - window[1] >= 2:  # a centre decoded
+                windows.append(window)  # past the frame's edge leaves nothing to run
         windows = _merge_overlapping(windows)
         if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in windows) > \
                 MAX_WINDOW_SHARE * width * height:
