@@ -333,3 +333,13 @@ def test_prepare_input_is_bit_identical_to_float_conversion(shape):
         assert np.array_equal(prepare_input(rgb, e), want)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         assert np.array_equal(prepare_input(bgr, e, bgr=True), want)
+
+
+def test_the_config_can_turn_proposals_off_for_the_whole_detail_pass():
+    from agent.config.schema import RecognizerConfig
+    from agent.vision.recognizer import Recognizer
+
+    default = Recognizer.from_config(RecognizerConfig())
+    assert default.detector.plan(2160, 3840)[0].windows
+    whole = Recognizer.from_config(RecognizerConfig(detail_proposals=False))
+    assert not whole.detector.plan(2160, 3840)[0].windows

@@ -45,9 +45,7 @@ def _test(args: argparse.Namespace) -> int:
     if not args.no_plates:
         try:
             from agent.vision.recognizer import Recognizer
-            rec = config.recognizer
-            recognizer = Recognizer.from_models(rec.models_dir, threads=rec.threads, region=rec.region,
-                                                min_plate_px=rec.min_plate_px, max_plate_px=rec.max_plate_px)
+            recognizer = Recognizer.from_config(config.recognizer)
         except Exception as exc:  # a camera check still helps without the models
             problems.append(f"plates not read: models not loaded ({exc})")
     report = probe(config, args.seconds, recognizer, args.snapshot)

@@ -226,10 +226,7 @@ def build_pipeline(config: DeviceConfig, recognizer: PlateRecognizer | None = No
                                purge_interval_s=config.outbox.retention_check_s)
 
     if recognizer is None:
-        recognizer = Recognizer.from_models(config.recognizer.models_path, threads=config.recognizer.threads,
-                                            region=config.recognizer.region,
-                                            min_plate_px=config.recognizer.min_plate_px,
-                                            max_plate_px=config.recognizer.max_plate_px)
+        recognizer = Recognizer.from_config(config.recognizer)
 
     restart = RestartPolicy(config.supervisor.max_restarts, config.supervisor.window_s,
                             config.supervisor.backoff_initial_s, config.supervisor.backoff_max_s)

@@ -104,6 +104,14 @@ class Recognizer:
                         models_dir / "manifest.json")
         return cls(reader, detector, region)
 
+    @classmethod
+    def from_config(cls, rec) -> "Recognizer":
+        """The recognizer a unit's ``recognizer`` config section (RecognizerConfig) asks for:
+        the one place the agent and the camera check turn that section into a Recognizer."""
+        return cls.from_models(rec.models_path, threads=rec.threads, region=rec.region,
+                               min_plate_px=rec.min_plate_px, max_plate_px=rec.max_plate_px,
+                               proposals=rec.detail_proposals)
+
     def read_crop(self, crop_bgr: np.ndarray, region: str | None = None) -> PlateHit:
         """Read an image that is already a plate crop; the box is the whole crop."""
         h, w = crop_bgr.shape[:2]
