@@ -38,6 +38,8 @@ def test_proposal_recall_counts_the_same_plates_for_both_ways():
                  "proposals": PlateDetector.from_models(bundled_models_dir())}
     report = measure(detectors, DATASETS, 4, 40)
     assert report["frames"] == 4 and report["plates"] > 0
+    assert sum(report["plates_by_width"].values()) == report["plates"]
     for name in detectors:
         assert 0 <= report[name]["found"] <= report["plates"]
+        assert sum(report[name]["found_by_width"].values()) == report[name]["found"]
         assert report[name]["cpu_ms_median"] > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -40,6 +41,7 @@ from tools.val_data import DATASETS, plate_text_val, scene_rows  # noqa: E402
 
 TRAINING_SCENES = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-plates")
 FRAME = (3840, 2160)
+WIDTH_BINS = (80, 160)  # plate widths (frame px) the found counts are also split at
 
 
 def frames(datasets: Path, limit: int, size: tuple[int, int] = FRAME):
@@ -62,13 +64,21 @@ def frames(datasets: Path, limit: int, size: tuple[int, int] = FRAME):
 
 def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
             min_plate_px: int, size: tuple[int, int] = FRAME) -> dict:
-    """Plates found, detections, unmatched detections and CPU ms per frame, per detector."""
-    out = {name: {"found": 0, "detections": 0, "unmatched": 0, "ms": []} for name in detectors}
+    """Plates found (also by plate width: ``WIDTH_BINS`` from ``min_plate_px``), detections,
+    unmatched detections and CPU ms per frame, per detector."""
+    edges = [min_plate_px, *WIDTH_BINS, math.inf]
+    bins = [f"{lo}-{hi}px" if hi != math.inf else f"{lo}px+" for lo, hi in zip(edges, edges[1:])]
+    out = {name: {"found": 0, "found_by_width": dict.fromkeys(bins, 0), "detections": 0,
+                  "unmatched": 0, "ms": []} for name in detectors}
+    plates_by_width = dict.fromkeys(bins, 0)
     plates = frames_seen = 0
     for frame, boxes in frames(datasets, limit, size):
         frames_seen += 1
         counted = boxes[(boxes[:, 2] - boxes[:, 0]) >= min_plate_px]
         plates += len(counted)
+        which = np.searchsorted(edges, counted[:, 2] - counted[:, 0], side="right") - 1
+        for b in which:
+            plates_by_width[bins[b]] += 1
         for name, detector in detectors.items():
             c0 = time.process_time()
             found = detector.detect(frame)
@@ -76,7 +86,10 @@ def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
             det = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in found)],
                            dtype=np.float32).reshape(-1, 4)
             ious = iou_xyxy(counted, det)
-            out[name]["found"] += int((ious.max(axis=1) >= 0.5).sum()) if ious.size else 0
+            hit = ious.max(axis=1) >= 0.5 if ious.size else np.zeros(len(counted), bool)
+            out[name]["found"] += int(hit.sum())
+            for b in which[hit]:
+                out[name]["found_by_width"][bins[b]] += 1
             out[name]["detections"] += len(det)
             every = iou_xyxy(det, boxes)
             out[name]["unmatched"] += int((every.max(axis=1) < 0.3).sum()) if every.size \
@@ -84,7 +97,7 @@ def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
     for figures in out.values():
         ms = figures.pop("ms")
         figures["cpu_ms_median"] = round(statistics.median(ms), 2) if ms else None
-    return {"frames": frames_seen, "plates": plates, **out}
+    return {"frames": frames_seen, "plates": plates, "plates_by_width": plates_by_width, **out}
 
 
 def main(argv: list[str] | None = None) -> int:
