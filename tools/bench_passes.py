@@ -23,6 +23,7 @@ slack) and whose text is nearest to the event's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     text = args.config.read_text() if args.config else '[source]\npath = "clip.mp4"  # the clips replace it\n'
     base_dir = args.config.resolve().parent if args.config else ROOT
     config = parse_config(_with_gate_off(text) if args.no_gate else text, base_dir=base_dir)
-    rec = config.recognizer
-    recognizer = Recognizer.from_models(args.models, threads=rec.threads, region=rec.region,
-                                        min_plate_px=rec.min_plate_px, max_plate_px=rec.max_plate_px)
+    recognizer = Recognizer.from_config(dataclasses.replace(config.recognizer, models_dir=args.models))
     results = {}
     for clip in args.clips:
         truth = json.loads(Path(str(clip) + ".json").read_text())
