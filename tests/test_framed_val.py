@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -110,3 +111,11 @@ def test_a_scene_resized_to_a_camera_frame_keeps_its_plate_box_on_the_plate(tmp_
     x, y, w, h = box
     assert frame[y + 5:y + h - 5, x + 5:x + w - 5].min() == 255
     assert scene_frame(traced)[1] == (50, 100, 100, 30)
+
+
+def test_a_missing_datasets_folder_is_one_line_naming_the_file(tmp_path, capsys):
+    from tools.framed_val import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--datasets", str(tmp_path / "nowhere")])
+    assert "nowhere/plate-text/labels.jsonl: no such file" in str(stop.value)

@@ -35,6 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.detector import MODEL_NAME, PlateDetector  # noqa: E402
 from agent.vision.models import (ModelError, model_entry, open_session,  # noqa: E402
                                  update_manifest_entry)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("candidate", type=Path,
                    help="folder with the candidate plate_detector ONNX file and its manifest "
                         "entry (train_detector.py --export-only --models-dir DIR)")
-    p.add_argument("--models", type=Path, default=Path("models"),
+    p.add_argument("--models", type=Path, default=bundled_models_dir(),
                    help="the shipped models (detector compared against; OCR used by both)")
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--install", action="store_true",

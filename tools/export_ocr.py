@@ -24,6 +24,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.crops import OCR_INPUT_HEIGHT, OCR_INPUT_WIDTH, to_model_input  # noqa: E402
 from agent.vision.evaluate import evaluate  # noqa: E402
 from agent.vision.models import cpu_session, file_sha256, update_manifest_entry  # noqa: E402
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Export the plate OCR to ONNX and measure it.")
     p.add_argument("--checkpoint", type=Path, default=Path("runs/ocr/best.pt"),
                    help="trained weights (best.pt from tools/train_ocr.py)")
-    p.add_argument("--models", type=Path, default=Path("models"), help="models folder")
+    p.add_argument("--models", type=Path, default=bundled_models_dir(), help="models folder")
     p.add_argument("--datasets", type=Path, default=DATASETS, help="shared datasets folder")
     p.add_argument("--synth-val", type=Path, default=Path("data/synth_val_s2.npz"),
                    help="synthetic validation set")

@@ -32,6 +32,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.resources import bundled_models_dir  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
 from agent.vision.evaluate import iou  # noqa: E402
 from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
@@ -127,7 +128,7 @@ def draw(rows: list[dict], path: Path, default: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--models", type=Path, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--plate-free", type=int, default=300, help="plate-free frames to read")
     p.add_argument("--png", type=Path, help="draw the curve here")

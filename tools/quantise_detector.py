@@ -48,6 +48,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.detector import MODEL_NAME, PlateDetector  # noqa: E402
 from agent.vision.models import (ModelError, cpu_session, file_sha256, model_entry,  # noqa: E402
                                  open_session, update_manifest_entry)
@@ -129,7 +130,7 @@ def within(int8: int, fp32: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=Path("models"), help="models folder read")
+    p.add_argument("--models", type=Path, default=bundled_models_dir(), help="models folder read")
     p.add_argument("--out", type=Path, default=None,
                    help="models folder written (default: --models); another folder gets a "
                         "full copy, for measuring with --models")

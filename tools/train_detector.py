@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.detector import iou_xyxy  # noqa: E402
 from agent.vision.models import cpu_session, file_sha256  # noqa: E402
 
@@ -578,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                              "rest keep the --init-from weights")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/best.pt to ONNX and the manifest")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"),
+    parser.add_argument("--models-dir", type=Path, default=bundled_models_dir(),
                         help="where the ONNX file and manifest entry go")
     parser.add_argument("--version", default=None,
                         help="the model version the manifest entry gets (e.g. 1.1.0)")

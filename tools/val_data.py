@@ -40,13 +40,24 @@ def region_hint(region: str | None) -> str | None:
     return region if region.startswith("US") or region in ("GB", "EU") else None
 
 
+def labels_file(folder: Path) -> Path:
+    """``folder/labels.jsonl``, or a one-line exit naming it and where the sets are looked for
+    (a tool run without the datasets, or from another folder, used to end in a traceback)."""
+    path = Path(folder) / "labels.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file; the training sets are read from "
+                         "../shared/datasets beside the checkout, from $PLATEGATE_DATASETS, or "
+                         "from --datasets")
+    return path
+
+
 def plate_text_val(datasets: Path = DATASETS, one_row_only: bool = True,
                    split: str = "val") -> list[ValCrop]:
     """The plate-text val split (one-row plates by default); ``split="train"`` gives the
     train split the same way (for training data cut by the detector)."""
     out = []
     folder = Path(datasets) / "plate-text"
-    for line in (folder / "labels.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in labels_file(folder).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["split"] != split or (one_row_only and row.get("layout") == "two_rows"):
             continue
@@ -64,7 +75,7 @@ def plate_text_val(datasets: Path = DATASETS, one_row_only: bool = True,
 
 def scene_rows(name: str, split: str = "val", datasets: Path = DATASETS) -> list[dict]:
     """The labels.jsonl rows of one TRAINING scene set for ``split``."""
-    path = Path(datasets) / name / "labels.jsonl"
+    path = labels_file(Path(datasets) / name)
     return [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
             if r["split"] == split]
 
