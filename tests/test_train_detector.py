@@ -171,3 +171,12 @@ def test_train_only_moves_the_named_layers_and_nothing_else():
     assert changed == {"m4", "heat"}  # weights and norm statistics of the rest stay put
     with pytest.raises(ValueError, match="no layer of the network has that name"):
         train_only(build_model(1.0, "base"), ["head4"])
+
+
+def test_train_only_an_unknown_layer_is_refused_before_any_data_is_read(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "run"), "--datasets", str(tmp_path / "none"),
+              "--train-only", "head4"])
+    assert stop.value.code == 2
+    assert "--train-only head4: no layer of the network has that name" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.detector import iou_xyxy  # noqa: E402
 from agent.vision.models import cpu_session, file_sha256  # noqa: E402
+from tools.val_data import labels_file  # noqa: E402
 
 log = logging.getLogger("train_detector")
 
@@ -83,7 +84,7 @@ def load_split(datasets_dir: Path, names: tuple[str, ...], split: str) -> list[S
         if name.startswith("eval-"):
             raise ValueError(f"{name} is an evaluation set: never train or select on it")
         folder = datasets_dir / name
-        with open(folder / "labels.jsonl", encoding="utf-8") as fh:
+        with open(labels_file(folder), encoding="utf-8") as fh:
             for line in fh:
                 row = json.loads(line)
                 if row["split"] != split:
@@ -614,8 +615,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("exported %s sha256=%s", entry["file"], entry["sha256"])
         return 0
 
-    args.out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.width, args.arch)
+    if args.train_only:
+        try:
+            log.info("training only %s: %d parameters", " ".join(args.train_only),
+                     train_only(model, args.train_only))
+        except ValueError as exc:
+            parser.error(str(exc))
+    args.out.mkdir(parents=True, exist_ok=True)
 
     train = load_split(args.datasets, TRAINING_SETS, "train")
     val = load_split(args.datasets, TRAINING_SETS, "val")
@@ -623,9 +630,6 @@ def main(argv: list[str] | None = None) -> int:
     teacher = Teacher(args.teacher) if args.teacher else None
     log.info("train=%d val=%d synthetic=%d", len(train), len(val), len(synth))
 
-    if args.train_only:
-        log.info("training only %s: %d parameters", " ".join(args.train_only),
-                 train_only(model, args.train_only))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                             weight_decay=5e-4)
     warmup = min(300, args.steps // 10)
