@@ -343,3 +343,16 @@ def test_the_config_can_turn_proposals_off_for_the_whole_detail_pass():
     assert default.detector.plan(2160, 3840)[0].windows
     whole = Recognizer.from_config(RecognizerConfig(detail_proposals=False))
     assert not whole.detector.plan(2160, 3840)[0].windows
+
+
+@pytest.mark.parametrize("shape,scale,size", [((2160, 3840), 0.175, (378, 672)),
+                                              ((2160, 3840), 0.35, (756, 1344)),
+                                              ((2161, 3841), 0.175, (378, 672)),
+                                              ((720, 1280), 0.4, (288, 512)),
+                                              ((1000, 1000), 0.5, (500, 500))])
+def test_shrinking_gives_the_planned_size_and_keeps_flat_areas_flat(shape, scale, size):
+    image = np.full((*shape, 3), 137, np.uint8)
+    image[: shape[0] // 2] = 20  # an edge: the two halves stay apart
+    small = PlateDetector._resize(image, scale)
+    assert small.shape == (*size, 3)
+    assert small[0, 0, 0] == 20 and small[-1, -1, 0] == 137
