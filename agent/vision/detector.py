@@ -15,7 +15,7 @@ readable (a 4K frame: about 1344 x 756), split into overlapping ``tile_side`` ti
 is still too large, plus a coarse pass when the biggest plate (``max_plate_px``) would outgrow the
 model's range at that scale. A detail pass of 4K size runs only in windows around what the
 same model proposes at half its scale (``proposals``; docs/detection.md "Proposals"), which
-takes a 4K frame from 47 to 36 ms on one core. Everything the preprocessing needs (normalisation, stride, size
+takes about 40% off a 4K frame's CPU time. Everything the preprocessing needs (normalisation, stride, size
 multiple, plate-size range) is read from the model's manifest entry, so a retrained model cannot
 silently disagree with this code.
 """
