@@ -316,10 +316,9 @@ class PlateDetector:
             cx, cy = (x0 + x1) / 2 / coarse, (y0 + y1) / 2 / coarse
             half_w = max(WINDOW_GROW * (x1 - x0) / coarse, MIN_WINDOW / scale) / 2
             half_h = max(WINDOW_GROW * (y1 - y0) / coarse, MIN_WINDOW / scale) / 2
-            # even bounds, so that scaling the window takes _resize's fast whole-factor path
-            window = (max(0, int(cx - half_w) // 2 * 2), max(0, int(cy - half_h) // 2 * 2),
-                      min(width, -(-int(cx + half_w + 1) // 2) * 2),
-                      min(height, -(-int(cy + half_h + 1) // 2) * 2))
+            # even bounds, so that scaling the window takes _resize's halving path
+            window = (max(0, _even(cx - half_w)), max(0, _even(cy - half_h)),
+                      min(width, _even(cx + half_w + 2)), min(height, _even(cy + half_h + 2)))
             if window[2] - window[0] >= 2 and window[3] - window[1] >= 2:  # a centre decoded
                 windows.append(window)  # past the frame's edge leaves nothing to run
         windows = _merge_overlapping(windows)
@@ -329,13 +328,9 @@ class PlateDetector:
         out: list[tuple[float, float, float, float, float]] = []
         for wx0, wy0, wx1, wy1 in windows:
             crop = self._resize(frame_bgr[wy0:wy1, wx0:wx1], scale)
-            ch, cw = crop.shape[:2]
-            sx, sy = (wx1 - wx0) / cw, (wy1 - wy0) / ch
-            for x0, y0, x1, y1, s in self._run(crop):
-                # a box cut by a window edge inside the frame is only part of a plate
-                if (x0 < 1 and wx0 > 0) or (y0 < 1 and wy0 > 0) or \
-                        (x1 > cw - 1 and wx1 < width) or (y1 > ch - 1 and wy1 < height):
-                    continue
+            sx, sy = (wx1 - wx0) / crop.shape[1], (wy1 - wy0) / crop.shape[0]
+            inner = (wx0 > 0, wy0 > 0, wx1 < width, wy1 < height)
+            for x0, y0, x1, y1, s in _whole_boxes(self._run(crop), crop.shape, inner):
                 out.append((wx0 + x0 * sx, wy0 + y0 * sy, wx0 + x1 * sx, wy0 + y1 * sy, s))
         return out
 
@@ -348,13 +343,9 @@ class PlateDetector:
         for ty in _tile_starts(sh, tile, overlap):
             for tx in _tile_starts(sw, tile, overlap):
                 crop = scaled[ty:ty + tile, tx:tx + tile]
-                for x0, y0, x1, y1, s in self._run(crop):
+                inner = (tx > 0, ty > 0, tx + tile < sw, ty + tile < sh)
+                for x0, y0, x1, y1, s in _whole_boxes(self._run(crop), crop.shape, inner):
                     # a box cut by an inner tile edge is left to the neighbouring tile
-                    if (x0 < 1 and tx > 0) or (y0 < 1 and ty > 0):
-                        continue
-                    if (x1 > crop.shape[1] - 1 and tx + tile < sw) or \
-                            (y1 > crop.shape[0] - 1 and ty + tile < sh):
-                        continue
                     out.append(((x0 + tx) / scale, (y0 + ty) / scale,
                                 (x1 + tx) / scale, (y1 + ty) / scale, s))
         return out
@@ -368,6 +359,24 @@ class PlateDetector:
         x1 = int(round(min(max(x1, x0 + 1.0), width)))
         y1 = int(round(min(max(y1, y0 + 1.0), height)))
         return Detection(box=(x0, y0, x1 - x0, y1 - y0), score=score)
+
+
+def _even(value: float) -> int:
+    """The even integer at or below ``value``."""
+    return int(value) // 2 * 2
+
+
+def _whole_boxes(boxes: list[tuple[float, float, float, float, float]], shape: tuple[int, ...],
+                 inner: tuple[bool, bool, bool, bool]
+                 ) -> list[tuple[float, float, float, float, float]]:
+    """The boxes of a part of the frame (a tile or a window, ``shape`` its size) that no inner
+    edge cuts: a box touching its left, top, right or bottom edge where ``inner`` says that
+    edge lies inside the frame is only part of a plate, which a neighbour sees whole."""
+    left, top, right, bottom = inner
+    h, w = shape[:2]
+    return [b for b in boxes
+            if not ((left and b[0] < 1) or (top and b[1] < 1)
+                    or (right and b[2] > w - 1) or (bottom and b[3] > h - 1))]
 
 
 def _merge_overlapping(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
