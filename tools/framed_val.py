@@ -101,6 +101,17 @@ def _pct(values, q):
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
+def frame_size_arg(text: str) -> tuple[int, int]:
+    """``--frame-size WxH`` (argparse type): 3840x2160 -> (3840, 2160)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected WIDTHxHEIGHT, e.g. 3840x2160") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be positive")
+    return width, height
+
+
 def scene_frame(t: Traced, frame_size: tuple[int, int] | None = None
                 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The traced plate's scene and its labelled box, both resized to ``frame_size`` (width,
@@ -190,17 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N traced plates")
     p.add_argument("--split", choices=("val", "train"), default="val",
                    help="val: the selection proxy (default); train: training crops for --save")
-    p.add_argument("--frame-size", default=None, metavar="WxH",
+    p.add_argument("--frame-size", default=None, type=frame_size_arg, metavar="WxH",
                    help="resize each scene to this camera frame first (e.g. 3840x2160): the "
                         "same plates as a camera of that resolution would see them")
     args = p.parse_args(argv)
-    frame_size = None
-    if args.frame_size:
-        try:
-            width, height = (int(v) for v in args.frame_size.lower().split("x"))
-            frame_size = (width, height)
-        except ValueError:
-            p.error(f"--frame-size {args.frame_size}: expected WIDTHxHEIGHT, e.g. 3840x2160")
+    frame_size = args.frame_size
     recognizer = Recognizer.from_models(args.models)
     crops = plate_text_val(args.datasets, split=args.split)
     traced = trace(crops, args.datasets, args.split)[:args.limit or None]

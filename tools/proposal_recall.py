@@ -35,11 +35,10 @@ from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision.detector import DEFAULT_PROPOSAL_THRESHOLD, PlateDetector, iou_xyxy  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
+from tools.framed_val import frame_size_arg, trace  # noqa: E402
 from tools.framed_val import measure as framed_measure  # noqa: E402
-from tools.framed_val import trace  # noqa: E402
-from tools.val_data import DATASETS, plate_text_val, scene_rows  # noqa: E402
+from tools.val_data import DATASETS, SCENE_SETS, plate_text_val, scene_rows  # noqa: E402
 
-TRAINING_SCENES = ("open-images-plates", "ro-dashcam", "us-roboflow", "kaggle-plates")
 FRAME = (3840, 2160)
 WIDTH_BINS = (80, 160)  # plate widths (frame px) the found counts are also split at
 
@@ -48,10 +47,12 @@ def frames(datasets: Path, limit: int, size: tuple[int, int] = FRAME):
     """(BGR frame of ``size``, labelled boxes as x0, y0, x1, y1 in its pixels) of the val
     scenes."""
     count = 0
-    for name in TRAINING_SCENES:
+    for name in SCENE_SETS:
         for row in scene_rows(name, "val", datasets):
+            if count >= limit:
+                return
             image = cv2.imread(str(Path(datasets) / name / row["image"]), cv2.IMREAD_COLOR)
-            if image is None or count >= limit:
+            if image is None:
                 continue
             h, w = image.shape[:2]
             sx, sy = size[0] / w, size[1] / h
@@ -108,18 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-plate-px", type=int, default=40)
     p.add_argument("--threshold", type=float, nargs="+", default=[DEFAULT_PROPOSAL_THRESHOLD],
                    help="proposal thresholds to measure (default: the detector's)")
-    p.add_argument("--frame-size", default="3840x2160", metavar="WxH",
+    p.add_argument("--frame-size", default=FRAME, type=frame_size_arg, metavar="WxH",
                    help="the camera frame the scenes are resized to (default 3840x2160)")
     p.add_argument("--no-reads", action="store_true",
                    help="skip the detector-framed val read at 4K (tools/framed_val.py)")
     p.add_argument("--pin-cpu", type=int, default=None, help="pin to one core (timing)")
     args = p.parse_args(argv)
-    try:
-        size = tuple(int(v) for v in args.frame_size.lower().split("x"))
-        if len(size) != 2:
-            raise ValueError
-    except ValueError:
-        p.error(f"--frame-size {args.frame_size}: expected WIDTHxHEIGHT, e.g. 3840x2160")
+    size = args.frame_size
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
     detectors = {"whole": PlateDetector.from_models(args.models, min_plate_px=args.min_plate_px,
