@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from agent.vision.crops import DETECTOR_MARGIN, crop_for_ocr
 from agent.vision.models import load_manifest
 from agent.vision.ocr import PlateReader, PlateText
+
+if TYPE_CHECKING:  # the config module is not needed to read plates
+    from agent.config.schema import RecognizerConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class Recognizer:
         return cls(reader, detector, region)
 
     @classmethod
-    def from_config(cls, rec) -> "Recognizer":
+    def from_config(cls, rec: RecognizerConfig) -> "Recognizer":
         """The recognizer a unit's ``recognizer`` config section (RecognizerConfig) asks for:
         the one place the agent and the camera check turn that section into a Recognizer."""
         return cls.from_models(rec.models_path, threads=rec.threads, region=rec.region,
