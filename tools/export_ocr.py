@@ -1,6 +1,7 @@
 """Export a trained OCR checkpoint to ONNX (fp32 + int8), measure it, write the manifest entry.
 
     .venv/bin/python tools/export_ocr.py --checkpoint runs/ocr/best.pt
+    .venv/bin/python tools/export_ocr.py --fp32-onnx runs/soup.onnx   # tools/soup_ocr.py
 
 Steps: ONNX export (opset 17, input ``image`` [1, 1, 48, 144] grey 0..255, output ``probs``
 [1, 36, 37]); static int8 quantisation (onnxruntime.quantization, QDQ, per channel) calibrated
@@ -32,6 +33,7 @@ from agent.vision.ocr import PlateReader, resolve  # noqa: E402
 from agent.vision.plate_formats import CHARSET  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
 from tools.ocr_net import build, checkpoint_arch, load_weights  # noqa: E402
+from tools.ocr_onnx_init import onnx_arch  # noqa: E402
 from tools.quantise import quantise as quantise_static  # noqa: E402
 from tools.train_ocr import DATASETS, load_real  # noqa: E402
 
@@ -95,8 +97,12 @@ def ms_per_crop(reader: PlateReader, images: list[np.ndarray], n: int = 300) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Export the plate OCR to ONNX and measure it.")
-    p.add_argument("--checkpoint", type=Path, default=Path("runs/ocr/best.pt"),
-                   help="trained weights (best.pt from tools/train_ocr.py)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, default=Path("runs/ocr/best.pt"),
+                        help="trained weights (best.pt from tools/train_ocr.py)")
+    source.add_argument("--fp32-onnx", type=Path,
+                        help="an fp32 ONNX model instead of a checkpoint (tools/soup_ocr.py "
+                             "writes one); it is quantised and measured the same way")
     p.add_argument("--models", type=Path, default=bundled_models_dir(), help="models folder")
     p.add_argument("--datasets", type=Path, default=DATASETS, help="shared datasets folder")
     p.add_argument("--synth-val", type=Path, default=Path("data/synth_val_s2.npz"),
@@ -118,7 +124,15 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ocr_export_"))
     fp32, int8 = work / "plate_ocr_fp32.onnx", work / "plate_ocr_int8.onnx"
-    ck_metrics, arch = export_fp32(args.checkpoint, fp32)
+    if args.fp32_onnx:
+        try:
+            arch = onnx_arch(args.fp32_onnx)
+        except (OSError, ValueError) as exc:
+            p.error(f"--fp32-onnx {exc}")
+        shutil.copyfile(args.fp32_onnx, fp32)
+        ck_metrics = {}
+    else:
+        ck_metrics, arch = export_fp32(args.checkpoint, fp32)
 
     real_train, _, _ = load_real("train", args.datasets)
     val_x, val_t, val_names = load_real("val", args.datasets)
@@ -132,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     calib += [to_model_input(st[int(i)]) for i in rng.choice(len(st), 150, False)]
     quantise(fp32, int8, calib)
 
-    report: dict = {"checkpoint": str(args.checkpoint), "checkpoint_metrics": ck_metrics}
+    report: dict = {"checkpoint": str(args.fp32_onnx or args.checkpoint),
+                    "checkpoint_metrics": ck_metrics}
     readers = {"fp32": _reader(fp32), "int8": _reader(int8)}
     for name, reader in readers.items():
         report[name] = {

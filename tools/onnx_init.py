@@ -27,15 +27,21 @@ _BN_EPS_FLOOR = 1e-6  # a channel that never fires keeps a finite norm
 _CONVS = (nn.Conv1d, nn.Conv2d)
 
 
-def onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Module path (``features.0``, ``s4.1.pw.0``) -> (weight, bias) of each ONNX Conv."""
+def load_onnx(path: Path):
+    """``onnx.load(path)``, or ValueError naming the file where it is missing or not ONNX."""
     import onnx
-    from onnx import numpy_helper
 
     try:
-        graph = onnx.load(str(path)).graph
+        return onnx.load(str(path))
     except Exception as exc:  # protobuf's DecodeError, OSError: one message either way
         raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
+
+
+def onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Module path (``features.0``, ``s4.1.pw.0``) -> (weight, bias) of each ONNX Conv."""
+    from onnx import numpy_helper
+
+    graph = load_onnx(path).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     convs = {}
     for node in graph.node:
