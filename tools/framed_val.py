@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 from agent.resources import bundled_models_dir  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
 from agent.vision.crops import DETECTOR_MARGIN, crop_for_ocr  # noqa: E402
+from agent.vision.detector import Detection  # noqa: E402
 from agent.vision.evaluate import iou  # noqa: E402
 from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
 from tools.val_data import DATASETS, ValCrop, plate_text_val, scene_rows  # noqa: E402
@@ -89,6 +90,13 @@ def tight_cut(frame: np.ndarray, box, margin: float) -> np.ndarray:
     x0, y0 = max(0, int(round(x - margin * w))), max(0, int(round(y - margin * h)))
     x1, y1 = min(W, int(round(x + w + margin * w))), min(H, int(round(y + h + margin * h)))
     return frame[y0:y1, x0:x1]
+
+
+def matching_detection(recognizer: Recognizer, frame: np.ndarray, box) -> Detection | None:
+    """The detector's box on ``frame`` that overlaps the labelled ``box`` most (IoU at least
+    MATCH_IOU, as ``plategate eval`` matches), or None: a plate the unit misses."""
+    dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, box) >= MATCH_IOU]
+    return max(dets, key=lambda d: iou(d.box, box)) if dets else None
 
 
 def _hit(recognizer: Recognizer, crop: np.ndarray, hint, box, score) -> PlateHit:
@@ -145,10 +153,9 @@ def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
         readings = {recognizer.read_crop(tight_cut(frame, box, m), hint).text
                     for m in STABILITY_MARGINS}
         counts["unstable"] += len(readings) > 1
-        dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, box) >= MATCH_IOU]
-        if not dets:
+        det = matching_detection(recognizer, frame, box)
+        if det is None:
             continue
-        det = max(dets, key=lambda d: iou(d.box, box))
         counts["detected"] += 1
         wr.append(det.box[2] / box[2])
         hr.append(det.box[3] / box[3])

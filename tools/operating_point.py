@@ -34,9 +34,8 @@ if __package__ in (None, ""):
 
 from agent.resources import bundled_models_dir  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.vision.evaluate import iou  # noqa: E402
 from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
-from tools.framed_val import MATCH_IOU, trace  # noqa: E402
+from tools.framed_val import matching_detection, trace  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
 CUTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -62,11 +61,10 @@ def collect(recognizer: Recognizer, datasets: Path, plate_free: int) -> dict:
     framed_pairs = []
     for t in trace(crops, datasets):
         frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
-        dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, t.box) >= MATCH_IOU]
-        if not dets:
+        det = matching_detection(recognizer, frame, t.box)
+        if det is None:
             framed_pairs.append((t.crop.text, None))  # a plate the unit misses
             continue
-        det = max(dets, key=lambda d: iou(d.box, t.box))
         hit = recognizer.read_crop(detection_crop(frame, det),
                                    t.crop.hint)
         hit.detection_score = float(det.score)

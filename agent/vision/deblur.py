@@ -7,30 +7,84 @@ known shape (a horizontal line) of one unknown length. The length shows in the i
 horizontal cepstrum as a negative peak at that many pixels (the blur's spectrum has zeros
 every width/length cycles), and a Wiener filter with that line undoes most of it.
 
-The reader uses this only for a reading that is unsure (below ``DEBLUR_BELOW`` or of no
-format): it reads the crop again deblurred at the estimated length, and keeps the new reading
-only if it is twice as confident and fits a format whenever the first did. Chosen on the TRAINING val crops (docs/ocr.md); the work is on the 144 x 48 model input,
-so lengths are in model-input pixels.
+When the reader reads a crop again deblurred at the estimated length, and when that
+reading wins, is one ``DeblurRule`` (chosen on the TRAINING val crops by tools/deblur_rule.py;
+docs/ocr.md). The work is on the 144 x 48 model input, so lengths are in model-input pixels.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from agent.vision.ocr import PlateText
 
 MIN_LENGTH = 3  # shortest blur looked for, model-input pixels
 MAX_LENGTH = 22  # longest (15 px of blur on a 100 px wide crop)
 NOISE = 0.01  # Wiener noise-to-signal ratio: higher keeps noise down, lower sharpens more
 
 
-def motion_length(x: np.ndarray) -> int:
-    """Estimated horizontal blur length of a model input (float32 [1, 1, H, W], 0..255):
-    the lag of the deepest valley of the row-averaged cepstrum in MIN..MAX_LENGTH."""
+@dataclass(frozen=True)
+class MotionBlur:
+    """The horizontal blur a model input shows: its length and how clearly it shows."""
+
+    length: int  # lag of the cepstrum's deepest valley in MIN..MAX_LENGTH, model-input px
+    depth: float  # that valley's depth in standard deviations of the cepstrum over the range
+
+
+@dataclass(frozen=True)
+class DeblurRule:
+    """When a crop is read a second time with its blur undone, and when that reading wins.
+
+    Two cases. A crop that shows a blur (a valley at ``seen_length`` px or longer, at least
+    ``seen_depth`` deep; shorter valleys are as often the lettering's own stroke spacing on
+    sharp crops) is read again, and the deblurred reading wins unless it is less than
+    ``seen_gain`` times as confident: a blur turns glyphs into others with confidence, so the
+    first reading's confidence says little there. Otherwise an unsure reading (below
+    ``unsure_below``, or of no format) is read again, and the deblurred one must be
+    ``unsure_gain`` times as confident: that keeps the wrong reads that pass the cut on the
+    detector-framed val where they were. Either way the deblurred reading must fit a format
+    whenever the first did."""
+
+    unsure_below: float = 0.9
+    unsure_gain: float = 2.0
+    seen_length: int = 7
+    seen_depth: float = 0.4
+    seen_gain: float = 0.5
+
+    def seen(self, blur: MotionBlur) -> bool:
+        """Is ``blur`` long and deep enough to be a blur rather than the plate's own pattern?"""
+        return blur.length >= self.seen_length and blur.depth >= self.seen_depth
+
+    def gain(self, first: "PlateText", blur: MotionBlur) -> float | None:
+        """How many times as confident a deblurred reading must be to replace ``first``, or
+        None where no second reading is made."""
+        if self.seen(blur):
+            return self.seen_gain
+        if first.confidence < self.unsure_below or first.format is None:
+            return self.unsure_gain
+        return None
+
+    @staticmethod
+    def wins(first: "PlateText", again: "PlateText", gain: float) -> bool:
+        """Does the deblurred reading ``again`` replace ``first`` at this ``gain``?"""
+        return again.confidence > first.confidence * gain and bool(again.format
+                                                                   or not first.format)
+
+
+def estimate(x: np.ndarray) -> MotionBlur:
+    """The horizontal blur of a model input (float32 [1, 1, H, W], 0..255), from the deepest
+    valley of the row-averaged cepstrum in MIN..MAX_LENGTH."""
     g = x[0, 0].astype(np.float64) / 255.0
     g = g - g.mean()
     window = np.hanning(g.shape[1])[None]
     spectrum = np.log(np.abs(np.fft.fft(g * window, axis=1)) + 1e-3).mean(axis=0)
-    cepstrum = np.real(np.fft.ifft(spectrum))
-    return MIN_LENGTH + int(np.argmin(cepstrum[MIN_LENGTH:MAX_LENGTH]))
+    searched = np.real(np.fft.ifft(spectrum))[MIN_LENGTH:MAX_LENGTH]
+    k = int(np.argmin(searched))
+    return MotionBlur(MIN_LENGTH + k, float(-searched[k] / (searched.std() + 1e-9)))
 
 
 def wiener(x: np.ndarray, length: int, noise: float = NOISE) -> np.ndarray:

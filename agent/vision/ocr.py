@@ -13,7 +13,8 @@ ABC1D23), a reading that fits a format always ranks above one that fits none: th
 bar in a digit position is a 1 however sure the model is that it saw an I, because the grey
 plates' lettering draws both the same. Where the hint names a US state that issues no letter O
 (``US-FL``), every round glyph is read as the zero that state's records hold. A reading that
-stays unsure is read once more with horizontal motion blur undone (agent.vision.deblur).
+stays unsure, or shows a horizontal motion blur, is read once more with the blur undone
+(agent.vision.deblur).
 """
 from __future__ import annotations
 
@@ -43,10 +44,6 @@ MAX_EXPAND = 5  # at most this many characters expanded per column (bounds the t
 # below this (int8 outputs round small probabilities to 0) the column says nothing about them.
 MIN_CLASS_MASS = 0.01
 UNALIGNED_SWAP = 0.05  # odds of one format swap in a beam reading whose columns are unknown
-# A reading less sure than this, or of no format, is read again with horizontal motion blur
-# undone (agent/vision/deblur.py) at the estimated length.
-DEBLUR_BELOW = 0.9
-DEBLUR_GAIN = 2.0  # a deblurred reading replaces the first only if this many times as sure
 # A letter twin (W/M, V/U, M/H) of the best reading joins the candidates with at least this
 # share of its probability, so top-5 carries it where int8 rounded the model's doubt to 0.
 TWIN_FLOOR = 0.01
@@ -271,8 +268,10 @@ def resolve(probs: np.ndarray, region: str | None = None,
 class PlateReader:
     """The OCR stage: one ONNX session, one crop at a time (batch 1 is what the camera does)."""
 
-    def __init__(self, session, entry: dict):
+    def __init__(self, session, entry: dict,
+                 deblur_rule: deblur.DeblurRule = deblur.DeblurRule()):
         self._session = session
+        self.deblur_rule = deblur_rule
         self.entry = entry
         self._input = session.get_inputs()[0].name
         self.charset = entry.get("charset", CHARSET)
@@ -296,28 +295,25 @@ class PlateReader:
         return self._session.run(None, {self._input: x})[0][0]
 
     def read(self, crop_bgr: np.ndarray, region: str | None = None,
-             deblur_unsure: bool = True) -> PlateText:
+             undo_blur: bool = True) -> PlateText:
         """Read one plate crop; ``region`` (US, BR, EU, GB, AR or a US state code) narrows the
-        format tables used to settle confusable characters. An unsure reading is read again
-        with motion blur undone (``deblur_unsure``; module constants DEBLUR_BELOW)."""
+        format tables used to settle confusable characters. A crop that shows a horizontal
+        motion blur, or whose reading is unsure, is read again with the blur undone where
+        ``undo_blur`` (``deblur_rule`` says when, and which reading wins)."""
         x = to_model_input(crop_bgr)
-        result = resolve(self._run(x), region, self.charset)
-        if deblur_unsure and (result.confidence < DEBLUR_BELOW or result.format is None):
-            result = self._deblurred(x, result, region)
+        result = self.read_input(x, region)
+        if undo_blur:
+            blur = deblur.estimate(x)
+            gain = self.deblur_rule.gain(result, blur)
+            if gain is not None:
+                again = self.read_input(deblur.wiener(x, blur.length), region)
+                if self.deblur_rule.wins(result, again, gain):
+                    result = again
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result
 
-    def _deblurred(self, x: np.ndarray, first: PlateText, region: str | None) -> PlateText:
-        """``first``, or the reading of ``x`` deblurred at the estimated length if that is
-        DEBLUR_GAIN times as confident (and fits a format if ``first`` did). The gain keeps the
-        wrong reads that pass the cut on the detector-framed val where they were (docs/ocr.md).
-        One length, not three around it: as good on the blurred val crops (plate-text val at
-        0/3/5/9 px: 208/176/149/129 right against 208/177/148/119) at a third of the cost."""
-        sharp = deblur.wiener(x, deblur.motion_length(x))
-        again = resolve(self._run(sharp), region, self.charset)
-        if again.confidence > first.confidence * DEBLUR_GAIN and (again.format
-                                                                 or not first.format):
-            return again
-        return first
+    def read_input(self, x: np.ndarray, region: str | None = None) -> PlateText:
+        """Read a model input (``to_model_input``'s [1, 1, 48, 144] float32) as it is."""
+        return resolve(self._run(x), region, self.charset)
 

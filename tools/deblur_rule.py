@@ -1,0 +1,154 @@
+"""Choose when the reader undoes motion blur (agent.vision.deblur.DeblurRule), on TRAINING data.
+
+    PLATEGATE_DATASETS=/work/shared/datasets .venv/bin/python tools/deblur_rule.py \
+        [--json runs/deblur_rule.json]
+
+Why: a roadside plate smeared by 5 px reads wrong, often with confidence, while the blur is
+nearly invertible (agent/vision/deblur.py). Whether to read a crop a second time with the blur
+undone, and which reading to keep, is a trade: on blurred plates the second reading wins many
+plates back, on sharp ones it can swap a right reading for a wrong one. Every crop is read
+once as it is and once deblurred at the estimated length, then each rule of a grid is scored
+from those readings:
+
+- plate-text val crops shrunk to a 90 px plate and blurred by 0, 3, 5, 7 and 9 px
+  (tools/blur_curve.py), each with its region hint;
+- the same plates framed by the detector in their val scenes (tools/framed_val.py), unblurred:
+  what a unit sees.
+
+A rule passes where, against reading unsure crops only (``seen_length`` past the search range),
+the unblurred crops and the detector-framed crops get no fewer right reads and no more wrong
+reads through the default cut. Of those, the one with the most right reads on the blurred
+crops is chosen (a tie: fewer wrong reads through the cut there). The 300 plate-free frames
+are checked after, with tools/operating_point.py. No evaluation set is read here.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.config.schema import RecognizerConfig  # noqa: E402
+from agent.resources import bundled_models_dir  # noqa: E402
+from agent.vision import deblur  # noqa: E402
+from agent.vision.crops import to_model_input  # noqa: E402
+from agent.vision.ocr import PlateReader, PlateText  # noqa: E402
+from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
+from tools.blur_curve import blur, shrink  # noqa: E402
+from tools.framed_val import matching_detection, trace  # noqa: E402
+from tools.val_data import DATASETS, plate_text_val  # noqa: E402
+
+BLUR_LENGTHS = (0, 3, 5, 7, 9)
+PLATE_WIDTH = 90
+GRID = {"seen_length": (3, 4, 5, 6, 7, 8, 9), "seen_depth": (0.2, 0.4, 0.6, 0.8, 1.0, 1.2),
+        "seen_gain": (0.0, 0.5, 0.8, 1.0, 1.2, 1.5)}
+UNSURE_ONLY = deblur.DeblurRule(seen_length=deblur.MAX_LENGTH + 1)  # a blur is never "seen"
+
+
+@dataclass
+class Reading:
+    """One crop read as it is (``first``) and with its estimated blur undone (``again``)."""
+
+    truth: str
+    first: PlateText
+    again: PlateText
+    blur: deblur.MotionBlur
+    detection_score: float | None = None
+
+
+def readings(reader: PlateReader, crop: np.ndarray, truth: str, hint: str | None,
+             detection_score: float | None = None) -> Reading:
+    x = to_model_input(crop)
+    found = deblur.estimate(x)
+    return Reading(truth, reader.read_input(x, hint),
+                   reader.read_input(deblur.wiener(x, found.length), hint), found,
+                   detection_score)
+
+
+def collect(recognizer: Recognizer, datasets: Path) -> dict[str, list[Reading]]:
+    """Both readings of every selection crop, by set (``blur_0`` .. ``blur_9``, ``framed``)."""
+    reader = recognizer.reader
+    crops = plate_text_val(datasets)
+    sets = {f"blur_{n}": [readings(reader, blur(shrink(c.image, PLATE_WIDTH), n), c.text, c.hint)
+                          for c in crops] for n in BLUR_LENGTHS}
+    sets["framed"] = []
+    for t in trace(crops, datasets):
+        frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
+        det = matching_detection(recognizer, frame, t.box)
+        if det is not None:
+            sets["framed"].append(readings(reader, detection_crop(frame, det), t.crop.text,
+                                           t.crop.hint, float(det.score)))
+    return sets
+
+
+def score(rule: deblur.DeblurRule, items: list[Reading], cut) -> dict:
+    """Right reads, wrong reads through ``cut`` and second readings made, under ``rule``."""
+    right = wrong = second = 0
+    for r in items:
+        kept = r.first
+        gain = rule.gain(r.first, r.blur)
+        if gain is not None:
+            second += 1
+            if rule.wins(r.first, r.again, gain):
+                kept = r.again
+        hit = PlateHit(kept.text, kept.confidence, (0, 0, 0, 0), format=kept.format,
+                       detection_score=r.detection_score)
+        right += kept.text == r.truth
+        wrong += kept.text != r.truth and is_confident(hit, cut)
+    return {"right": right, "wrong": wrong, "second_readings": second}
+
+
+def choose(sets: dict[str, list[Reading]], cut) -> dict:
+    """Score the grid and pick a rule by the module docstring's criteria."""
+    blurred = [f"blur_{n}" for n in BLUR_LENGTHS if n]
+    guarded = ["blur_0", "framed"]
+
+    def scored(rule: deblur.DeblurRule) -> dict:
+        sc = {name: score(rule, items, cut) for name, items in sets.items()}
+        return {"rule": asdict(rule), "sets": sc,
+                "blurred_right": sum(sc[n]["right"] for n in blurred),
+                "blurred_wrong": sum(sc[n]["wrong"] for n in blurred)}
+
+    base = scored(UNSURE_ONLY)
+    rows = [scored(replace(UNSURE_ONLY, **dict(zip(GRID, values))))
+            for values in itertools.product(*GRID.values())]
+    passing = [r for r in rows if all(r["sets"][n]["right"] >= base["sets"][n]["right"]
+                                      and r["sets"][n]["wrong"] <= base["sets"][n]["wrong"]
+                                      for n in guarded)]
+    passing.sort(key=lambda r: (r["blurred_right"], -r["blurred_wrong"]), reverse=True)
+    return {"unsure_only": base, "shipped": scored(deblur.DeblurRule()),
+            "chosen": passing[0] if passing else None, "passing": len(passing),
+            "grid": len(rows), "best_ten": passing[:10]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--datasets", type=Path, default=DATASETS)
+    p.add_argument("--json", type=Path, help="also write the report to this file")
+    args = p.parse_args(argv)
+    sets = collect(Recognizer.from_models(args.models), args.datasets)
+    report = {"crops": {name: len(items) for name, items in sets.items()},
+              "plate_width_px": PLATE_WIDTH, **choose(sets, RecognizerConfig())}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    summary = {k: report[k] for k in ("crops", "passing", "grid")}
+    for k in ("unsure_only", "shipped", "chosen"):  # right / wrong through the cut, per set
+        summary[k] = report[k] and {"rule": report[k]["rule"], **{
+            n: f"{s['right']} / {s['wrong']}" for n, s in report[k]["sets"].items()}}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
