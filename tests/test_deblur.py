@@ -40,6 +40,8 @@ def test_a_blur_is_seen_on_a_blurred_plate_and_not_on_a_sharp_one():
     for length in (8, 10, 12):
         found = deblur.estimate(to_model_input(blur(sharp, length)))
         assert rule.seen(found) and abs(found.length - length) <= 1, (length, found)
+    # A deep valley at the character pitch of a sharp plate is the lettering, not a blur.
+    assert not rule.seen(deblur.MotionBlur(length=21, depth=1.0))
 
 
 def test_wiener_undoes_a_known_blur():

@@ -39,11 +39,13 @@ class MotionBlur:
 class DeblurRule:
     """When a crop is read a second time with its blur undone, and when that reading wins.
 
-    Two cases. A crop that shows a blur (a valley at ``seen_length`` px or longer, at least
-    ``seen_depth`` deep; shorter valleys are as often the lettering's own stroke spacing on
-    sharp crops) is read again, and the deblurred reading wins unless it is less than
+    Two cases. A crop that shows a blur (a valley from ``seen_length`` to ``seen_max_length``
+    px, at least ``seen_depth`` deep) is read again, and the deblurred reading wins unless it
+    is less than
     ``seen_gain`` times as confident: a blur turns glyphs into others with confidence, so the
-    first reading's confidence says little there. Otherwise an unsure reading (below
+    first reading's confidence says little there. Valleys outside that range are as often the
+    plate's own pattern on sharp crops: shorter ones the stroke spacing, longer ones the
+    character pitch (16-21 px on the 144 px input). Otherwise an unsure reading (below
     ``unsure_below``, or of no format) is read again, and the deblurred one must be
     ``unsure_gain`` times as confident: that keeps the wrong reads that pass the cut on the
     detector-framed val where they were. Either way the deblurred reading must fit a format
@@ -52,12 +54,14 @@ class DeblurRule:
     unsure_below: float = 0.9
     unsure_gain: float = 2.0
     seen_length: int = 7
+    seen_max_length: int = 15
     seen_depth: float = 0.4
     seen_gain: float = 0.5
 
     def seen(self, blur: MotionBlur) -> bool:
-        """Is ``blur`` long and deep enough to be a blur rather than the plate's own pattern?"""
-        return blur.length >= self.seen_length and blur.depth >= self.seen_depth
+        """Is ``blur`` a blur rather than the plate's own pattern?"""
+        return (self.seen_length <= blur.length <= self.seen_max_length
+                and blur.depth >= self.seen_depth)
 
     def gain(self, first: "PlateText", blur: MotionBlur) -> float | None:
         """How many times as confident a deblurred reading must be to replace ``first``, or
