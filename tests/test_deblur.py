@@ -79,3 +79,16 @@ def test_a_sure_wrong_read_of_a_blurred_plate_is_replaced():
     again = reader.read(smeared, "US")
     assert plain.text == "ABC1254" and plain.confidence >= 0.7 and plain.format
     assert again.text == "ABC1234" and again.format
+
+
+def test_degenerate_crops_give_a_finite_estimate_and_a_reading():
+    """Blank, tiny and noise crops (a detector box on a wall, a corrupt frame) must not turn
+    the blur estimate into NaN or stop the reader."""
+    reader = PlateReader.from_models(MODELS)
+    rng = np.random.default_rng(0)
+    for crop in (np.zeros((30, 90), np.uint8), np.full((1, 1), 255, np.uint8),
+                 rng.integers(0, 256, (30, 90), dtype=np.uint8)):
+        found = deblur.estimate(to_model_input(crop))
+        assert deblur.MIN_LENGTH <= found.length < deblur.MAX_LENGTH
+        assert np.isfinite(found.depth)
+        assert reader.read(crop).confidence < 0.7  # nothing there passes the cut
