@@ -22,8 +22,8 @@ A rule passes where, against reading unsure crops only (``seen_length`` past the
 the unblurred, detector-framed and synthetic crops get no fewer right reads and no more wrong
 reads through the default cut. Of those, the one with the most right reads on the blurred
 crops is chosen (a tie: fewer wrong reads through the cut there, then fewer second readings of
-the unblurred crops, which cost time). The 300 plate-free frames
-are checked after, with tools/operating_point.py. No evaluation set is read here.
+the unblurred crops, which cost time). The 300 plate-free frames are checked after, with
+tools/operating_point.py. No evaluation set is read here.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ from agent.resources import bundled_models_dir  # noqa: E402
 from agent.vision import deblur  # noqa: E402
 from agent.vision.crops import to_model_input  # noqa: E402
 from agent.vision.ocr import PlateReader, PlateText  # noqa: E402
-from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
+from agent.vision.recognizer import (PlateHit, ReadCut, Recognizer, detection_crop,  # noqa: E402
+                                     is_confident)
 from tools.blur_curve import blur, shrink  # noqa: E402
 from tools.framed_val import matching_detection, trace  # noqa: E402
 from tools.synth.make_passes import make_passes  # noqa: E402
@@ -82,7 +83,8 @@ def readings(reader: PlateReader, crop: np.ndarray, truth: str, hint: str | None
 
 
 def collect(recognizer: Recognizer, datasets: Path) -> dict[str, list[Reading]]:
-    """Both readings of every selection crop, by set (``blur_0`` .. ``blur_9``, ``framed``)."""
+    """Both readings of every selection crop, by set (``blur_0`` .. ``blur_9``, ``framed``,
+    ``passes``)."""
     reader = recognizer.reader
     crops = plate_text_val(datasets)
     sets = {f"blur_{n}": [readings(reader, blur(shrink(c.image, PLATE_WIDTH), n), c.text, c.hint)
@@ -127,7 +129,7 @@ def synthetic_pass_readings(recognizer: Recognizer) -> list[Reading]:
     return out
 
 
-def score(rule: deblur.DeblurRule, items: list[Reading], cut) -> dict:
+def score(rule: deblur.DeblurRule, items: list[Reading], cut: ReadCut) -> dict:
     """Right reads, wrong reads through ``cut`` and second readings made, under ``rule``."""
     right = wrong = second = 0
     for r in items:
@@ -144,7 +146,7 @@ def score(rule: deblur.DeblurRule, items: list[Reading], cut) -> dict:
     return {"right": right, "wrong": wrong, "second_readings": second}
 
 
-def choose(sets: dict[str, list[Reading]], cut) -> dict:
+def choose(sets: dict[str, list[Reading]], cut: ReadCut) -> dict:
     """Score the grid and pick a rule by the module docstring's criteria."""
     blurred = [f"blur_{n}" for n in BLUR_LENGTHS if n]
 
