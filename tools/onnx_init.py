@@ -23,18 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from tools.onnx_file import load_onnx
+
 _BN_EPS_FLOOR = 1e-6  # a channel that never fires keeps a finite norm
 _CONVS = (nn.Conv1d, nn.Conv2d)
-
-
-def load_onnx(path: Path):
-    """``onnx.load(path)``, or ValueError naming the file where it is missing or not ONNX."""
-    import onnx
-
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf's DecodeError, OSError: one message either way
-        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
 
 
 def onnx_convs(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

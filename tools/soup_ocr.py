@@ -22,7 +22,7 @@ from onnx import numpy_helper
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.onnx_init import load_onnx  # noqa: E402
+from tools.onnx_file import load_onnx  # noqa: E402
 
 
 def soup(start: onnx.ModelProto, tuned: onnx.ModelProto, share: float) -> onnx.ModelProto:
