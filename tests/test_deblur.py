@@ -4,6 +4,7 @@ blurred plate is read again, and a sharp plate is left alone."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -92,3 +93,29 @@ def test_degenerate_crops_give_a_finite_estimate_and_a_reading():
         assert deblur.MIN_LENGTH <= found.length < deblur.MAX_LENGTH
         assert np.isfinite(found.depth)
         assert reader.read(crop).confidence < 0.7  # nothing there passes the cut
+
+
+def test_the_2d_cepstrum_finds_a_tilted_blur_and_the_filter_undoes_it():
+    sharp = _plate(seed=3)
+    found = deblur.estimate_tilted(to_model_input(blur(sharp, 14, 20)))
+    assert abs(found.length - 14) <= 1 and abs(found.angle - 20) <= 4, found
+    assert abs(deblur.estimate_tilted(to_model_input(blur(sharp, 14, -15))).angle + 15) <= 4
+    clean, smeared = to_model_input(sharp), to_model_input(blur(sharp, 14, 20))
+    restored = deblur.wiener_tilted(smeared, found)
+    assert restored.shape == clean.shape and restored.dtype == np.float32
+    assert np.abs(restored - clean).mean() < 0.8 * np.abs(smeared - clean).mean()
+
+
+def test_a_tilted_blur_is_undone_only_by_the_tilted_stage():
+    reader = PlateReader.from_models(MODELS)
+    smeared = blur(_plate(seed=3), 14, 20)
+    assert reader.read(smeared, "US").text == "ABC1234"
+    reader.deblur_rule = replace(reader.deblur_rule, tilted_min_angle=float("inf"))
+    assert reader.read(smeared, "US").text != "ABC1234"  # the horizontal stage alone fails
+
+
+def test_the_synthetic_camera_blurs_with_the_readers_line():
+    from tools.synth.camera import motion_kernel
+    assert motion_kernel is deblur.line_kernel
+    for angle in (0, 20, 90):
+        assert abs(deblur.line_kernel(9, angle).sum() - 1) < 1e-5

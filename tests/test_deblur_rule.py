@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.vision.deblur import DeblurRule, MotionBlur  # noqa: E402
+from agent.vision.deblur import DeblurRule, MotionBlur, TiltedBlur  # noqa: E402
 from agent.vision.ocr import PlateText  # noqa: E402
 from tools.deblur_rule import UNSURE_ONLY, Reading, choose, score  # noqa: E402
 
@@ -19,8 +19,9 @@ def _text(text: str, confidence: float, fmt: str | None = "us.LLL-DDDD") -> Plat
 
 
 def _reading(first: PlateText, again: PlateText, length: int, depth: float,
-             truth: str = "ABC1234") -> Reading:
-    return Reading(truth, first, again, MotionBlur(length, depth))
+             truth: str = "ABC1234", tilted: PlateText | None = None,
+             tilt: TiltedBlur = TiltedBlur(length=1, angle=0.0)) -> Reading:
+    return Reading(truth, first, again, MotionBlur(length, depth), tilted or first, tilt)
 
 
 def test_a_sure_wrong_reading_of_a_blurred_crop_is_replaced_only_where_the_blur_is_seen():
@@ -44,3 +45,16 @@ def test_a_rule_that_costs_a_sharp_crop_is_not_chosen():
     assert chosen["seen_length"] in (6, 7, 8) and chosen["seen_max_length"] >= 8
     assert report["chosen"]["sets"]["blur_0"]["right"] == 1
     assert report["chosen"]["blurred_right"] == 4
+
+
+def test_the_tilted_stage_counts_only_a_sure_reading_of_a_crop_still_unsure():
+    cut = RecognizerConfig()
+    still_unsure = _reading(_text("ABC1254", 0.3), _text("ABC1254", 0.3), 4, 0.1,
+                            tilted=_text("ABC1234", 0.99), tilt=TiltedBlur(14, 20.0))
+    assert score(DeblurRule(), [still_unsure], cut)["right"] == 1
+    not_sure_enough = _reading(_text("ABC1254", 0.3), _text("ABC1254", 0.3), 4, 0.1,
+                               tilted=_text("ABC1234", 0.9), tilt=TiltedBlur(14, 20.0))
+    assert score(DeblurRule(), [not_sure_enough], cut)["right"] == 0
+    horizontal = _reading(_text("ABC1254", 0.3), _text("ABC1254", 0.3), 4, 0.1,
+                          tilted=_text("ABC1234", 0.99), tilt=TiltedBlur(14, 0.0))
+    assert score(DeblurRule(), [horizontal], cut)["right"] == 0

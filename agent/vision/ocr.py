@@ -303,12 +303,19 @@ class PlateReader:
         x = to_model_input(crop_bgr)
         result = self.read_input(x, region)
         if undo_blur:
+            rule = self.deblur_rule
             blur = deblur.estimate(x)
-            gain = self.deblur_rule.gain(result, blur)
+            gain = rule.gain(result, blur)
             if gain is not None:
                 again = self.read_input(deblur.wiener(x, blur.length), region)
-                if self.deblur_rule.wins(result, again, gain):
+                if rule.wins(result, again, gain):
                     result = again
+            if rule.unsure(result):
+                tilted = deblur.estimate_tilted(x)
+                if rule.tilted_applies(tilted):
+                    again = self.read_input(deblur.wiener_tilted(x, tilted), region)
+                    if rule.tilted_wins(result, again):
+                        result = again
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result

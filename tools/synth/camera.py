@@ -18,19 +18,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.vision.deblur import line_kernel
+
 MAX_BLUR_PX = 12
 
-
-def motion_kernel(length: int, angle_deg: float = 0.0) -> np.ndarray:
-    """A linear motion-blur kernel: a line ``length`` px long at ``angle_deg`` (0 = horizontal,
-    the way a car crossing the frame smears), normalised to sum 1."""
-    length = max(1, int(length))
-    k = np.zeros((length, length), np.float32)
-    k[length // 2, :] = 1.0
-    if angle_deg:
-        M = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), float(angle_deg), 1.0)
-        k = cv2.warpAffine(k, M, (length, length))
-    return k / max(k.sum(), 1e-6)
+motion_kernel = line_kernel  # one line for the synthetic camera and the reader's deblurring
 
 
 @dataclass(frozen=True)
