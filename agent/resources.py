@@ -23,6 +23,18 @@ def bundled_models_dir() -> Path:
     return CHECKOUT_DIR / "models"
 
 
+def models_dir_arg(text: str) -> Path:
+    """argparse type of a tool's ``--models``: a folder holding ``manifest.json``. A wrong
+    folder is one usage line naming it, not a traceback from the first model load."""
+    import argparse
+
+    path = Path(text)
+    if not (path / "manifest.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a models folder (no manifest.json in it; "
+                                         f"the bundled models are in {bundled_models_dir()})")
+    return path
+
+
 def default_config_path() -> Path:
     """The production default device config (firmware_config/plategate.toml in the checkout)."""
     packaged = PACKAGE_DIR / "defaults" / DEFAULT_CONFIG_NAME

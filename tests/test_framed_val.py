@@ -119,3 +119,14 @@ def test_a_missing_datasets_folder_is_one_line_naming_the_file(tmp_path, capsys)
     with pytest.raises(SystemExit) as stop:
         main(["--datasets", str(tmp_path / "nowhere")])
     assert "nowhere/plate-text/labels.jsonl: no such file" in str(stop.value)
+
+
+def test_a_wrong_models_folder_is_one_usage_line(tmp_path, capsys):
+    from tools.deblur_rule import main as deblur_rule
+    from tools.framed_val import main as framed_val
+
+    for tool in (framed_val, deblur_rule):
+        with pytest.raises(SystemExit) as stop:
+            tool(["--models", str(tmp_path)])
+        assert stop.value.code == 2
+        assert f"{tmp_path}: not a models folder" in capsys.readouterr().err

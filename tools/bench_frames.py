@@ -28,7 +28,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
 from tools.val_data import DATASETS, scene_rows  # noqa: E402
 
@@ -73,7 +73,7 @@ def time_size(recognizer: Recognizer, images: list, size: tuple[int, int], repea
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--sizes", nargs="+", default=["720p", "4k"], choices=sorted(SIZES))
     p.add_argument("--scenes", type=int, default=20, help="val scenes per size (default 20)")

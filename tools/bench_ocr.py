@@ -25,7 +25,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision.crops import to_model_input  # noqa: E402
 from agent.vision.evaluate import load_crops, read_image  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS, help="datasets folder")
     p.add_argument("--sets", nargs="+", default=["eval-us-crops", "eval-br-crops"],
                    help="crops sets (groundtruth.csv layout) to run")
-    p.add_argument("--models", type=Path, default=bundled_models_dir(), help="models folder")
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir(), help="models folder")
     p.add_argument("--limit", type=int, default=None, help="first N crops of each set only")
     p.add_argument("--no-tesseract", action="store_true", help="skip Tesseract")
     p.add_argument("--no-ours", action="store_true", help="skip our model (Tesseract only)")

@@ -39,6 +39,7 @@ from agent.capture.scene import PrivacyMask  # noqa: E402
 from agent.config.loader import parse_config  # noqa: E402
 from agent.config.schema import DeviceConfig  # noqa: E402
 from agent.reads import ReadEvent  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.runtime.pipeline import scene_recognizer  # noqa: E402
 from agent.runtime.stages import frame_sightings  # noqa: E402
 from agent.tracking.passes import EVIDENCE, PassTracker, _Pass, weak_cut  # noqa: E402
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("clips", nargs="+", type=Path, help="clips (each with CLIP.json beside it)")
     parser.add_argument("--config", type=Path, help="device config for recognizer, scene and tracker settings "
                                                     "(default: the schema's defaults)")
-    parser.add_argument("--models", type=Path, default=ROOT / "models", help="models folder")
+    parser.add_argument("--models", type=models_dir_arg, default=bundled_models_dir(),
+                        help="models folder")
     parser.add_argument("--no-gate", action="store_true", help="turn the motion gate off")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

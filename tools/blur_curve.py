@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision.evaluate import load_crops, read_image  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
 from tools.synth.camera import motion_kernel  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plate-text-val", action="store_true",
                    help="use the TRAINING plate-text val crops instead of a crops set")
     p.add_argument("--datasets", type=Path, default=DATASETS)
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--width", type=int, default=90, help="plate width in px after shrinking")
     p.add_argument("--angle", type=float, default=0.0, help="blur direction, degrees")
     p.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))

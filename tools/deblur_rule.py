@@ -46,7 +46,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision import deblur  # noqa: E402
 from agent.vision.crops import to_model_input  # noqa: E402
 from agent.vision.ocr import PlateReader, PlateText  # noqa: E402
@@ -206,7 +206,7 @@ def choose(sets: dict[str, list[Reading]], cut: ReadCut) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--json", type=Path, help="also write the report to this file")
     args = p.parse_args(argv)

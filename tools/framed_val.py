@@ -34,7 +34,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
 from agent.vision.crops import DETECTOR_MARGIN, crop_for_ocr  # noqa: E402
 from agent.vision.detector import Detection  # noqa: E402
@@ -198,7 +198,7 @@ def measure(recognizer: Recognizer, traced: list[Traced], cut=None,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--save", type=Path, help="write the detector crops here as a crops set")
     p.add_argument("--json", type=Path, help="also write the report to this file")

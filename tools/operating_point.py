@@ -32,7 +32,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
 from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
 from tools.framed_val import matching_detection, trace  # noqa: E402
@@ -126,7 +126,7 @@ def draw(rows: list[dict], path: Path, default: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--plate-free", type=int, default=300, help="plate-free frames to read")
     p.add_argument("--png", type=Path, help="draw the curve here")

@@ -31,7 +31,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision.detector import DEFAULT_PROPOSAL_THRESHOLD, PlateDetector, iou_xyxy  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
 from agent.vision.recognizer import Recognizer  # noqa: E402
@@ -103,7 +103,7 @@ def measure(detectors: dict[str, PlateDetector], datasets: Path, limit: int,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=Path, default=bundled_models_dir())
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir())
     p.add_argument("--datasets", type=Path, default=DATASETS)
     p.add_argument("--scenes", type=int, default=10_000, help="at most this many val scenes")
     p.add_argument("--min-plate-px", type=int, default=40)

@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.resources import bundled_models_dir  # noqa: E402
+from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.vision import ocr  # noqa: E402
 from agent.vision.ocr import PlateReader  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
@@ -40,7 +40,7 @@ def framed_crops(models: Path, datasets: Path):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Tune FORMAT_PRIOR on plate-text val.")
-    p.add_argument("--models", type=Path, default=bundled_models_dir(), help="models folder")
+    p.add_argument("--models", type=models_dir_arg, default=bundled_models_dir(), help="models folder")
     p.add_argument("--datasets", type=Path, default=DATASETS, help="shared datasets folder")
     p.add_argument("--framed", action="store_true",
                    help="the detector's crops of the val scenes instead of the stored crops")
