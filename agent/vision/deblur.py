@@ -1,4 +1,4 @@
-"""Undoing horizontal motion blur on an OCR input, for a second reading of an unsure plate.
+"""Undoing motion blur on an OCR input, for a second reading of a blurred or unsure plate.
 
 Why: a car crossing the frame during the exposure smears its plate sideways. The reader falls
 off a cliff between 5 and 9 px of such blur at a roadside plate size (issue 20: 0 of 249

@@ -298,8 +298,9 @@ class PlateReader:
              undo_blur: bool = True) -> PlateText:
         """Read one plate crop; ``region`` (US, BR, EU, GB, AR or a US state code) narrows the
         format tables used to settle confusable characters. A crop that shows a horizontal
-        motion blur, or whose reading is unsure, is read again with the blur undone where
-        ``undo_blur`` (``deblur_rule`` says when, and which reading wins)."""
+        motion blur, or whose reading is unsure, is read again with the blur undone, and one
+        still unsure once more with a tilted blur undone, where ``undo_blur``
+        (``deblur_rule`` says when, and which reading wins)."""
         x = to_model_input(crop_bgr)
         result = self.read_input(x, region)
         if undo_blur:
