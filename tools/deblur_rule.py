@@ -148,17 +148,10 @@ def synthetic_pass_readings(recognizer: Recognizer) -> list[Reading]:
 def score(rule: deblur.DeblurRule, items: list[Reading], cut: ReadCut) -> dict:
     """Right reads, wrong reads through ``cut`` and second readings made, under ``rule``."""
     right = wrong = second = 0
-    for r in items:  # as PlateReader.read decides
-        kept = r.first
-        gain = rule.gain(r.first, r.blur)
-        if gain is not None:
-            second += 1
-            if rule.wins(r.first, r.again, gain):
-                kept = r.again
-        if rule.unsure(kept) and rule.tilted_applies(r.tilt):
-            second += 1
-            if rule.tilted_wins(kept, r.tilted):
-                kept = r.tilted
+    for r in items:  # decided where PlateReader.read decides, from the readings made above
+        kept, runs = rule.decide(r.first, r.blur, lambda: r.again, lambda: r.tilt,
+                                 lambda _tilt: r.tilted)
+        second += runs
         hit = PlateHit(kept.text, kept.confidence, (0, 0, 0, 0), format=kept.format,
                        detection_score=r.detection_score)
         right += kept.text == r.truth

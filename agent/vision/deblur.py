@@ -16,7 +16,8 @@ docs/ocr.md). The work is on the 144 x 48 model input, so lengths are in model-i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -115,6 +116,31 @@ class DeblurRule:
         return again.confidence >= self.tilted_min_confidence and self.wins(kept, again,
                                                                             self.tilted_gain)
 
+    def decide(self, first: "PlateText", blur: MotionBlur,
+               read_unblurred: Callable[[], "PlateText"],
+               tilted_blur: Callable[[], TiltedBlur],
+               read_untilted: Callable[[TiltedBlur], "PlateText"]) -> tuple["PlateText", int]:
+        """The reading to keep of a crop first read as ``first``, whose horizontal blur is
+        ``blur``, and how many more model runs that took. The callables read the crop with its
+        horizontal blur undone, estimate its tilted blur, and read it with that undone; each is
+        called only where this rule needs it. The reader and tools/deblur_rule.py both decide
+        here, so the rule chosen on the val crops is the one that runs."""
+        kept, runs = first, 0
+        gain = self.gain(first, blur)
+        if gain is not None:
+            runs += 1
+            again = read_unblurred()
+            if self.wins(first, again, gain):
+                kept = again
+        if self.unsure(kept):
+            tilt = tilted_blur()
+            if self.tilted_applies(tilt):
+                runs += 1
+                again = read_untilted(tilt)
+                if self.tilted_wins(kept, again):
+                    kept = again
+        return kept, runs
+
 
 def estimate(x: np.ndarray) -> MotionBlur:
     """The horizontal blur of a model input (float32 [1, 1, H, W], 0..255), from the deepest
@@ -165,15 +191,9 @@ def estimate_tilted(x: np.ndarray) -> TiltedBlur:
     deepest valley of the 2-D cepstrum at lags MIN..MAX_LENGTH in those directions, its
     direction then refined along the valley's ray (ANGLE_STEP degrees, half-pixel lengths)."""
     g = x[0, 0].astype(np.float64) / 255.0
-    h, w = g.shape
-    window = np.outer(np.hanning(h), np.hanning(w))
+    window, searched, searched_lag = _tilted_search(*g.shape)
     cepstrum = np.real(np.fft.ifft2(np.log(np.abs(np.fft.fft2((g - g.mean()) * window)) + 1e-3)))
-    dy, dx = np.meshgrid(np.fft.fftfreq(h, 1 / h), np.fft.fftfreq(w, 1 / w), indexing="ij")
-    lag = np.hypot(dx, dy)
-    searched = ((lag >= MIN_LENGTH) & (lag < MAX_LENGTH) & (dx > 0)
-                & (np.abs(np.degrees(np.arctan2(dy, dx))) <= MAX_ANGLE))
-    k = int(np.argmin(cepstrum[searched]))
-    start = float(lag[searched][k])
+    start = float(searched_lag[int(np.argmin(cepstrum[searched]))])
     lengths = np.array([start - 0.5, start, start + 0.5])[:, None]
     angles = np.arange(-MAX_ANGLE, MAX_ANGLE + 1e-6, ANGLE_STEP)[None, :]
     values = _bilinear(cepstrum, lengths * np.cos(np.radians(angles)),
@@ -181,6 +201,19 @@ def estimate_tilted(x: np.ndarray) -> TiltedBlur:
     i, j = np.unravel_index(int(np.argmin(values)), values.shape)
     # Rows grow downwards, so a valley at +angle in array terms is a line at -angle.
     return TiltedBlur(max(1, int(round(float(lengths[i, 0])))), -float(angles[0, j]))
+
+
+@lru_cache(maxsize=4)
+def _tilted_search(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an input of this size (always the model's): the 2-D window, the mask of the
+    cepstrum cells searched (lags MIN..MAX_LENGTH within MAX_ANGLE of horizontal, rightwards)
+    and those cells' lags. They depend on the size only, so they are built once, not per crop."""
+    window = np.outer(np.hanning(h), np.hanning(w))
+    dy, dx = np.meshgrid(np.fft.fftfreq(h, 1 / h), np.fft.fftfreq(w, 1 / w), indexing="ij")
+    lag = np.hypot(dx, dy)
+    searched = ((lag >= MIN_LENGTH) & (lag < MAX_LENGTH) & (dx > 0)
+                & (np.abs(np.degrees(np.arctan2(dy, dx))) <= MAX_ANGLE))
+    return window, searched, lag[searched]
 
 
 def _bilinear(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -304,19 +304,12 @@ class PlateReader:
         x = to_model_input(crop_bgr)
         result = self.read_input(x, region)
         if undo_blur:
-            rule = self.deblur_rule
             blur = deblur.estimate(x)
-            gain = rule.gain(result, blur)
-            if gain is not None:
-                again = self.read_input(deblur.wiener(x, blur.length), region)
-                if rule.wins(result, again, gain):
-                    result = again
-            if rule.unsure(result):
-                tilted = deblur.estimate_tilted(x)
-                if rule.tilted_applies(tilted):
-                    again = self.read_input(deblur.wiener_tilted(x, tilted), region)
-                    if rule.tilted_wins(result, again):
-                        result = again
+            result, _ = self.deblur_rule.decide(
+                result, blur,
+                lambda: self.read_input(deblur.wiener(x, blur.length), region),
+                lambda: deblur.estimate_tilted(x),
+                lambda tilt: self.read_input(deblur.wiener_tilted(x, tilt), region))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plate read confidence=%.3f format=%s", result.confidence, result.format)
         return result
