@@ -53,7 +53,7 @@ from agent.vision.ocr import PlateReader, PlateText  # noqa: E402
 from agent.vision.recognizer import (PlateHit, ReadCut, Recognizer, detection_crop,  # noqa: E402
                                      is_confident)
 from tools.blur_curve import blur, shrink  # noqa: E402
-from tools.framed_val import matching_detection, trace  # noqa: E402
+from tools.framed_val import framed_crops, trace  # noqa: E402
 from tools.synth.make_passes import make_passes  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
@@ -105,13 +105,9 @@ def collect(recognizer: Recognizer, datasets: Path) -> dict[str, list[Reading]]:
             sets[f"blur_{n}_tilted_{angle}"] = [
                 readings(reader, blur(shrink(c.image, PLATE_WIDTH), n, angle), c.text, c.hint)
                 for c in crops]
-    sets["framed"] = []
-    for t in trace(crops, datasets):
-        frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
-        det = matching_detection(recognizer, frame, t.box)
-        if det is not None:
-            sets["framed"].append(readings(reader, detection_crop(frame, det), t.crop.text,
-                                           t.crop.hint, float(det.score)))
+    sets["framed"] = [readings(reader, crop, t.crop.text, t.crop.hint, float(det.score))
+                      for t, det, crop in framed_crops(recognizer, trace(crops, datasets))
+                      if det is not None]
     sets["passes"] = synthetic_pass_readings(recognizer)
     return sets
 

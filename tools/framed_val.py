@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def matching_detection(recognizer: Recognizer, frame: np.ndarray, box) -> Detect
     MATCH_IOU, as ``plategate eval`` matches), or None: a plate the unit misses."""
     dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, box) >= MATCH_IOU]
     return max(dets, key=lambda d: iou(d.box, box)) if dets else None
+
+
+def framed_crops(recognizer: Recognizer, traced: list[Traced]
+                 ) -> Iterator[tuple[Traced, Detection | None, np.ndarray | None]]:
+    """Each traced plate with the detector's box on it in its scene and the crop the agent
+    cuts from that box (``detection_crop``); (plate, None, None) where the unit misses it."""
+    for t in traced:
+        frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
+        det = matching_detection(recognizer, frame, t.box)
+        yield t, det, None if det is None else detection_crop(frame, det)
 
 
 def _hit(recognizer: Recognizer, crop: np.ndarray, hint, box, score) -> PlateHit:

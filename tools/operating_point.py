@@ -34,8 +34,8 @@ if __package__ in (None, ""):
 
 from agent.resources import bundled_models_dir, models_dir_arg  # noqa: E402
 from agent.config.schema import RecognizerConfig  # noqa: E402
-from agent.vision.recognizer import PlateHit, Recognizer, detection_crop, is_confident  # noqa: E402
-from tools.framed_val import matching_detection, trace  # noqa: E402
+from agent.vision.recognizer import PlateHit, Recognizer, is_confident  # noqa: E402
+from tools.framed_val import framed_crops, trace  # noqa: E402
 from tools.val_data import DATASETS, plate_text_val  # noqa: E402
 
 CUTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -59,14 +59,11 @@ def collect(recognizer: Recognizer, datasets: Path, plate_free: int) -> dict:
     crops = plate_text_val(datasets)
     text_pairs = [(c.text, recognizer.read_crop(c.image, c.hint)) for c in crops]
     framed_pairs = []
-    for t in trace(crops, datasets):
-        frame = cv2.imread(str(t.scene), cv2.IMREAD_COLOR)
-        det = matching_detection(recognizer, frame, t.box)
+    for t, det, crop in framed_crops(recognizer, trace(crops, datasets)):
         if det is None:
             framed_pairs.append((t.crop.text, None))  # a plate the unit misses
             continue
-        hit = recognizer.read_crop(detection_crop(frame, det),
-                                   t.crop.hint)
+        hit = recognizer.read_crop(crop, t.crop.hint)
         hit.detection_score = float(det.score)
         framed_pairs.append((t.crop.text, hit))
     frames = plate_free_frames(datasets, plate_free, seed=0)
